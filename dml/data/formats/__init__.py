@@ -1,0 +1,38 @@
+"""Readers of published dataset layouts, one per file, registered in ``FORMATS``.
+
+A reader is a factory taking keyword options (``ingest.options`` in params.yaml) and returning
+a :class:`Source`. ``dml.data.ingest`` decodes, checks and writes what a source yields.
+
+Record contract (every record of a source has the same keys):
+
+- ``image_id`` (str, unique) and either ``image`` (encoded bytes) or ``path`` (a file to read);
+  both may be given, then the bytes win and ``path`` is kept as provenance;
+- annotation keys named as manifest columns (``label``, ``label_<scale>``, ``split``, ...);
+- optionally ``_origin`` (str): where the record comes from (e.g. ``annotations.csv line 7``),
+  quoted in error messages and never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+from dml.data.manifest import ManifestInfo
+from dml.registry import Registry
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What a reader returns: records to ingest plus the manifest metadata."""
+
+    def records(self) -> Iterator[dict[str, Any]]: ...
+
+    def info(self) -> ManifestInfo: ...
+
+
+FORMATS: Registry[Source] = Registry("data source")
+
+# Register the readers (import for their side effect).
+from dml.data.formats import folder, synthetic  # noqa: E402,F401
+
+__all__ = ["FORMATS", "Source"]

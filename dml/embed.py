@@ -1,0 +1,90 @@
+"""Batched embedding extraction and the embeddings.parquet contract."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from dml.errors import DataError
+from dml.io import atomic_path
+
+#: Manifest/splits columns carried into embeddings.parquet when present.
+CARRIED_COLUMNS = ("image_id", "split", "role", "domain", "label")
+
+
+@torch.no_grad()
+def embed_dataset(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> np.ndarray:
+    """L2-normalized embeddings ``[N, D]`` (float32) of every item of ``dataset``, in order."""
+    model.eval()
+    model.to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    parts = []
+    for images, _ in tqdm(loader, desc="embed", unit="batch", disable=not progress):
+        parts.append(F.normalize(model(images.to(device)).float(), dim=1).cpu())
+    if not parts:
+        return np.zeros((0, getattr(model, "embed_dim", 0)), dtype=np.float32)
+    return torch.cat(parts).numpy()
+
+
+def write_embeddings(
+    path: str | os.PathLike[str],
+    columns: dict[str, list | np.ndarray],
+    embeddings: np.ndarray,
+    *,
+    model_hash: str,
+) -> None:
+    """Write ``embeddings.parquet`` atomically: carried columns plus a fixed-size list column."""
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, dim = embeddings.shape
+    arrays = {name: pa.array(values) for name, values in columns.items()}
+    for name, array in arrays.items():
+        if len(array) != n:
+            raise DataError(f"{path}: column {name!r} has {len(array)} rows, embeddings have {n}")
+    arrays["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), dim)
+    table = pa.table(arrays).replace_schema_metadata(
+        {"dml": json.dumps({"embed_dim": dim, "model_sha256": model_hash})}
+    )
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_embeddings(
+    path: str | os.PathLike[str], *, expected_dim: int | None = None
+) -> tuple[pa.Table, np.ndarray, dict]:
+    """Read ``embeddings.parquet``: (other columns, embeddings [N, D], metadata).
+
+    A file whose vectors do not match its declared size, or ``expected_dim``, is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"embeddings file {path} does not exist")
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(b"dml")
+    if raw is None or "embedding" not in table.column_names:
+        raise DataError(f"{path} is not an embeddings file (no 'embedding' column or metadata)")
+    meta = json.loads(raw)
+    column = table.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    if dim != meta["embed_dim"] or (expected_dim is not None and dim != expected_dim):
+        raise DataError(
+            f"{path}: embedding size {dim} does not match the expected "
+            f"{expected_dim if expected_dim is not None else meta['embed_dim']}"
+        )
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    return table.drop(["embedding"]), vectors, meta

@@ -1,0 +1,170 @@
+"""Retrieval evaluation: exact, streamed ranking metrics and clustering NMI.
+
+Entry point: :func:`retrieval_metrics`. The pieces: :mod:`dml.evaluate.metrics` (pure metric
+functions), :mod:`dml.evaluate.knn` (streamed exact ranking, pluggable relevance),
+:mod:`dml.evaluate.protocols` (query/gallery roles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+
+from dml.errors import ConfigError, DataError
+from dml.evaluate.knn import (
+    DEFAULT_BLOCK_BYTES,
+    SIMILARITIES,
+    Relevance,
+    label_relevance,
+    per_query_metrics,
+    prepare_embeddings,
+)
+from dml.evaluate.metrics import clustering_nmi
+
+__all__ = ["Relevance", "label_relevance", "per_query_metrics", "retrieval_metrics"]
+
+
+def _embeddings(x: ArrayLike | torch.Tensor, name: str) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if t.dim() != 2:
+        raise DataError(f"{name} embeddings must be 2-D [rows, dim], got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise DataError(f"{name} embeddings must be floating point, got {t.dtype}")
+    t = t.detach().to(torch.float32)
+    finite = torch.isfinite(t).all(dim=1)
+    if not bool(finite.all()):
+        row = int((~finite).nonzero()[0, 0])
+        raise DataError(f"{name} embeddings contain non-finite values (NaN/inf in float32), first at row {row}")
+    return t
+
+
+def _labels(y: ArrayLike | torch.Tensor, name: str, n_rows: int, device: torch.device) -> torch.Tensor:
+    t = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y))
+    if t.dim() != 1:
+        raise DataError(f"{name} must be 1-D [rows], got shape {tuple(t.shape)}")
+    if t.is_floating_point() or t.is_complex():
+        raise DataError(f"{name} must be integers, got {t.dtype}")
+    if t.shape[0] != n_rows:
+        raise DataError(f"{name} has {t.shape[0]} entries but the embeddings have {n_rows} rows")
+    return t.to(device=device, dtype=torch.long)
+
+
+def retrieval_metrics(
+    query: ArrayLike | torch.Tensor,
+    query_labels: ArrayLike | torch.Tensor,
+    gallery: ArrayLike | torch.Tensor | None = None,
+    gallery_labels: ArrayLike | torch.Tensor | None = None,
+    *,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    similarity: str = "cosine",
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    nmi: bool = True,
+    seed: int = 0,
+    query_gallery_index: ArrayLike | torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Exact retrieval metrics of ``query`` against ``gallery`` (or against itself), plus NMI.
+
+    Args:
+        query: float ``[Q, D]``, numpy or torch, any float dtype (computed in float32 on the
+            tensor's device).
+        query_labels: int ``[Q]`` class of each query.
+        gallery, gallery_labels: float ``[N, D]`` and int ``[N]``; both or neither. With no
+            gallery, each query is ranked against the other queries, itself excluded.
+        ks: the K of each ``recall@K``.
+        similarity: ``"cosine"`` (rows L2-normalized first) or ``"dot"`` (plain inner
+            product, e.g. a gallery decoded from quantization codes, see
+            ``dml.index.decode_gallery``).
+        block_bytes: memory budget of one block of queries (its float32 scores and bool
+            relevance: 5 bytes per query-gallery pair); the result does not depend on it.
+        nmi: also cluster the query embeddings (k-means, K = number of distinct query
+            labels, k-means++ seeding with ``seed``) and report NMI against the labels.
+        seed: seed of that k-means.
+        query_gallery_index: int ``[Q]``, only with a separate gallery: the gallery row that
+            holds the same item as each query, or -1. That row is left out of the query's
+            ranking, as the query itself is with no gallery (roles "both", see
+            ``dml.evaluate.protocols``).
+
+    Returns:
+        ``recall@K`` for each K (DML sense: a relevant item among the top K; K beyond the
+        gallery size means "any"), ``precision@1``, ``r_precision``, ``map@r`` (Musgrave et
+        al. 2020, ``1/R sum_{i<=R} P@i rel(i)``), ``map`` (average precision over the whole
+        ranking), ``nmi`` (only when ``nmi=True``) and ``queries_without_relevant``.
+
+    Queries with no relevant item in the gallery (a class seen once when ranking a set
+    against itself, a query class absent from the gallery) have no defined retrieval score:
+    they are left out of every retrieval average and counted in
+    ``queries_without_relevant`` (a float, like every value). With none left, the averages
+    are NaN. Ranking is exact over the whole gallery (no top-k cap); a non-relevant item with
+    exactly the same score as a relevant one ranks ahead of it.
+
+    Raises:
+        DataError: embeddings not 2-D or not float, non-finite values, a zero row under
+            cosine similarity, query and gallery dims differing (the message gives both
+            shapes), labels not 1-D integers or of the wrong length, no query.
+        ConfigError: unknown ``similarity``, non-positive ``ks`` or ``block_bytes``.
+
+    >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.8], [0.6, 0.6]])
+    >>> m = retrieval_metrics(x, [0, 0, 1, 1, 2], ks=(1,), nmi=False)
+    >>> m["recall@1"], m["map@r"], m["queries_without_relevant"]   # class 2 has one item
+    (1.0, 1.0, 1.0)
+    >>> g = np.array([[0.0, 1.0], [1.0, 0.1], [1.0, 0.0]])         # ranks for query 0: 2, 1, 0
+    >>> retrieval_metrics(x[:1], [0], g, [0, 1, 0], ks=(1, 2), nmi=False)["map"]   # (1 + 2/3) / 2
+    0.8333333333333333
+    """
+    if similarity not in SIMILARITIES:
+        raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise ConfigError(f"ks must be positive integers, got {ks}")
+    if int(block_bytes) < 1:
+        raise ConfigError(f"block_bytes must be positive, got {block_bytes}")
+    if (gallery is None) != (gallery_labels is None):
+        raise DataError("give gallery and gallery_labels together, or neither")
+
+    q = _embeddings(query, "query")
+    if q.shape[0] == 0:
+        raise DataError("no query embeddings (query has 0 rows)")
+    q_labels = _labels(query_labels, "query_labels", q.shape[0], q.device)
+    if gallery is None:
+        if query_gallery_index is not None:
+            raise DataError("query_gallery_index needs a separate gallery (each query is excluded already)")
+        g, g_labels = None, q_labels
+        exclude = torch.arange(q.shape[0], device=q.device)
+    else:
+        g = _embeddings(gallery, "gallery").to(q.device)
+        if g.shape[1] != q.shape[1]:
+            raise DataError(
+                f"query and gallery dimensions differ: query shape {tuple(q.shape)}, "
+                f"gallery shape {tuple(g.shape)}"
+            )
+        g_labels = _labels(gallery_labels, "gallery_labels", g.shape[0], q.device)
+        exclude = None
+        if query_gallery_index is not None:
+            exclude = _labels(query_gallery_index, "query_gallery_index", q.shape[0], q.device)
+            if bool(((exclude < -1) | (exclude >= g.shape[0])).any()):
+                raise DataError(f"query_gallery_index values must be in [-1, {g.shape[0]})")
+
+    if similarity == "cosine":
+        for name, t in (("query", q), ("gallery", g)):
+            zero = (t == 0).all(dim=1) if t is not None else torch.zeros(0, dtype=torch.bool)
+            if bool(zero.any()):
+                row = int(zero.nonzero()[0, 0])
+                raise DataError(f"{name} row {row} is all zeros: cosine similarity is undefined")
+    q = prepare_embeddings(q, similarity)
+    g = q if g is None else prepare_embeddings(g, similarity)
+
+    per_query = per_query_metrics(
+        q, g, label_relevance(q_labels, g_labels), ks=ks, exclude=exclude, block_bytes=block_bytes
+    )
+    valid = ~np.isnan(per_query["map"])
+    result = {
+        name: float(values[valid].mean()) if valid.any() else float("nan")
+        for name, values in per_query.items()
+    }
+    if nmi:
+        result["nmi"] = clustering_nmi(q.cpu().numpy(), q_labels.cpu().numpy(), seed=seed)
+    result["queries_without_relevant"] = float((~valid).sum())
+    return result

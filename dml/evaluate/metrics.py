@@ -1,0 +1,216 @@
+"""Retrieval and clustering metrics as pure functions (definitions: METHODS.md, "Metrics").
+
+Every retrieval metric here is a function of one compact description of a block of rankings:
+
+``ranks``: int64 ``[Q, M]``
+    For each query, the 1-based positions in its ranking of its relevant gallery items, in
+    increasing order, padded on the right with 0. ``M`` is at least the largest number of
+    relevant items retrieved for a query of the block.
+``n_relevant``: int64 ``[Q]``
+    R, the number of relevant items the query has in the gallery. Normally the number of
+    non-zero ranks in the row; larger when the ranking was truncated (a top-k list from
+    faiss), in which case the relevant items that were not retrieved count as never found.
+
+Storing only the relevant items' positions keeps a block small (``Q x R`` instead of
+``Q x N``) while every metric below stays exact over the whole ranking.
+:func:`ranks_from_relevance` builds the pair from a dense ``bool[Q, N]`` relevance matrix in
+ranked order, the form used in the examples.
+
+Each metric returns float64 ``[Q]``: one value per query, NaN for a query without any relevant
+item (R = 0), which callers leave out of their averages. Everything is vectorized over the
+whole block; no Python loop over queries or pairs.
+
+>>> ranks, n_rel = ranks_from_relevance([[True, False, True],    # R = 2
+...                                      [False, False, False]])  # no relevant item
+>>> ranks.tolist(), n_rel.tolist()
+([[1, 3], [0, 0]], [2, 0])
+>>> map_at_r(ranks, n_rel).tolist()      # row 0: (1/1 + 0) / 2; row 1: NaN
+[0.5, nan]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from sklearn.metrics import normalized_mutual_info_score
+
+__all__ = [
+    "average_precision",
+    "clustering_nmi",
+    "kmeans_assign",
+    "map_at_r",
+    "precision_at_k",
+    "r_precision",
+    "ranks_from_relevance",
+    "recall_at_k",
+]
+
+
+def _as_long(x: ArrayLike | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).long()
+
+
+def ranks_from_relevance(relevance: ArrayLike | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn ``relevance: bool[Q, N]`` (relevance of each ranked position) into ``(ranks, n_relevant)``.
+
+    ``relevance[q, i]`` is True when the item at position ``i + 1`` of query ``q``'s ranking is
+    relevant. Returns ``ranks: int64[Q, M]`` (``M`` = the largest row count, at least 0) and
+    ``n_relevant: int64[Q]`` as described in the module docstring.
+
+    >>> ranks, n = ranks_from_relevance([[False, True, True, False]])
+    >>> ranks.tolist(), n.tolist()
+    ([[2, 3]], [2])
+    >>> [t.shape for t in ranks_from_relevance(torch.zeros(1, 0, dtype=torch.bool))]  # lone query
+    [torch.Size([1, 0]), torch.Size([1])]
+    """
+    rel = torch.as_tensor(np.asarray(relevance) if not isinstance(relevance, torch.Tensor) else relevance)
+    rel = rel.bool()
+    if rel.dim() != 2:
+        raise ValueError(f"relevance must be 2-D [Q, N], got shape {tuple(rel.shape)}")
+    n_relevant = rel.sum(dim=1)
+    rows, cols = rel.nonzero(as_tuple=True)  # row-major: each row's hits in ranking order
+    width = int(n_relevant.max()) if rel.shape[0] else 0
+    ranks = torch.zeros(rel.shape[0], width, dtype=torch.long, device=rel.device)
+    row_start = torch.cumsum(n_relevant, 0) - n_relevant
+    within = torch.arange(rows.numel(), device=rel.device) - row_start[rows]
+    ranks[rows, within] = cols + 1
+    return ranks, n_relevant
+
+
+def _prepare(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor):
+    r = _as_long(ranks)
+    n = _as_long(n_relevant).to(r.device)
+    if r.dim() != 2 or n.dim() != 1 or r.shape[0] != n.shape[0]:
+        raise ValueError(
+            f"ranks must be [Q, M] and n_relevant [Q]; got {tuple(r.shape)} and {tuple(n.shape)}"
+        )
+    found = r > 0
+    # m: how many relevant items are at or above each listed one (ranks ascend along a row).
+    m = torch.arange(1, r.shape[1] + 1, device=r.device, dtype=torch.float64).expand(r.shape)
+    return r, n, found, m
+
+
+def _per_query(total: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """``total / n`` as float64, NaN where the query has no relevant item."""
+    out = total.double() / n.clamp(min=1).double()
+    return out.masked_fill(n == 0, float("nan"))
+
+
+def recall_at_k(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor, k: int) -> torch.Tensor:
+    """Recall@K in the DML sense: 1.0 if a relevant item is among the top ``k``, else 0.0. ``[Q]``.
+
+    Equals P@1 for ``k = 1``. A ``k`` larger than the gallery simply asks for any relevant
+    item at all.
+
+    >>> ranks, n = ranks_from_relevance([[False, True, True], [False, False, True], [False] * 3])
+    >>> recall_at_k(ranks, n, 2).tolist()
+    [1.0, 0.0, nan]
+    >>> recall_at_k(ranks, n, 100).tolist()   # K larger than the gallery
+    [1.0, 1.0, nan]
+    """
+    r, n, found, _ = _prepare(ranks, n_relevant)
+    hit = (found & (r <= k)).any(dim=1)
+    return _per_query(hit.long(), n.clamp(max=1))
+
+
+def precision_at_k(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor, k: int) -> torch.Tensor:
+    """P@K: the fraction of the top ``k`` positions that hold a relevant item. ``[Q]``.
+
+    The denominator is always ``k``, also when the gallery has fewer than ``k`` items.
+
+    >>> ranks, n = ranks_from_relevance([[True, False, True, True]])
+    >>> precision_at_k(ranks, n, 1).tolist(), precision_at_k(ranks, n, 4).tolist()
+    ([1.0], [0.75])
+    """
+    r, n, found, _ = _prepare(ranks, n_relevant)
+    hits = (found & (r <= k)).sum(dim=1).double() / k
+    return hits.masked_fill(n == 0, float("nan"))
+
+
+def r_precision(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor) -> torch.Tensor:
+    """R-Precision: P@R with R the query's number of relevant items. ``[Q]``.
+
+    >>> ranks, n = ranks_from_relevance([[True, False, True, False]])   # R = 2, 1 in top 2
+    >>> r_precision(ranks, n).tolist()
+    [0.5]
+    """
+    r, n, found, _ = _prepare(ranks, n_relevant)
+    hits = (found & (r <= n[:, None])).sum(dim=1)
+    return _per_query(hits, n)
+
+
+def map_at_r(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor) -> torch.Tensor:
+    """MAP@R (Musgrave et al. 2020): ``1/R * sum_{i <= R} P@i * rel(i)``. ``[Q]``.
+
+    >>> ranks, n = ranks_from_relevance([[True, True, False, True]])    # R = 3
+    >>> map_at_r(ranks, n).tolist()                                      # (1/1 + 2/2 + 0) / 3
+    [0.6666666666666666]
+    """
+    r, n, found, m = _prepare(ranks, n_relevant)
+    inside = found & (r <= n[:, None])
+    terms = torch.where(inside, m / r.clamp(min=1).double(), torch.zeros((), dtype=torch.float64))
+    return _per_query(terms.sum(dim=1), n)
+
+
+def average_precision(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor) -> torch.Tensor:
+    """Average precision over the whole ranking: ``1/R * sum_i P@i * rel(i)``. ``[Q]``.
+
+    Relevant items missing from ``ranks`` (a truncated ranking, ``n_relevant`` larger than
+    the row's count) contribute 0, so on a top-K list this is AP@K normalized by R.
+
+    >>> ranks, n = ranks_from_relevance([[True, False, True]])           # (1/1 + 2/3) / 2
+    >>> round(average_precision(ranks, n).item(), 6)
+    0.833333
+    >>> average_precision([[1, 0]], [2]).tolist()     # second relevant item never retrieved
+    [0.5]
+    """
+    r, n, found, m = _prepare(ranks, n_relevant)
+    terms = torch.where(found, m / r.clamp(min=1).double(), torch.zeros((), dtype=torch.float64))
+    return _per_query(terms.sum(dim=1), n)
+
+
+def kmeans_assign(embeddings: np.ndarray, k: int, *, seed: int = 0, niter: int = 20) -> np.ndarray:
+    """Cluster ``embeddings: float[N, D]`` into ``k`` groups with faiss k-means; int64 ``[N]``.
+
+    k-means++ seeding (as in scikit-learn's KMeans) and every point used for training (faiss
+    would otherwise subsample to 256 points per centroid); the result depends only on
+    ``seed``.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if not 1 <= k <= x.shape[0]:
+        raise ValueError(f"k must be in [1, {x.shape[0]}] for {x.shape[0]} points, got {k}")
+    if k == 1:
+        return np.zeros(x.shape[0], dtype=np.int64)
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=niter,
+        seed=seed,
+        max_points_per_centroid=1 << 30,
+        min_points_per_centroid=1,
+        init_method=faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS,
+    )
+    km.train(x)
+    _, assign = km.index.search(x, 1)
+    return assign[:, 0].astype(np.int64)
+
+
+def clustering_nmi(embeddings: np.ndarray, labels: ArrayLike, *, seed: int = 0) -> float:
+    """NMI between the labels and a k-means clustering with K = number of distinct labels.
+
+    ``embeddings: float[N, D]``, ``labels: int[N]``. Uses :func:`kmeans_assign` and
+    ``sklearn.metrics.normalized_mutual_info_score`` (arithmetic normalization).
+
+    >>> x = np.array([[0.0, 0.0], [0.0, 0.1], [10.0, 10.0], [10.0, 10.1]], dtype=np.float32)
+    >>> clustering_nmi(x, [3, 3, 7, 7])
+    1.0
+    >>> clustering_nmi(x[:1], [5])        # a lone point: one cluster, one class
+    1.0
+    """
+    y = np.asarray(labels)
+    k = int(np.unique(y).size)
+    assign = kmeans_assign(embeddings, k, seed=seed)
+    return float(normalized_mutual_info_score(y, assign))

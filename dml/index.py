@@ -1,0 +1,314 @@
+"""faiss indexes over embeddings: build, save/load with integrity checks, search, decode.
+
+Kinds (:data:`KINDS`):
+
+- ``"flat"``: exact search over the float32 vectors (4*D bytes per vector);
+- ``"pq"``: product quantization, ``M = bits // 8`` sub-quantizers of 8 bits (``bits / 8``
+  bytes per vector);
+- ``"opq"``: a learned rotation (OPQ) followed by the same PQ;
+- ``"ivfpq"``: an inverted file over a flat coarse quantizer with PQ codes of the residuals.
+
+Inner product (``metric="ip"``) is the default: embeddings are L2-normalized, so it ranks as
+cosine. Every random choice (training sample, k-means of the coarse quantizer and of the
+sub-quantizers) is seeded, so the same vectors and seed give the same index, byte for byte.
+
+On disk an index is two files: the faiss file and a JSON sidecar ``<file>.json`` with kind,
+faiss type, dim, metric, code size, ntotal, faiss version, the file's sha256 and the caller's
+``info``. :func:`load_index` refuses a file whose sidecar is missing or disagrees with it.
+
+:func:`decode_gallery` turns the codes back into vectors, so that exact evaluation
+(``dml.evaluate.retrieval_metrics(..., similarity="dot")``) ranks the gallery exactly as the
+index's asymmetric search does (ties aside).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from dml.errors import ConfigError, DataError, IntegrityError
+from dml.io import atomic_path, sha256_file, write_json_atomic
+
+__all__ = [
+    "KINDS",
+    "METRICS",
+    "build_index",
+    "decode_gallery",
+    "describe_index",
+    "load_index",
+    "save_index",
+    "search",
+    "sidecar_path",
+]
+
+KINDS = ("flat", "pq", "opq", "ivfpq")
+METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+CODEBOOK_BITS = 8  # bits per sub-quantizer: 256 centroids each
+MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per centroid
+DEFAULT_MAX_TRAIN_POINTS = 1 << 17
+
+
+def _vectors(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise DataError(f"{name} must be 2-D [rows, dim], got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise DataError(f"{name} must be floating point, got {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    finite = np.isfinite(a).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{name} contain non-finite values, first at row {int(np.flatnonzero(~finite)[0])}")
+    return a
+
+
+def _subquantizers(bits: int | None, dim: int) -> int:
+    if bits is None or int(bits) != bits or bits <= 0 or bits % CODEBOOK_BITS:
+        raise ConfigError(f"bits must be a positive multiple of {CODEBOOK_BITS} for a PQ index, got {bits}")
+    m = int(bits) // CODEBOOK_BITS
+    if dim % m:
+        raise ConfigError(
+            f"bits={bits} means M={m} sub-quantizers of {CODEBOOK_BITS} bits, "
+            f"but the embedding dim D={dim} is not divisible by M={m}"
+        )
+    return m
+
+
+def _training_sample(x: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    if x.shape[0] <= cap:
+        return x
+    rows = np.sort(np.random.default_rng(seed).choice(x.shape[0], size=cap, replace=False))
+    return np.ascontiguousarray(x[rows])
+
+
+def default_nlist(n_train: int) -> int:
+    """About ``4 * sqrt(N)`` lists, at most one per 39 training points, at least 1.
+
+    >>> default_nlist(10**6), default_nlist(10_000), default_nlist(10)   # 10k: capped at 10k // 39
+    (4000, 256, 1)
+    """
+    return max(1, min(round(4 * np.sqrt(n_train)), n_train // MIN_POINTS_PER_CENTROID))
+
+
+def build_index(
+    vectors: np.ndarray,
+    kind: str,
+    *,
+    bits: int | None = None,
+    metric: str = "ip",
+    nlist: int | None = None,
+    nprobe: int | None = None,
+    seed: int = 0,
+    max_train_points: int = DEFAULT_MAX_TRAIN_POINTS,
+) -> faiss.Index:
+    """Train (if needed) and fill an index of ``kind`` with ``vectors: float32[N, D]``.
+
+    Args:
+        vectors: the gallery; converted to contiguous float32, must be finite.
+        kind: one of :data:`KINDS`.
+        bits: code length per vector for "pq", "opq", "ivfpq" (a multiple of 8; D must be
+            divisible by ``bits // 8``); must be None for "flat".
+        metric: "ip" (inner product) or "l2".
+        nlist: inverted lists for "ivfpq"; default :func:`default_nlist` of the training
+            set size.
+        nprobe: lists visited per query for "ivfpq" (default ``max(1, nlist // 8)``, stored
+            in the file). Set ``index.nprobe = index.nlist`` for an exhaustive search, the
+            one that :func:`decode_gallery` reproduces.
+        seed: seeds the training sample and every k-means.
+        max_train_points: training uses all vectors up to this many, else a seeded sample.
+
+    Raises:
+        ConfigError: unknown kind or metric, bad ``bits`` (the message names bits and D),
+            ``nlist`` larger than the training set.
+        DataError: vectors not 2-D, not finite, or too few to train 256-word codebooks.
+    """
+    x = _vectors(vectors, "vectors")
+    n, d = x.shape
+    if kind not in KINDS:
+        raise ConfigError(f"unknown index kind {kind!r}; expected one of {KINDS}")
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; expected one of {tuple(METRICS)}")
+    metric_type = METRICS[metric]
+    if kind == "flat":
+        if bits is not None:
+            raise ConfigError(f"a flat index stores float32 vectors ({32 * d} bits); bits must be None, got {bits}")
+        index = faiss.IndexFlat(d, metric_type)
+        index.add(x)
+        return index
+
+    m = _subquantizers(bits, d)
+    train = _training_sample(x, max_train_points, seed)
+    if train.shape[0] < 1 << CODEBOOK_BITS:
+        raise DataError(
+            f"a {kind} index needs at least {1 << CODEBOOK_BITS} training vectors "
+            f"(one per code word of an {CODEBOOK_BITS}-bit sub-quantizer), got {train.shape[0]}"
+        )
+    if kind == "pq":
+        index = faiss.IndexPQ(d, m, CODEBOOK_BITS, metric_type)
+        index.pq.cp.seed = seed
+        index.train(train)
+    elif kind == "opq":
+        opq = faiss.OPQMatrix(d, m)
+        opq_pq = faiss.ProductQuantizer(d, m, CODEBOOK_BITS)  # the PQ used while learning the rotation
+        opq_pq.cp.seed = seed
+        opq.pq = opq_pq
+        inner = faiss.IndexPQ(d, m, CODEBOOK_BITS, metric_type)
+        inner.pq.cp.seed = seed
+        index = faiss.IndexPreTransform(opq, inner)
+        index.train(train)
+        opq.pq = None  # only needed for training; do not keep a pointer to a Python-owned object
+    else:  # ivfpq
+        nlist = default_nlist(train.shape[0]) if nlist is None else int(nlist)
+        if not 1 <= nlist <= train.shape[0]:
+            raise ConfigError(f"nlist must be in [1, {train.shape[0]}] (training vectors), got {nlist}")
+        quantizer = faiss.IndexFlat(d, metric_type)
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, m, CODEBOOK_BITS, metric_type)
+        index.cp.seed = seed
+        index.pq.cp.seed = seed
+        index.nprobe = max(1, nlist // 8) if nprobe is None else int(nprobe)
+        index.train(train)
+    index.add(x)
+    return index
+
+
+def _kind(index: faiss.Index) -> str:
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        inner = faiss.downcast_index(index.index)
+        if index.chain.size() == 1 and isinstance(
+            faiss.downcast_VectorTransform(index.chain.at(0)), faiss.OPQMatrix
+        ) and isinstance(inner, faiss.IndexPQ):
+            return "opq"
+    elif isinstance(index, faiss.IndexFlat):
+        return "flat"
+    elif isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq"
+    elif isinstance(index, faiss.IndexPQ):
+        return "pq"
+    return "other"
+
+
+def describe_index(index: faiss.Index) -> dict[str, Any]:
+    """Facts about an index, as stored in its sidecar (without checksum and info)."""
+    try:
+        code_size = int(index.sa_code_size())
+    except RuntimeError:  # index types without standalone codes
+        code_size = 4 * index.d if _kind(index) == "flat" else None
+    metric = {v: k for k, v in METRICS.items()}.get(index.metric_type, str(index.metric_type))
+    return {
+        "kind": _kind(index),
+        "type": type(faiss.downcast_index(index)).__name__,
+        "dim": int(index.d),
+        "metric": metric,
+        "code_size": code_size,
+        "ntotal": int(index.ntotal),
+        "faiss_version": faiss.__version__,
+    }
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar of an index file: ``<path>.json``."""
+    return Path(f"{os.fspath(path)}.json")
+
+
+def save_index(index: faiss.Index, path: str | os.PathLike[str], *, info: dict[str, Any]) -> dict[str, Any]:
+    """Write ``index`` to ``path`` and its sidecar to ``path + ".json"``; return the sidecar.
+
+    Both files are written to temporaries and renamed into place (index first, sidecar
+    second), so a failure leaves no partial file. If the process dies between the two
+    renames, the old sidecar's checksum no longer matches and :func:`load_index` refuses the
+    pair. ``info`` (JSON-serializable: model hash, params, ...) is stored under ``"info"``.
+    """
+    path = Path(path)
+    meta = describe_index(index)
+    try:
+        meta["info"] = json.loads(json.dumps(info))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"info for index {path} is not JSON-serializable: {err}") from err
+    meta["file"] = path.name
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+        meta["sha256"] = sha256_file(tmp)
+    write_json_atomic(sidecar_path(path), meta)
+    return meta
+
+
+def load_index(path: str | os.PathLike[str]) -> tuple[faiss.Index, dict[str, Any]]:
+    """Read an index saved by :func:`save_index`; return ``(index, sidecar)``.
+
+    Raises IntegrityError, naming the file, when the file or its sidecar is missing or
+    unreadable, the sha256 differs from the sidecar's, or dim/ntotal disagree with it.
+    """
+    path = Path(path)
+    sidecar = sidecar_path(path)
+    if not path.is_file():
+        raise IntegrityError(f"index file {path} does not exist")
+    if not sidecar.is_file():
+        raise IntegrityError(f"index file {path} has no sidecar {sidecar}; refusing to load it unchecked")
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        expected = {key: meta[key] for key in ("sha256", "dim", "ntotal")}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise IntegrityError(f"sidecar {sidecar} of index {path} is unreadable: {err!r}") from err
+    digest = sha256_file(path)
+    if digest != expected["sha256"]:
+        raise IntegrityError(
+            f"index file {path} is corrupt or was replaced: sha256 {digest} "
+            f"does not match its sidecar's {expected['sha256']}"
+        )
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as err:
+        raise IntegrityError(f"faiss cannot read index file {path}: {err}") from err
+    if index.d != expected["dim"] or index.ntotal != expected["ntotal"]:
+        raise IntegrityError(
+            f"index file {path} has dim={index.d}, ntotal={index.ntotal}; its sidecar says "
+            f"dim={expected['dim']}, ntotal={expected['ntotal']}"
+        )
+    return index, meta
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search`` with checked inputs: ``(scores float32[Q, k'], ids int64[Q, k'])``.
+
+    ``k' = min(k, index.ntotal)``. For an "ip" index scores are inner products (higher is
+    closer), for "l2" squared distances. Raises DataError when the queries are not a finite
+    2-D float array or their dimension differs from the index's (both are named).
+    """
+    q = _vectors(queries, "queries")
+    if q.shape[1] != index.d:
+        raise DataError(
+            f"query dimension {q.shape[1]} (queries shape {q.shape}) does not match "
+            f"the index dimension {index.d}"
+        )
+    if int(k) < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    k = min(int(k), int(index.ntotal))
+    if k == 0:
+        return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
+    return index.search(q, k)
+
+
+def decode_gallery(index: faiss.Index) -> np.ndarray:
+    """The vectors the index actually searches, back in the input space: float32 ``[N, D]``.
+
+    flat: the stored vectors; pq: the decoded codes; opq: the decoded codes rotated back
+    (the OPQ rotation is orthonormal, so ``q . decoded = (R q) . code``); ivfpq: coarse
+    centroid + decoded residual. For an inner-product index, ranking each query by
+    ``q . decoded`` (``retrieval_metrics(..., similarity="dot")``) is the ranking of the
+    index's asymmetric search, up to float rounding in near-ties; for IVF only when the
+    search is exhaustive (``nprobe == nlist``). An IVF index gets a temporary direct map,
+    removed afterwards.
+    """
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and ivf.direct_map.no():
+        ivf.make_direct_map(True)
+        try:
+            return index.reconstruct_n(0, index.ntotal)
+        finally:
+            ivf.make_direct_map(False)
+    return index.reconstruct_n(0, index.ntotal)

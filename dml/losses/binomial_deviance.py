@@ -1,0 +1,49 @@
+"""Binomial deviance loss (Yi et al. 2014), as in ECAML's code (METHODS.md §1, L_BD)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from dml.losses.base import (
+    LOSSES,
+    MetricLoss,
+    check_positive,
+    cosine_matrix,
+    masked_mean,
+    pair_masks,
+)
+
+__all__ = ["BinomialDevianceLoss"]
+
+
+@LOSSES.register("binomial_deviance")
+class BinomialDevianceLoss(MetricLoss):
+    """Soft (log-logistic) penalties on cosine similarity, averaged separately over P and N::
+
+        L_BD = 1/|P| Σ_P softplus(−alpha (s_ij − beta))
+             + 1/|N| Σ_N softplus(alpha · neg_weight · (s_ij − beta))
+
+    ``neg_weight`` is C_n, which balances the many negatives against the few positives.
+    ``softplus(x) = log(1 + exp(x))`` is evaluated stably. An empty P or N contributes 0.
+    Pairs are ordered (i, j), i ≠ j (``pair_masks``).
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 0.5, neg_weight: float = 25.0) -> None:
+        super().__init__()
+        check_positive("alpha", alpha)
+        check_positive("neg_weight", neg_weight)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.neg_weight = float(neg_weight)
+
+    def compute_loss(self, embeddings: Tensor, labels: Tensor | None, similarity: Tensor) -> Tensor:
+        """See the class docstring."""
+        s = cosine_matrix(embeddings)
+        pos, neg = pair_masks(similarity)
+        pos_loss = F.softplus(-self.alpha * (s - self.beta))
+        neg_loss = F.softplus(self.alpha * self.neg_weight * (s - self.beta))
+        return masked_mean(pos_loss, pos) + masked_mean(neg_loss, neg)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, beta={self.beta}, neg_weight={self.neg_weight}"

@@ -1,0 +1,1 @@
+"""Training: a framework-free loop, the global-batch all-gather, and the Ray Train driver."""

@@ -1,0 +1,252 @@
+"""The training loop, free of any framework: Ray Train, Ray Tune and plain calls all drive it.
+
+A ``Session`` says who we are (rank, world size, device), where to resume from and where to
+report to; ``fit`` runs the epochs. Checkpoints hold everything needed to continue exactly:
+model, loss parameters, optimizer, sampler position, RNG state and the metric history.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from dml.config import RunSpec
+from dml.data.dataset import ManifestDataset
+from dml.data.samplers import MPerClassBatchSampler
+from dml.io import atomic_path
+from dml.losses import LOSSES, MetricLoss, build_loss
+from dml.models import EmbeddingModel, build_model
+from dml.train.distributed import gather_global_batch
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class Session(Protocol):
+    """What the loop needs from whoever runs it."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    def checkpoint_dir(self) -> Path | None:
+        """Folder of the checkpoint to resume from, or None for a fresh start."""
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        """Publish one epoch's metrics and (on rank 0) its checkpoint folder."""
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """Move to the device and wrap for data parallelism where needed."""
+
+
+@dataclass
+class LocalSession:
+    """A single process without Ray: for tests, benchmarks and in-process Tune trials."""
+
+    resume_from: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    rank: int = 0
+    world_size: int = 1
+    history: list[dict[str, float]] = field(default_factory=list)
+    on_report: Callable[[dict[str, float], Path | None], None] | None = None
+
+    def checkpoint_dir(self) -> Path | None:
+        return self.resume_from
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        self.history.append(dict(metrics))
+        if self.on_report is not None:
+            self.on_report(metrics, checkpoint_dir)
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        return module.to(self.device)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which images train and (optionally) validate a run."""
+
+    manifest: str
+    splits: str
+    train_exclude_folds: tuple[int, ...] = ()
+    val_folds: tuple[int, ...] = ()
+
+
+class MetricLearner(nn.Module):
+    """Model plus loss in one module, so DDP synchronises trunk, head and proxies together."""
+
+    def __init__(self, model: EmbeddingModel, loss: MetricLoss) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embeddings, labels = gather_global_batch(self.model(images), labels)
+        return self.loss(embeddings, labels)
+
+
+class _Relabelled(Dataset):
+    """Maps a dataset's class ids to 0..C-1 over the classes it contains (proxies need it)."""
+
+    def __init__(self, dataset: ManifestDataset) -> None:
+        self.dataset = dataset
+        self.classes, self.targets = np.unique(dataset.labels, return_inverse=True)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, _ = self.dataset[index]
+        return image, int(self.targets[index])
+
+
+def build_learner(spec: RunSpec, num_classes: int) -> MetricLearner:
+    """The model and loss of ``spec``; proxy losses get the class count and embedding size."""
+    kwargs = dict(spec.loss_kwargs)
+    accepted = LOSSES.parameters(spec.loss_name)
+    if "num_classes" in accepted:
+        kwargs["num_classes"] = num_classes
+    if "embed_dim" in accepted:
+        kwargs["embed_dim"] = spec.model.embed_dim
+    return MetricLearner(build_model(spec.model), build_loss(spec.loss_name, **kwargs))
+
+
+def build_optimizer(learner: MetricLearner, spec: RunSpec) -> torch.optim.Optimizer:
+    """AdamW; loss parameters (proxies, centres) get their own, larger learning rate."""
+    groups = [{"params": list(learner.model.parameters()), "lr": spec.train.lr}]
+    loss_params = list(learner.loss.parameters())
+    if loss_params:
+        groups.append({"params": loss_params, "lr": spec.train.loss_lr})
+    return torch.optim.AdamW(groups, weight_decay=spec.train.weight_decay)
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``folder/state.pt`` atomically (tensors and plain values only)."""
+    with atomic_path(folder / CHECKPOINT_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(folder: Path) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; never unpickles code."""
+    return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def unwrap(module: nn.Module) -> MetricLearner:
+    """The learner inside a DDP wrapper (or the learner itself)."""
+    return module.module if hasattr(module, "module") else module  # type: ignore[return-value]
+
+
+def fit(
+    spec: RunSpec,
+    data: DataSpec,
+    session: Session,
+    *,
+    epochs: int | None = None,
+    validate: Callable[[EmbeddingModel], dict[str, float]] | None = None,
+) -> MetricLearner:
+    """Train ``spec`` on ``data`` for ``epochs`` (default ``spec.train.epochs``).
+
+    Resumes from ``session.checkpoint_dir()`` when given. Each epoch ends with one
+    ``session.report`` carrying the epoch's metrics (plus ``validate``'s, if given) and a
+    checkpoint written by rank 0.
+    """
+    cfg = spec.train
+    epochs = cfg.epochs if epochs is None else epochs
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    train_set = ManifestDataset(
+        data.manifest,
+        data.splits,
+        split="train",
+        exclude_folds=list(data.train_exclude_folds) or None,
+        image_size=spec.model.image_size,
+        train=True,
+    )
+    relabelled = _Relabelled(train_set)
+    sampler = MPerClassBatchSampler(
+        relabelled.targets,
+        m=cfg.m_per_class,
+        batch_size=cfg.batch_size,
+        rank=session.rank,
+        world_size=session.world_size,
+        seed=cfg.seed,
+    )
+    learner = build_learner(spec, num_classes=len(relabelled.classes))
+    optimizer = build_optimizer(learner, spec)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    resume = session.checkpoint_dir()
+    if resume is not None:
+        state = load_checkpoint(resume)
+        learner.load_state_dict(state["learner"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+    module = session.prepare(learner)
+    loader = DataLoader(relabelled, batch_sampler=sampler, num_workers=0)
+
+    for epoch in range(start_epoch, epochs):
+        # Augmentation draws from a generator seeded by (seed, epoch, rank): reproducible runs.
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + session.rank)
+        sampler.set_epoch(epoch)
+        metrics = train_one_epoch(module, loader, optimizer, session.device)
+        metrics["epoch"] = float(epoch)
+        if validate is not None:
+            unwrap(module).model.eval()
+            metrics.update(validate(unwrap(module).model))
+        history.append(metrics)
+        with tempfile.TemporaryDirectory(prefix="dml-ckpt-") as tmp:
+            folder = None
+            if session.rank == 0:
+                folder = Path(tmp)
+                save_checkpoint(
+                    folder,
+                    {
+                        "learner": unwrap(module).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "sampler": sampler.state_dict(),
+                        "history": history,
+                        "epoch": epoch,
+                        "num_classes": len(relabelled.classes),
+                    },
+                )
+            session.report(metrics, folder)
+    return unwrap(module)
+
+
+def train_one_epoch(
+    module: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean loss and images per second."""
+    module.train()
+    total, steps, images_seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for images, labels in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device)
+        loss = module(images, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {steps}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        steps += 1
+        images_seen += images.shape[0]
+    elapsed = time.perf_counter() - start
+    return {
+        "loss": total / max(steps, 1),
+        "images_per_s": images_seen / elapsed if elapsed > 0 else math.nan,
+        "steps": float(steps),
+    }

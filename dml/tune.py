@@ -1,0 +1,186 @@
+"""Hyperparameter search: Ray Tune with OptunaSearch and ASHA over spaces declared in params.yaml.
+
+The objective is a retrieval metric (MAP@R by default) on validation folds carved out of the
+training classes; the test classes are never seen. A trial either trains in its own process
+("local", for small sweeps) or drives a TorchTrainer over several workers ("trainer", on a
+cluster). A sweep interrupted and started again resumes: finished trials are kept, and the
+searcher is restored with their results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from dml.config import ExperimentConfig, Params, SearchDim, resolve_run
+from dml.train.loop import DataSpec, fit
+from dml.validation import FoldValidator
+
+
+def search_space(search: dict[str, SearchDim]) -> dict[str, Any]:
+    """Tune sampling domains for each dotted key of an experiment's ``search`` section."""
+    space: dict[str, Any] = {}
+    for key, dim in search.items():
+        if dim.type == "uniform":
+            space[key] = tune.uniform(dim.low, dim.high)
+        elif dim.type == "loguniform":
+            space[key] = tune.loguniform(dim.low, dim.high)
+        elif dim.type == "int":
+            space[key] = tune.randint(int(dim.low), int(dim.high) + 1)
+        else:
+            space[key] = tune.choice(list(dim.values or []))
+    return space
+
+
+class TuneSession:
+    """Session adapter for an in-process Tune trial (one worker, the trial's own CPUs)."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self) -> None:
+        import torch
+
+        self.device = torch.device("cpu")
+        self._stack = contextlib.ExitStack()
+
+    def checkpoint_dir(self) -> Path | None:
+        checkpoint = tune.get_checkpoint()
+        return None if checkpoint is None else Path(self._stack.enter_context(checkpoint.as_directory()))
+
+    def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        tune.report(metrics, checkpoint=checkpoint)
+
+    def prepare(self, module):  # noqa: ANN001, ANN201 - nn.Module in, nn.Module out
+        return module.to(self.device)
+
+
+def _trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
+    """One trial: resolve the sampled knobs over the experiment, train, validate every epoch."""
+    params = Params.model_validate(context["params"])
+    spec = resolve_run(params, context["experiment"], config)
+    data = DataSpec(**context["data"])
+    validator = FoldValidator(
+        data.manifest, data.splits, data.val_folds, image_size=spec.model.image_size
+    )
+    if context["mode"] == "local":
+        local = replace_train(spec, num_workers=1, use_gpu=False)
+        fit(local, data, TuneSession(), epochs=context["epochs"], validate=validator)
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from dml.train.ray_trainer import make_trainer
+
+    trial_name = tune.get_context().get_trial_name()
+    trainer = make_trainer(
+        spec,
+        data,
+        storage_path=Path(context["storage_path"]),
+        epochs=context["epochs"],
+        name=f"{context['name']}-{trial_name}",
+        validate=validator,
+        callbacks=[TuneReportCallback()],
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+
+
+def replace_train(spec, **changes):  # noqa: ANN001, ANN201 - RunSpec in, RunSpec out
+    """A copy of ``spec`` with some train fields changed."""
+    return spec.model_copy(update={"train": spec.train.model_copy(update=changes)})
+
+
+def sweep_name(params: Params, experiment: str, data: DataSpec) -> str:
+    """``tune-<experiment>-<hash>`` over everything that defines the sweep."""
+    exp: ExperimentConfig = params.experiment(experiment)
+    payload = json.dumps(
+        {
+            "tune": params.tune.model_dump(mode="json"),
+            "experiment": exp.model_dump(mode="json"),
+            "train": params.train.model_dump(mode="json"),
+            "model": params.model.model_dump(mode="json"),
+            "data": asdict(data),
+        },
+        sort_keys=True,
+    )
+    return f"tune-{experiment}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: Path) -> dict[str, Any]:
+    """Run (or resume) the sweep for ``experiment``; return the best overrides and their score.
+
+    With ``tune.trials == 0`` or an empty search space nothing runs and the overrides are empty.
+    """
+    cfg = params.tune
+    exp = params.experiment(experiment)
+    if cfg.trials == 0 or not exp.search:
+        return {"experiment": experiment, "overrides": {}, "trials": 0, "metric": None, "value": None}
+    data = replace(data, train_exclude_folds=tuple(cfg.folds), val_folds=tuple(cfg.folds))
+    metric = f"val_{cfg.metric}"
+    name = sweep_name(params, experiment, data)
+    context = {
+        "params": params.model_dump(mode="json"),
+        "experiment": experiment,
+        "data": asdict(data),
+        "epochs": cfg.epochs,
+        "mode": cfg.mode,
+        "name": name,
+        "storage_path": str(storage_path),
+    }
+    trainable = tune.with_parameters(_trial, context=context)
+    # A "trainer" trial only drives a TorchTrainer whose workers hold the real resources.
+    resources = {"cpu": cfg.cpus_per_trial} if cfg.mode == "local" else {"cpu": 0.01}
+    trainable = tune.with_resources(trainable, resources)
+    path = storage_path / name
+    if tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        scheduler = (
+            ASHAScheduler(time_attr="training_iteration", max_t=cfg.epochs, grace_period=1)
+            if cfg.scheduler == "asha"
+            else FIFOScheduler()
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=search_space(exp.search),
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode="max",
+                search_alg=OptunaSearch(seed=cfg.seed),
+                scheduler=scheduler,
+                num_samples=cfg.trials,
+                max_concurrent_trials=1,
+            ),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=1),
+        )
+    results = tuner.fit()
+    errors = [r.error for r in results if r.error is not None]
+    if len(errors) == len(results):
+        raise RuntimeError(f"every trial of {name} failed; first error: {errors[0]}")
+    best = results.get_best_result(metric=metric, mode="max", scope="all")
+    return {
+        "experiment": experiment,
+        "overrides": {key: best.config[key] for key in exp.search},
+        "trials": len(results),
+        "failed_trials": len(errors),
+        "metric": metric,
+        "value": float(best.metrics[metric]) if best.metrics and metric in best.metrics else None,
+        "all": sorted(
+            (
+                {"config": {k: r.config[k] for k in exp.search}, metric: r.metrics.get(metric)}
+                for r in results
+                if r.metrics and r.error is None
+            ),
+            key=lambda row: -(row[metric] or 0.0),
+        ),
+    }

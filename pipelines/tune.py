@@ -1,0 +1,37 @@
+"""Stage tune: search an experiment's margins and loss weights; write the best values."""
+
+import argparse
+import json
+
+from dml.cli import run_stage
+from dml.config import load_params
+from dml.io import write_json_atomic
+from dml.runtime import ray_session, storage_dir
+from dml.train.loop import DataSpec
+from dml.tune import run_sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--experiment", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--manifest", default="data/manifest.parquet")
+    parser.add_argument("--splits", default="data/splits.parquet")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    params.experiment(args.experiment)
+    data = DataSpec(manifest=args.manifest, splits=args.splits)
+    if params.tune.trials == 0:
+        best = run_sweep(params, args.experiment, data, storage_path=storage_dir(None))
+    else:
+        with ray_session():
+            best = run_sweep(
+                params, args.experiment, data, storage_path=storage_dir(params.train.storage_path)
+            )
+    write_json_atomic(args.out, best)
+    print(f"tune {args.experiment}: {json.dumps(best['overrides'])} ({best['metric']}={best['value']})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

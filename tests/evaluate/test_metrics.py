@@ -1,0 +1,180 @@
+"""Pure metric functions against slow loop-based references, hand-computed values, edge cases."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dml.evaluate import knn
+from dml.evaluate.metrics import (
+    average_precision,
+    clustering_nmi,
+    map_at_r,
+    precision_at_k,
+    r_precision,
+    ranks_from_relevance,
+    recall_at_k,
+)
+
+
+# ---------------------------------------------------------------- slow reference (loops)
+def reference_row(rel: list[bool], n_relevant: int | None = None, ks=(1, 2, 4, 8)) -> dict | None:
+    """Every metric of one ranked relevance list, by direct loops over positions."""
+    R = sum(rel) if n_relevant is None else n_relevant
+    if R == 0:
+        return None
+    out = {}
+    for k in ks:
+        out[f"recall@{k}"] = 1.0 if any(rel[:k]) else 0.0
+        out[f"precision@{k}"] = sum(rel[:k]) / k
+    out["r_precision"] = sum(rel[:R]) / R
+    hits, ap, mapr = 0, 0.0, 0.0
+    for i, r in enumerate(rel, start=1):
+        if r:
+            hits += 1
+            ap += hits / i
+            if i <= R:
+                mapr += hits / i
+    out["map@r"] = mapr / R
+    out["map"] = ap / R
+    return out
+
+
+def check_against_reference(rel: np.ndarray, ranks, n_rel, ks=(1, 2, 4, 8)) -> None:
+    computed = {f"recall@{k}": recall_at_k(ranks, n_rel, k) for k in ks}
+    computed |= {f"precision@{k}": precision_at_k(ranks, n_rel, k) for k in ks}
+    computed |= {
+        "r_precision": r_precision(ranks, n_rel),
+        "map@r": map_at_r(ranks, n_rel),
+        "map": average_precision(ranks, n_rel),
+    }
+    for q, row in enumerate(rel.tolist()):
+        expected = reference_row(row, int(n_rel[q]), ks)
+        for name, values in computed.items():
+            if expected is None:
+                assert math.isnan(values[q].item()), (name, q)
+            else:
+                assert values[q].item() == pytest.approx(expected[name], abs=1e-12), (name, q)
+
+
+# ---------------------------------------------------------------- hand-computed examples
+def test_hand_computed_ranking():
+    # ranking [rel, non, rel], R = 2:
+    #   MAP@R = (P@1*1 + P@2*0) / 2 = (1/1 + 0) / 2 = 0.5
+    #   AP    = (P@1 + P@3) / 2     = (1 + 2/3) / 2 = 5/6
+    #   R-Precision = 1 relevant in top 2 / 2 = 0.5; recall@1 = 1
+    ranks, n = ranks_from_relevance([[True, False, True]])
+    assert ranks.tolist() == [[1, 3]]
+    assert map_at_r(ranks, n).item() == pytest.approx(0.5)
+    assert average_precision(ranks, n).item() == pytest.approx((1 + 2 / 3) / 2)
+    assert r_precision(ranks, n).item() == pytest.approx(0.5)
+    assert recall_at_k(ranks, n, 1).item() == 1.0
+
+
+def test_hand_computed_six_items():
+    # ranking [non, rel, rel, non, non, rel], R = 3:
+    #   relevant at positions 2, 3, 6 -> P@2 = 1/2, P@3 = 2/3, P@6 = 3/6
+    #   MAP@R = (1/2 + 2/3) / 3 = 7/18 (position 6 is beyond R = 3)
+    #   AP    = (1/2 + 2/3 + 1/2) / 3 = 5/9
+    #   R-Precision = 2/3, recall@1 = 0, recall@2 = 1, P@4 = 2/4
+    ranks, n = ranks_from_relevance([[False, True, True, False, False, True]])
+    assert ranks.tolist() == [[2, 3, 6]]
+    assert map_at_r(ranks, n).item() == pytest.approx(7 / 18)
+    assert average_precision(ranks, n).item() == pytest.approx(5 / 9)
+    assert r_precision(ranks, n).item() == pytest.approx(2 / 3)
+    assert recall_at_k(ranks, n, 1).item() == 0.0
+    assert recall_at_k(ranks, n, 2).item() == 1.0
+    assert precision_at_k(ranks, n, 4).item() == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- random against reference
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_relevance_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    rel = rng.random((40, 30)) < rng.uniform(0.05, 0.4, size=(40, 1))
+    rel[:3] = False  # queries without relevant items
+    ranks, n_rel = ranks_from_relevance(rel)
+    assert n_rel.tolist() == rel.sum(1).tolist()
+    check_against_reference(rel, ranks, n_rel)
+
+
+def test_truncated_ranking_counts_missing_relevant_as_not_found():
+    # top-3 list [non, rel, non] of a query with R = 3 relevant items in the gallery
+    rel = np.array([[False, True, False]])
+    ranks, _ = ranks_from_relevance(rel)
+    n_rel = torch.tensor([3])
+    assert average_precision(ranks, n_rel).item() == pytest.approx((1 / 2) / 3)
+    assert map_at_r(ranks, n_rel).item() == pytest.approx((1 / 2) / 3)
+    assert r_precision(ranks, n_rel).item() == pytest.approx(1 / 3)
+    check_against_reference(rel, ranks, n_rel, ks=(1, 2))
+
+
+def test_no_relevant_and_empty_gallery_give_nan():
+    ranks, n = ranks_from_relevance(np.zeros((2, 0), dtype=bool))  # lone query, nothing to rank
+    assert ranks.shape == (2, 0)
+    for values in (recall_at_k(ranks, n, 1), map_at_r(ranks, n), average_precision(ranks, n), r_precision(ranks, n)):
+        assert torch.isnan(values).all()
+
+
+def test_k_larger_than_gallery():
+    ranks, n = ranks_from_relevance([[False, False, True]])
+    assert recall_at_k(ranks, n, 1000).item() == 1.0
+    assert precision_at_k(ranks, n, 10).item() == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------- block ranking (knn)
+def test_relevant_ranks_matches_argsort_without_ties():
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((25, 60)).astype(np.float32)
+    relevant = rng.random((25, 60)) < 0.2
+    order = np.argsort(-scores, axis=1, kind="stable")
+    expected, expected_n = ranks_from_relevance(np.take_along_axis(relevant, order, axis=1))
+    ranks, n_rel = knn.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(relevant))
+    assert torch.equal(n_rel, expected_n)
+    assert torch.equal(ranks, expected)
+
+
+def test_relevant_ranks_ties_count_against_the_query():
+    # scores: rel 0.5, non 0.5, rel 0.5, non 0.9, rel 0.1 -> ranking (pessimistic):
+    # non(0.9), non(0.5), rel(0.5), rel(0.5), rel(0.1) -> relevant at 3, 4, 5
+    scores = torch.tensor([[0.5, 0.5, 0.5, 0.9, 0.1]])
+    relevant = torch.tensor([[True, False, True, False, True]])
+    ranks, _ = knn.relevant_ranks(scores, relevant)
+    assert ranks.tolist() == [[3, 4, 5]]
+
+
+def test_excluded_item_is_ranked_nowhere():
+    scores = torch.tensor([[0.2, -torch.inf, 0.7, 0.4]])
+    relevant = torch.tensor([[True, False, False, True]])
+    ranks, n = knn.relevant_ranks(scores, relevant)
+    assert ranks.tolist() == [[2, 3]] and n.tolist() == [2]
+
+
+# ---------------------------------------------------------------- clustering
+def test_nmi_perfect_on_separated_blobs():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((6, 16)) * 10
+    labels = np.repeat(np.arange(6), 30)
+    x = (centers[labels] + 0.05 * rng.standard_normal((180, 16))).astype(np.float32)
+    assert clustering_nmi(x, labels, seed=0) == pytest.approx(1.0)
+
+
+def test_nmi_of_random_labels_is_low():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    assert clustering_nmi(x, rng.integers(0, 5, 300), seed=0) < 0.2
+
+
+# ---------------------------------------------------------------- docstring examples
+@pytest.mark.parametrize(
+    "module",
+    ["dml.evaluate", "dml.evaluate.metrics", "dml.evaluate.knn", "dml.evaluate.protocols", "dml.index"],
+)
+def test_doctests(module):
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0

@@ -1,0 +1,129 @@
+"""The real pipeline: `dvc repro` of a tiny configuration in a temporary git repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.dvc, pytest.mark.ray, pytest.mark.slow]
+
+
+def tiny_params() -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["ingest"]["options"] = {"seed": 0, "image_size": 32, "families": 2, "types_per_family": 2,
+                                "classes_per_type": 3, "images_per_class": 10}
+    raw["split"]["num_folds"] = 2
+    raw["model"]["embed_dim"] = 16
+    raw["train"].update(epochs=1, batch_size=12, m_per_class=3)
+    raw["tune"]["trials"] = 0
+    raw["quantize"] = {"kinds": ["pq"], "bits": [32]}
+    raw["evaluate"]["grid_queries"] = 3
+    raw["experiments"] = {"tiny": raw["experiments"]["multi_similarity"]}
+    return raw
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def project():
+    root = Path(tempfile.mkdtemp(prefix="dmlp-", dir="/tmp"))
+    repo = root / "r"
+    repo.mkdir()
+    for item in ("dvc.yaml", "pipelines", "dml", ".gitignore"):
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / item)
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DML_SCRATCH": str(root / "s"),
+        "RAY_AUTH_MODE": "disabled",
+        "GIT_AUTHOR_NAME": "dml", "GIT_AUTHOR_EMAIL": "dml@example.com",
+        "GIT_COMMITTER_NAME": "dml", "GIT_COMMITTER_EMAIL": "dml@example.com",
+    }
+    env.pop("RAY_ADDRESS", None)
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "tiny pipeline"]):
+        out = run(cmd, repo, env)
+        assert out.returncode == 0, out.stderr
+    yield repo, env
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def ran_stages(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
+    repo, env = project
+    first = run(["dvc", "repro"], repo, env)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    assert ran_stages(first.stdout) == {
+        "ingest", "preprocess", "tune@tiny", "train@tiny", "embed@tiny", "quantize@tiny", "evaluate@tiny", "report",
+    }
+    metrics = json.loads((repo / "metrics/tiny.json").read_text())
+    assert set(metrics["float"]) >= {"recall@1", "recall@8", "map@r", "r_precision", "map", "nmi"}
+    assert 0.0 < metrics["float"]["recall@1"] <= 1.0
+    assert metrics["quantized"]["pq32"]["bytes_per_vector"] == 4
+    table = (repo / "results/comparison.md").read_text()
+    assert "| tiny | multi_similarity |" in table
+    assert (repo / "plots/tiny/retrieval_grid.png").stat().st_size > 0
+    assert (repo / "dvclive/tiny/plots/metrics/loss.tsv").is_file()
+
+    again = run(["dvc", "repro"], repo, env)
+    assert again.returncode == 0, again.stderr
+    assert ran_stages(again.stdout) == set()
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["ks"] = [1, 4]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    changed = run(["dvc", "repro"], repo, env)
+    assert changed.returncode == 0, changed.stderr
+    assert ran_stages(changed.stdout) == {"evaluate@tiny", "report"}
+    assert "recall@8" not in json.loads((repo / "metrics/tiny.json").read_text())["float"]
+
+
+def test_unknown_params_key_stops_the_stage_and_names_it(project):
+    repo, env = project
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["quantize"]["bitz"] = [8]
+    bad = repo / "bad-params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    out = run([sys.executable, "pipelines/quantize.py", "--params", str(bad), "--embeddings",
+               "embeddings/tiny.parquet", "--out", "indexes/elsewhere"], repo, env)
+    assert out.returncode == 2
+    assert "quantize.bitz: unknown key" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (repo / "indexes/elsewhere").exists()
+
+
+def test_corrupt_image_fails_ingest_with_every_bad_file_and_no_output(project, tmp_path):
+    repo, env = project
+    tree = tmp_path / "images"
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tree / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tree / cls / f"{i}.png")
+    (tree / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (tree / "dog" / "empty.jpg").write_bytes(b"")
+    params = tiny_params() | {"ingest": {"source": "folder", "on_bad": "fail", "options": {"root": str(tree)}}}
+    cfg = tmp_path / "params.yaml"
+    cfg.write_text(yaml.safe_dump(params))
+    out_path = tmp_path / "manifest.parquet"
+    out = run([sys.executable, "pipelines/ingest.py", "--params", str(cfg), "--out", str(out_path),
+               "--report", str(tmp_path / "report.json")], repo, env)
+    assert out.returncode == 2, out.stderr
+    assert "broken.png" in out.stderr and "empty.jpg" in out.stderr
+    assert not out_path.exists() and not (tmp_path / "report.json").exists()

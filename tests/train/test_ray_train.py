@@ -1,0 +1,48 @@
+"""Real Ray Train on a local 2-CPU Ray instance: 2 gloo workers, checkpoints, resume, export."""
+
+import pytest
+import torch
+
+from dml.config import ModelConfig, RunSpec, TrainConfig
+from dml.train.export import export_model, load_model
+from dml.train.loop import DataSpec, build_learner, load_checkpoint
+from dml.train.ray_trainer import latest_checkpoint, make_trainer, run_name, train_on_ray
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def spec(**train) -> RunSpec:
+    return RunSpec(
+        experiment="raytest",
+        loss_name="proxy_anchor",
+        loss_kwargs={"margin": 0.1},
+        model=ModelConfig(backbone="small_cnn", embed_dim=16, image_size=32),
+        train=TrainConfig(**({"epochs": 2, "batch_size": 16, "m_per_class": 4, "num_workers": 2} | train)),
+    )
+
+
+def test_two_worker_run_trains_resumes_and_exports(ray_local, tiny_data, short_tmp, tmp_path):
+    data = DataSpec(**tiny_data)
+    storage = short_tmp / "runs"
+    result = train_on_ray(spec(), data, storage_path=storage)
+    assert result.metrics["world_size"] == 2.0
+    assert result.metrics["epoch"] == 1.0
+    with latest_checkpoint(result) as folder:
+        state = load_checkpoint(folder)
+    assert [h["epoch"] for h in state["history"]] == [0.0, 1.0]
+
+    # The same run started again resumes from its last checkpoint: no epoch is repeated.
+    again = train_on_ray(spec(), data, storage_path=storage)
+    with latest_checkpoint(again) as folder:
+        assert [h["epoch"] for h in load_checkpoint(folder)["history"]] == [0.0, 1.0]
+
+    # More epochs continue the same history; changed parameters make a different run.
+    assert run_name(spec(), data, 2) != run_name(spec(lr=0.01), data, 2)
+
+    learner = build_learner(spec(), num_classes=state["num_classes"])
+    learner.load_state_dict(state["learner"])
+    export_model(learner.model, spec().model, tmp_path / "model", experiment="raytest")
+    model, card = load_model(tmp_path / "model")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), learner.model.eval()(x))
+    assert card["embed_dim"] == 16
