@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.dvc, pytest.mark.ray, pytest.mark.slow]
 def tiny_params() -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["ingest"]["options"] = {"seed": 0, "image_size": 32, "families": 2, "types_per_family": 2,
-                                "classes_per_type": 3, "images_per_class": 10}
+                                "classes_per_type": 3, "images_per_class": 45}
     raw["split"]["num_folds"] = 2
     raw["model"]["embed_dim"] = 16
     raw["train"].update(epochs=1, batch_size=12, m_per_class=3)

@@ -105,7 +105,7 @@ class ManifestInfo:
         return self.scales[0]
 
     def label_column(self, scale: str) -> str:
-        """Column holding the labels of ``scale``: ``label`` for the finest, else ``label_<scale>``."""
+        """Column of ``scale``'s labels: ``label`` for the finest, else ``label_<scale>``."""
         if scale not in self.scales:
             raise DataError(f"unknown scale {scale!r}; scales: {', '.join(self.scales)}")
         return "label" if scale == self.scales[0] else f"label_{scale}"

@@ -394,9 +394,10 @@ def render_sketch(canvas: _Canvas, rng: np.random.Generator, cls: FineClass, pos
 # ----------------------------------------------------------------------------- generation
 
 
-def _check_options(image_size: int, families: int, types_per_family: int, classes_per_type: int,
-                   images_per_class: int, scenes: int, view: str,
-                   domains: Sequence[str]) -> tuple[str, ...]:
+def check_options(image_size: int, families: int, types_per_family: int, classes_per_type: int,
+                  images_per_class: int, scenes: int, view: str,
+                  domains: Sequence[str]) -> tuple[str, ...]:
+    """Raise ConfigError naming ``ingest.options.<key>`` for a bad option; the domains tuple."""
     def bad(key: str, message: str) -> ConfigError:
         return ConfigError(f"ingest.options.{key}: {message}")
 
@@ -447,8 +448,8 @@ def generate(
     ``view="scenes"``: ``scenes`` photos of 2-4 objects. Columns: image_id, image, domain,
     object_counts.
     """
-    domains = _check_options(image_size, families, types_per_family, classes_per_type,
-                             images_per_class, scenes, view, domains)
+    domains = check_options(image_size, families, types_per_family, classes_per_type,
+                            images_per_class, scenes, view, domains)
     catalogue = class_catalogue(families, types_per_family, classes_per_type)
     info = ManifestInfo(
         source=SOURCE,

@@ -79,8 +79,9 @@ def retrieval_metrics(
             ``dml.index.decode_gallery``).
         block_bytes: memory budget of one block of queries (its float32 scores and bool
             relevance: 5 bytes per query-gallery pair); the result does not depend on it.
-        nmi: also cluster the query embeddings (k-means, K = number of distinct query
-            labels, k-means++ seeding with ``seed``) and report NMI against the labels.
+        nmi: also cluster the query embeddings (L2-normalized under cosine; faiss k-means,
+            K = number of distinct query labels, k-means++ seeding with ``seed``) and report
+            NMI against the labels (``sklearn.metrics.normalized_mutual_info_score``).
         seed: seed of that k-means.
         query_gallery_index: int ``[Q]``, only with a separate gallery: the gallery row that
             holds the same item as each query, or -1. That row is left out of the query's

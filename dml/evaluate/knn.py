@@ -125,8 +125,8 @@ def relevant_ranks(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.
     [[2]]
     """
     n_items = scores.shape[1]
-    n_relevant = relevant.sum(dim=1)
-    rows, cols = relevant.nonzero(as_tuple=True)
+    rows, cols = relevant.nonzero(as_tuple=True)  # row-major
+    n_relevant = torch.bincount(rows, minlength=relevant.shape[0])  # (a bool .sum() would make an int64 copy)
     width = int(n_relevant.max()) if rows.numel() else 0
     row_start = torch.cumsum(n_relevant, 0) - n_relevant
     within = torch.arange(rows.numel(), device=scores.device) - row_start[rows]
@@ -177,7 +177,9 @@ def ranked_blocks(
             inside = (own >= 0).nonzero(as_tuple=True)[0]
             scores[inside, own[inside]] = -torch.inf
             relevant[inside, own[inside]] = False
-        yield rows, *relevant_ranks(scores, relevant)
+        ranks, n_relevant = relevant_ranks(scores, relevant)
+        del scores, relevant  # free this block's B x N matrices before the next one is made
+        yield rows, ranks, n_relevant
 
 
 def per_query_metrics(

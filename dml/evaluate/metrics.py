@@ -68,8 +68,8 @@ def ranks_from_relevance(relevance: ArrayLike | torch.Tensor) -> tuple[torch.Ten
     rel = rel.bool()
     if rel.dim() != 2:
         raise ValueError(f"relevance must be 2-D [Q, N], got shape {tuple(rel.shape)}")
-    n_relevant = rel.sum(dim=1)
     rows, cols = rel.nonzero(as_tuple=True)  # row-major: each row's hits in ranking order
+    n_relevant = torch.bincount(rows, minlength=rel.shape[0])
     width = int(n_relevant.max()) if rel.shape[0] else 0
     ranks = torch.zeros(rel.shape[0], width, dtype=torch.long, device=rel.device)
     row_start = torch.cumsum(n_relevant, 0) - n_relevant

@@ -73,12 +73,21 @@ class LocalSession:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which images train and (optionally) validate a run."""
+    """Which images train and (optionally) validate a run.
+
+    Paths are made absolute: Ray workers do not share the driver's working directory.
+    """
 
     manifest: str
     splits: str
     train_exclude_folds: tuple[int, ...] = ()
     val_folds: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "manifest", str(Path(self.manifest).resolve()))
+        object.__setattr__(self, "splits", str(Path(self.splits).resolve()))
+        object.__setattr__(self, "train_exclude_folds", tuple(self.train_exclude_folds))
+        object.__setattr__(self, "val_folds", tuple(self.val_folds))
 
 
 class MetricLearner(nn.Module):

@@ -46,7 +46,10 @@ def synthetic_source(
     view: str = "objects",
     domains: Sequence[str] = ("photo",),
 ) -> SyntheticSource:
-    """Source of :func:`dml.data.synthetic.generate` with these options."""
+    """Source of :func:`dml.data.synthetic.generate` with these options (checked now)."""
+    domains = (domains,) if isinstance(domains, str) else tuple(domains)
+    synthetic.check_options(image_size, families, types_per_family, classes_per_type,
+                            images_per_class, scenes, view, domains)
     return SyntheticSource(
         seed=seed,
         image_size=image_size,
@@ -56,5 +59,5 @@ def synthetic_source(
         images_per_class=images_per_class,
         scenes=scenes,
         view=view,
-        domains=tuple(domains) if not isinstance(domains, str) else (domains,),
+        domains=domains,
     )

@@ -1,0 +1,229 @@
+"""ImageFolder tree plus an optional annotations CSV ("folder").
+
+Layout: ``root/<class_name>/<file>`` (files may sit in sub-folders of a class folder). Fine
+labels are the class folder names, sorted, numbered 0..C-1. Files with an image extension
+(``IMAGE_EXTENSIONS``, any case) are images; other files, hidden files and files directly
+under ``root`` are listed in ``source.ignored`` (the ingest report shows them).
+
+``annotations_csv`` (optional) has a ``path`` column (relative to ``root``, ``/``-separated)
+and any of: ``split``, ``role``, ``domain``, ``label_<scale>`` (class *names* of a coarser
+scale, in the order fine -> coarse given by the column order), ``attr_<name>`` (0/1). When the
+CSV has any column besides ``path``, every image of the tree needs a row. Problems in the CSV
+(missing ``path`` column, unknown columns, bad values, duplicate rows, rows outside class
+folders, images without a row) raise one DataError naming the CSV and its line numbers. A row
+naming a file that is not in the tree is yielded as a record whose file is missing, so that
+ingest lists it, with its CSV line, among the bad files (and can skip it with on_bad=skip).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dml.data.formats import FORMATS
+from dml.data.manifest import DOMAINS, ROLES, SPLITS, ManifestInfo
+from dml.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
+)
+_CATEGORICAL = {"split": SPLITS, "role": ROLES, "domain": DOMAINS}
+_SHOW = 20  # problems listed in one error
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """(sorted class names, class -> sorted relative image paths, ignored relative paths).
+
+    Broken symbolic links are listed like files: reading them fails later, in ingest.
+    """
+    classes: list[str] = []
+    images: dict[str, list[str]] = {}
+    ignored: list[str] = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            ignored.append(entry.name)
+            continue
+        classes.append(entry.name)
+        found: list[str] = []
+        for folder, dirs, files in os.walk(entry.path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel_folder = Path(folder).relative_to(root).as_posix()
+            for name in sorted(files):
+                rel = f"{rel_folder}/{name}"
+                if name.startswith("."):
+                    continue
+                (found if _is_image_name(name) else ignored).append(rel)
+        images[entry.name] = sorted(found)
+    return classes, images, sorted(ignored)
+
+
+def _normalize(raw: str) -> str | None:
+    """CSV path -> canonical relative posix path, or None if it leaves the tree."""
+    text = raw.strip().replace("\\", "/")
+    if not text or text.startswith("/"):
+        return None
+    parts = [p for p in PurePosixPath(text).parts if p not in (".", "")]
+    if not parts or ".." in parts:
+        return None
+    return "/".join(parts)
+
+
+class FolderSource:
+    """Records of an ImageFolder tree, annotated by an optional CSV (see module docstring)."""
+
+    def __init__(self, root: str | os.PathLike[str], annotations_csv: str | None = None,
+                 domain: str = "photo") -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"folder source: root {self.root} is not a directory")
+        if domain not in DOMAINS:
+            raise ConfigError(f"ingest.options.domain: {domain!r} is not one of: "
+                              f"{', '.join(DOMAINS)}")
+        self.domain = domain
+        self.csv_path = Path(annotations_csv) if annotations_csv else None
+        self.classes, self.images, self.ignored = scan_tree(self.root)
+        if not self.classes:
+            raise DataError(f"folder source: {self.root} has no class folders")
+        self.class_index = {name: i for i, name in enumerate(self.classes)}
+        self.scales = ["fine"]
+        self.scale_names: dict[str, list[str]] = {"fine": list(self.classes)}
+        self.attribute_names: list[str] = []
+        self.annotation_columns: list[str] = []
+        self.rows: dict[str, dict[str, Any]] = {}  # rel path -> annotations
+        self.missing: list[tuple[str, int]] = []  # (rel path, csv line) of files not in the tree
+        if self.csv_path is not None:
+            self._read_csv()
+
+    # -- CSV ----------------------------------------------------------------------------
+
+    def _read_csv(self) -> None:
+        csv_path = self.csv_path
+        assert csv_path is not None
+        if not csv_path.is_file():
+            raise DataError(f"folder source: annotations_csv {csv_path} does not exist")
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            if "path" not in header:
+                raise DataError(f"{csv_path}: no 'path' column (header: {header or 'empty'})")
+            problems: list[str] = []
+            bad_columns = [
+                h for h in header
+                if h != "path" and h not in _CATEGORICAL
+                and not (h.startswith("label_") and len(h) > 6 and h != "label_fine")
+                and not (h.startswith("attr_") and len(h) > 5)
+            ]
+            if bad_columns or len(set(header)) != len(header):
+                raise DataError(
+                    f"{csv_path}: unknown or repeated column(s) {bad_columns or header}; allowed: "
+                    "path, split, role, domain, label_<scale> (coarser scales; fine labels are "
+                    "the folder names), attr_<name>"
+                )
+            reader.fieldnames = header
+            label_cols = [h for h in header if h.startswith("label_")]
+            attr_cols = [h for h in header if h.startswith("attr_")]
+            self.annotation_columns = [h for h in header if h != "path"]
+            self.scales = ["fine"] + [h[len("label_"):] for h in label_cols]
+            self.attribute_names = [h[len("attr_"):] for h in attr_cols]
+            known = {rel for files in self.images.values() for rel in files}
+            seen: dict[str, int] = {}
+            raw_rows: list[tuple[int, str, dict[str, str]]] = []
+            for row in reader:
+                line = reader.line_num
+                raw = row.get("path") or ""
+                rel = _normalize(raw)
+                if rel is None:
+                    problems.append(f"line {line}: path {raw!r} is empty or leaves the root")
+                    continue
+                if rel in seen:
+                    problems.append(f"line {line}: {rel} already annotated on line {seen[rel]}")
+                    continue
+                seen[rel] = line
+                if rel.split("/")[0] not in self.class_index or "/" not in rel:
+                    problems.append(f"line {line}: {rel} is not inside a class folder of "
+                                    f"{self.root}")
+                    continue
+                for column, allowed in _CATEGORICAL.items():
+                    value = (row.get(column) or "").strip()
+                    if column in header and value not in allowed:
+                        problems.append(f"line {line}: {column} {value!r} is not one of "
+                                        f"{', '.join(allowed)}")
+                for column in label_cols:
+                    if not (row.get(column) or "").strip():
+                        problems.append(f"line {line}: empty {column}")
+                for column in attr_cols:
+                    if (row.get(column) or "").strip() not in ("0", "1"):
+                        problems.append(f"line {line}: {column} {row.get(column)!r} is not 0 or 1")
+                raw_rows.append((line, rel, row))
+                if rel not in known:
+                    self.missing.append((rel, line))
+            if self.annotation_columns:
+                unannotated = sorted(known - set(seen))
+                problems += [f"{rel}: image has no row in the CSV" for rel in unannotated]
+            if problems:
+                shown = "\n  ".join(problems[:_SHOW])
+                more = f"\n  ... and {len(problems) - _SHOW} more" if len(problems) > _SHOW else ""
+                raise DataError(f"{csv_path}: {len(problems)} problem(s):\n  {shown}{more}")
+        for column, scale in zip(label_cols, self.scales[1:]):
+            self.scale_names[scale] = sorted({row[column].strip() for _, _, row in raw_rows})
+        index = {s: {n: i for i, n in enumerate(self.scale_names[s])} for s in self.scales[1:]}
+        for line, rel, row in raw_rows:
+            annotations: dict[str, Any] = {"_origin": f"{csv_path} line {line}"}
+            for column in ("split", "role", "domain"):
+                if column in header:
+                    annotations[column] = row[column].strip()
+            for column, scale in zip(label_cols, self.scales[1:]):
+                annotations[column] = index[scale][row[column].strip()]
+            if attr_cols:
+                annotations["attributes"] = [int(row[c].strip()) for c in attr_cols]
+            self.rows[rel] = annotations
+
+    # -- Source -------------------------------------------------------------------------
+
+    def _record(self, rel: str) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "image_id": rel,
+            "path": str(self.root / rel),
+            "label": self.class_index[rel.split("/")[0]],
+            "domain": self.domain,
+        }
+        record.update(self.rows.get(rel, {}))
+        return record
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for name in self.classes:
+            for rel in self.images[name]:
+                yield self._record(rel)
+        for rel, _ in self.missing:  # named by the CSV, absent from the tree: ingest reports them
+            yield self._record(rel)
+
+    def info(self) -> ManifestInfo:
+        return ManifestInfo(
+            source="folder",
+            scales=list(self.scales),
+            class_names={s: list(self.scale_names[s]) for s in self.scales},
+            attribute_names=list(self.attribute_names),
+            options={
+                "root": str(self.root),
+                "annotations_csv": str(self.csv_path) if self.csv_path else None,
+                "domain": self.domain,
+            },
+        )
+
+
+@FORMATS.register("folder")
+def folder_source(
+    *, root: str, annotations_csv: str | None = None, domain: str = "photo"
+) -> FolderSource:
+    """An ImageFolder tree ``root/<class>/<file>`` with optional per-image CSV annotations;
+    ``domain`` is the domain of every image unless the CSV has a ``domain`` column."""
+    return FolderSource(root, annotations_csv, domain)

@@ -1,0 +1,239 @@
+"""The protocol: class-disjoint (zero-shot) train/test splits and validation folds.
+
+``make_splits`` returns one row per manifest row: ``image_id``, ``split`` (train / val /
+test), ``role`` (query / gallery / both) and ``fold`` (int64; -1 on test rows).
+
+- Single-label manifests (a ``label`` column): the fine classes are split, never the images,
+  so no test class is seen in training. ``method="random"`` draws the test classes from
+  ``seed``; ``method="ordered"`` takes the first classes (by id) for training and the rest for
+  test, as CUB's 1-100 / 101-200. Test rows get role ``both``: the query set is the gallery
+  set, each query left out of its own ranking.
+- A manifest that already has ``split`` (and/or ``role``) columns is respected as is (In-Shop,
+  SOP, DyML define them); missing roles become ``both``.
+- Training classes (every class of a non-test row) are dealt into ``num_folds`` class-disjoint
+  validation folds from ``seed``; hyperparameter search validates on one fold and trains on
+  the others, never touching the test classes.
+- Multi-label manifests without ``label`` (scenes with ``object_counts``) cannot be split by
+  class: their images are split at random (or in order) and dealt into folds by image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dml.data.manifest import SPLITS, ManifestInfo
+from dml.errors import ConfigError, DataError
+from dml.io import atomic_path
+
+METHODS = ("random", "ordered")
+SPLITS_SCHEMA = pa.schema(
+    [("image_id", pa.string()), ("split", pa.string()), ("role", pa.string()), ("fold", pa.int64())]
+)
+
+
+def _check(test_fraction: float, num_folds: int, method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"split.method: {method!r} is not one of: {', '.join(METHODS)}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ConfigError(f"split.test_fraction: {test_fraction} must lie strictly between 0 and 1")
+    if int(num_folds) < 1:
+        raise ConfigError(f"split.num_folds: {num_folds} must be at least 1")
+
+
+def make_splits(
+    table: pa.Table,
+    *,
+    test_fraction: float = 0.5,
+    num_folds: int = 3,
+    seed: int = 0,
+    method: str = "random",
+) -> pa.Table:
+    """Split ``table`` (a manifest) into train/test and validation folds; see the module doc.
+
+    Deterministic in ``seed``; rows keep the manifest's order.
+    """
+    _check(test_fraction, num_folds, method)
+    names = table.column_names
+    if "image_id" not in names:
+        raise DataError("make_splits: the manifest has no 'image_id' column")
+    n = table.num_rows
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
+    fold_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    has_split = "split" in names
+    fold = np.full(n, -1, dtype=np.int64)
+
+    if "label" in names:
+        label_col = table.column("label")
+        if label_col.null_count:
+            row = int(np.flatnonzero(label_col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"make_splits: null label on row {row} "
+                            f"(image_id {table.column('image_id')[row].as_py()!r})")
+        labels = label_col.to_numpy(zero_copy_only=False).astype(np.int64)
+        if has_split:
+            split = np.asarray(table.column("split").to_pylist(), dtype=object)
+        else:
+            classes = np.unique(labels)
+            if len(classes) < 2:
+                raise DataError(f"make_splits: a class-disjoint split needs at least 2 classes, "
+                                f"the manifest has {len(classes)}")
+            n_test = min(len(classes) - 1, max(1, int(round(test_fraction * len(classes)))))
+            ordered = classes if method == "ordered" else rng.permutation(classes)
+            test_classes = ordered[len(classes) - n_test:]
+            split = np.where(np.isin(labels, test_classes), "test", "train").astype(object)
+        not_test = split != "test"
+        train_classes = np.unique(labels[not_test])
+        if len(train_classes) and num_folds > len(train_classes):
+            raise ConfigError(f"split.num_folds: {num_folds} folds need at least as many "
+                              f"training classes, there are {len(train_classes)}")
+        if len(train_classes):
+            # Shuffle the training classes and deal them round-robin into the folds.
+            fold_of_class = np.empty(len(train_classes), dtype=np.int64)
+            fold_of_class[fold_rng.permutation(len(train_classes))] = (
+                np.arange(len(train_classes)) % num_folds)
+            fold[not_test] = fold_of_class[np.searchsorted(train_classes, labels[not_test])]
+    else:
+        # Multi-label data: no class-disjoint split exists; split and fold by image.
+        if has_split:
+            split = np.asarray(table.column("split").to_pylist(), dtype=object)
+        else:
+            if n < 2:
+                raise DataError("make_splits: need at least 2 images")
+            n_test = min(n - 1, max(1, int(round(test_fraction * n))))
+            order = np.arange(n) if method == "ordered" else rng.permutation(n)
+            split = np.full(n, "train", dtype=object)
+            split[order[n - n_test:]] = "test"
+        not_test = np.flatnonzero(split != "test")
+        if len(not_test) and num_folds > len(not_test):
+            raise ConfigError(f"split.num_folds: {num_folds} folds need at least as many "
+                              f"training images, there are {len(not_test)}")
+        fold[not_test[fold_rng.permutation(len(not_test))]] = np.arange(len(not_test)) % num_folds
+
+    role = (np.asarray(table.column("role").to_pylist(), dtype=object) if "role" in names
+            else np.full(n, "both", dtype=object))
+    out = pa.table(
+        {
+            "image_id": table.column("image_id").cast(pa.string()),
+            "split": pa.array(split.tolist(), pa.string()),
+            "role": pa.array(role.tolist(), pa.string()),
+            "fold": pa.array(fold, pa.int64()),
+        },
+        schema=SPLITS_SCHEMA,
+    )
+    provenance = {
+        "method": "given" if has_split else method,
+        "seed": int(seed),
+        "test_fraction": float(test_fraction),
+        "num_folds": int(num_folds),
+        "class_disjoint": "label" in names,
+    }
+    return out.replace_schema_metadata({b"dml": json.dumps(provenance, sort_keys=True)})
+
+
+def write_splits(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write a splits table (from ``make_splits``) to parquet atomically."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_splits(path: str | os.PathLike[str]) -> pa.Table:
+    """Read a splits parquet written by ``write_splits``; DataError if it is not one."""
+    if not os.path.isfile(path):
+        raise DataError(f"splits file {path} does not exist")
+    table = pq.read_table(path)
+    missing = [c for c in SPLITS_SCHEMA.names if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: not a splits file (no column(s) {missing})")
+    return table
+
+
+def align(table: pa.Table, splits: pa.Table, *, where: str = "splits") -> np.ndarray:
+    """Row of ``splits`` for each row of ``table`` (matched on image_id); DataError naming the
+    first ids of ``table`` that ``splits`` lacks."""
+    positions = pc.index_in(table.column("image_id"), value_set=splits.column("image_id"))
+    missing = positions.is_null().to_numpy(zero_copy_only=False)
+    if missing.any():
+        ids = table.column("image_id").filter(pa.array(missing)).to_pylist()[:5]
+        raise DataError(f"{where}: {int(missing.sum())} manifest image(s) have no row, "
+                        f"e.g. {ids}; regenerate the splits for this manifest")
+    return positions.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[str, Any]:
+    """JSON-serializable summary: per scale the class names with image counts per split,
+    attribute names with prevalence per split, and the classes of each validation fold."""
+    rows = align(table, splits)
+    split = np.asarray(splits.column("split").to_pylist(), dtype=object)[rows]
+    fold = splits.column("fold").to_numpy(zero_copy_only=False)[rows]
+    present = [s for s in SPLITS if (split == s).any()]
+    names = table.column_names
+
+    out: dict[str, Any] = {
+        "source": info.source,
+        "images": {s: int((split == s).sum()) for s in present},
+        "scales": {},
+        "attributes": [],
+    }
+    for scale in info.scales:
+        column = info.label_column(scale)
+        num = info.num_classes(scale)
+        per_split: dict[str, np.ndarray] = {}
+        if column in names:
+            labels = table.column(column).to_numpy(zero_copy_only=False).astype(np.int64)
+            for s in present:
+                per_split[s] = np.bincount(labels[split == s], minlength=num)
+        elif scale == info.fine and "object_counts" in names:
+            # Multi-label: images showing at least one object of the class.
+            objects = table.column("object_counts").combine_chunks()
+            parents = pc.list_parent_indices(objects).to_numpy(zero_copy_only=False)
+            labels = pc.list_flatten(objects).field("label").to_numpy(zero_copy_only=False)
+            for s in present:
+                keep = split[parents] == s
+                per_split[s] = np.bincount(labels[keep], minlength=num)
+        else:
+            continue
+        out["scales"][scale] = [
+            {
+                "id": i,
+                "name": name,
+                "images": {s: int(per_split[s][i]) for s in present},
+            }
+            for i, name in enumerate(info.class_names[scale])
+        ]
+
+    if "attributes" in names and info.attribute_names:
+        column = table.column("attributes")
+        valid = ~column.is_null().to_numpy(zero_copy_only=False)
+        values = np.zeros((table.num_rows, len(info.attribute_names)), dtype=np.float64)
+        if valid.any():
+            flat = pc.list_flatten(column.filter(pa.array(valid))).to_numpy(zero_copy_only=False)
+            values[valid] = flat.reshape(-1, len(info.attribute_names))
+        for j, name in enumerate(info.attribute_names):
+            prevalence: dict[str, float | None] = {}
+            for s in present:
+                mask = valid & (split == s)
+                prevalence[s] = round(float(values[mask, j].mean()), 6) if mask.any() else None
+            out["attributes"].append({"name": name, "prevalence": prevalence})
+
+    folds = sorted(int(f) for f in np.unique(fold) if f >= 0)
+    out["num_folds"] = len(folds)
+    fold_rows = []
+    labels = (table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
+              if "label" in names else None)
+    for f in folds:
+        mask = fold == f
+        entry: dict[str, Any] = {"fold": f, "images": int(mask.sum())}
+        if labels is not None:
+            ids = sorted(Counter(labels[mask].tolist()))
+            entry["classes"] = ids
+            entry["class_names"] = [info.class_names[info.fine][i] for i in ids]
+        fold_rows.append(entry)
+    out["folds"] = fold_rows
+    return out

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dml.data.dataset import ManifestDataset, load_images
+from dml.data.manifest import ManifestInfo, read_manifest, write_manifest
+from dml.data.splits import read_splits
+from dml.errors import DataError
+
+from .conftest import png_bytes
+
+
+def test_selection_by_split_fold_and_domain(manifest_files):
+    manifest, splits_path = manifest_files
+    splits = read_splits(splits_path)
+    test = ManifestDataset(manifest, splits_path, split="test")
+    assert len(test) == 24 * 4 and set(test.domains) == {"photo"}
+    assert test.num_classes == 48 and test.info.scales == ["fine", "middle", "coarse"]
+    both = ManifestDataset(manifest, splits_path, split="test", domains=("photo", "sketch"))
+    assert len(both) == 2 * len(test)
+    assert set(both.table.column("role").to_pylist()) == {"both"}
+    train = ManifestDataset(manifest, splits_path, split="train")
+    assert not set(train.labels) & set(test.labels)
+    fold0 = ManifestDataset(manifest, splits_path, split="train", include_folds=[0])
+    rest = ManifestDataset(manifest, splits_path, split="train", exclude_folds=[0])
+    assert len(fold0) + len(rest) == len(train) and len(fold0) > 0
+    assert not set(fold0.labels) & set(rest.labels)
+    assert set(fold0.table.column("fold").to_pylist()) == {0}
+    # rows keep manifest order and the ids match the splits file
+    split_of = dict(zip(splits.column("image_id").to_pylist(),
+                        splits.column("split").to_pylist()))
+    assert all(split_of[i] == "train" for i in train.image_ids)
+    assert train.image_ids == sorted(train.image_ids)
+
+
+def test_items_and_loader(manifest_files):
+    manifest, splits_path = manifest_files
+    dataset = ManifestDataset(manifest, splits_path, split="train", train=True, image_size=24)
+    image, label = dataset[3]
+    assert image.shape == (3, 24, 24) and image.dtype == torch.float32
+    assert label == int(dataset.labels[3]) and isinstance(label, int)
+    images, labels = next(iter(DataLoader(dataset, batch_size=8)))
+    assert images.shape == (8, 3, 24, 24) and labels.tolist() == dataset.labels[:8].tolist()
+    evaluation = ManifestDataset(manifest, splits_path, split="test", domains=("sketch",))
+    assert torch.equal(evaluation[0][0], evaluation[0][0])  # cached, deterministic
+    assert load_images(evaluation, [0, 2]).shape == (2, 3, 32, 32)
+
+
+def test_manifest_split_column_without_splits_file(tmp_path):
+    info = ManifestInfo(source="t", class_names={"fine": ["a", "b"]})
+    table = pa.table({"image_id": ["x", "y", "z"], "image": [png_bytes(i) for i in range(3)],
+                      "split": ["train", "test", "train"], "label": [0, 1, 1]})
+    write_manifest(table, tmp_path / "m.parquet", info)
+    dataset = ManifestDataset(tmp_path / "m.parquet", split="train")
+    assert dataset.image_ids == ["x", "z"] and dataset.labels.tolist() == [0, 1]
+    assert ManifestDataset(tmp_path / "m.parquet").labels.tolist() == [0, 1, 1]
+    with pytest.raises(DataError, match="splits file"):
+        ManifestDataset(tmp_path / "m.parquet", include_folds=[0])
+
+
+def test_undecodable_image_names_manifest_and_id(tmp_path):
+    info = ManifestInfo(source="t", class_names={"fine": ["a"]})
+    table = pa.table({"image_id": ["fine", "broken"], "image": [png_bytes(0), b"garbage"],
+                      "label": [0, 0]})
+    path = tmp_path / "m.parquet"
+    write_manifest(table, path, info)
+    dataset = ManifestDataset(path)
+    dataset[0]
+    with pytest.raises(DataError, match=r"m.parquet: image_id 'broken' does not decode"):
+        dataset[1]
+
+
+def test_null_label_names_manifest_and_id(tmp_path, manifest_files):
+    # A file that bypassed validation (written by hand) with a null label.
+    manifest, _ = manifest_files
+    table = read_manifest(manifest).slice(0, 3)
+    labels = pa.array([0, None, 2], pa.int64())
+    table = table.set_column(table.column_names.index("label"), "label", labels)
+    path = tmp_path / "bad.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+    with pytest.raises(DataError, match=r"bad.parquet: image_id 'syn-000001-photo' has a null"):
+        ManifestDataset(path)
+
+
+def test_scene_manifest_is_refused(tmp_path, small_scenes):
+    table, info = small_scenes
+    write_manifest(table, tmp_path / "s.parquet", info)
+    with pytest.raises(DataError, match="no 'label' column"):
+        ManifestDataset(tmp_path / "s.parquet")
+
+
+def test_labels_are_int64(manifest_files):
+    manifest, splits_path = manifest_files
+    dataset = ManifestDataset(manifest, splits_path, split="train")
+    assert dataset.labels.dtype == np.int64 and len(dataset.image_ids) == len(dataset)

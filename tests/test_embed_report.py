@@ -1,0 +1,83 @@
+"""embeddings.parquet contract, test-split evaluation over indexes, and the comparison table."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from dml.embed import read_embeddings, write_embeddings
+from dml.errors import DataError
+from dml.evaluate.experiment import evaluate_test_split, grid_examples
+from dml.index import build_index
+from dml.report import comparison_table
+
+
+def toy(n_per_class=6, classes=5, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(classes, dim))
+    labels = np.repeat(np.arange(classes), n_per_class)
+    x = centres[labels] + 0.3 * rng.normal(size=(len(labels), dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    split = np.where(labels < 2, "train", "test")
+    columns = {
+        "image_id": [f"img{i}" for i in range(len(labels))],
+        "split": list(split),
+        "role": ["both"] * len(labels),
+        "domain": ["photo"] * len(labels),
+        "label": labels,
+    }
+    return columns, x.astype(np.float32)
+
+
+def test_embeddings_round_trip_and_wrong_size(tmp_path):
+    columns, x = toy()
+    path = tmp_path / "e.parquet"
+    write_embeddings(path, columns, x, model_hash="abc")
+    table, vectors, meta = read_embeddings(path, expected_dim=16)
+    np.testing.assert_array_equal(vectors, x)
+    assert table.column("image_id").to_pylist() == columns["image_id"]
+    assert meta == {"embed_dim": 16, "model_sha256": "abc"}
+    with pytest.raises(DataError, match=r"e.parquet: embedding size 16 does not match the expected 32"):
+        read_embeddings(path, expected_dim=32)
+    with pytest.raises(DataError, match="column 'label' has 3 rows"):
+        write_embeddings(tmp_path / "f.parquet", columns | {"label": [0, 1, 2]}, x, model_hash="x")
+    assert not (tmp_path / "f.parquet").exists()
+
+
+def test_test_split_evaluation_float_equals_exact_index():
+    columns, x = toy(n_per_class=60, classes=8)
+    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    test = np.asarray(columns["split"]) == "test"
+    indexes = {}
+    for kind, bits in (("flat", None), ("pq", 32)):
+        index = build_index(np.ascontiguousarray(x[test]), kind, bits=bits, seed=0)
+        indexes[kind if bits is None else f"{kind}{bits}"] = index
+    report = evaluate_test_split(table, x, indexes, ks=(1, 2))
+    assert report["queries"] == int(test.sum())
+    for key in ("recall@1", "recall@2", "map@r", "map"):
+        assert report["exact_index"][key] == pytest.approx(report["float"][key], abs=1e-6)
+    assert report["quantized"]["pq32"]["bytes_per_vector"] == 4
+    assert report["bytes_per_vector"] == 64
+
+
+def test_grid_examples_exclude_the_query_itself():
+    columns, x = toy()
+    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    queries, results, correct = grid_examples(table, x, 3, 4)
+    assert len(queries) == 3 and all(len(r) == 4 for r in results)
+    assert all(q not in row for q, row in zip(queries, results))
+    assert correct.shape == (3, 4) and correct.mean() > 0.8
+
+
+def test_comparison_table_has_one_row_per_experiment():
+    metrics = {"recall@1": 0.5, "recall@2": 0.6, "recall@4": 0.7, "recall@8": 0.8, "map@r": 0.2,
+               "r_precision": 0.3, "map": 0.25, "nmi": 0.4}
+    results = {
+        name: {"loss": name, "float": metrics, "bytes_per_vector": 256, "backbone": "small_cnn",
+               "embed_dim": 64, "image_size": 32, "split": "test", "queries": 10,
+               "quantized": {"pq32": metrics | {"bytes_per_vector": 4}}}
+        for name in ("b", "a")
+    }
+    table = comparison_table(results)
+    lines = [line for line in table.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
+    assert lines[0].startswith("| a | a | 50.0 | 60.0 | 70.0 | 80.0 | 20.0 | 30.0 | 25.0 | 40.0 | 256 | 50.0 / 20.0 (4) |")
+    assert len(lines) == 2 + 4  # main rows, then float + pq32 detail rows per experiment
