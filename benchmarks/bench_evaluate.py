@@ -92,11 +92,19 @@ def worker(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         metrics = {"recall@1": result["recall@1"], "map@r": result["map@r"]}
+        extra = {}
+        if args.time_nmi:  # clustering is not part of the reference: timed on its own, after the peak
+            from dml.evaluate.metrics import clustering_nmi
+
+            xn = torch.nn.functional.normalize(torch.from_numpy(x), dim=1).numpy()
+            start_nmi = time.perf_counter()
+            extra = {"nmi": clustering_nmi(xn, y, seed=args.seed), "nmi_seconds": time.perf_counter() - start_nmi}
         if sample is not None:  # the same sampled queries as the reference, self excluded
             sampled = retrieval_metrics(x[sample], y[sample], x, y, ks=(1,), nmi=False, query_gallery_index=sample)
             metrics = {"recall@1": sampled["recall@1"], "map@r": sampled["map@r"]}
         scale = 1.0
     else:
+        extra = {}
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         rows = np.arange(args.n) if sample is None else sample
         start = time.perf_counter()
@@ -113,6 +121,7 @@ def worker(args: argparse.Namespace) -> None:
                 "peak_rss_mib": peak / 1024,
                 "peak_rss_before_call_mib": before / 1024,
                 "metrics": metrics,
+                **extra,
             }
         )
     )
@@ -121,7 +130,7 @@ def worker(args: argparse.Namespace) -> None:
 def measure(kind: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind] + [
         f"--{name.replace('_', '-')}={getattr(args, name)}"
-        for name in ("n", "dim", "classes", "seed", "block_bytes", "ref_queries")
+        for name in ("n", "dim", "classes", "seed", "block_bytes", "ref_queries", "time_nmi")
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -135,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block-bytes", type=int, default=256 << 20)
     parser.add_argument("--ref-queries", type=int, default=0, help="time the reference on this many queries and scale (0: all)")
+    parser.add_argument("--time-nmi", type=int, default=1, help="also time clustering_nmi (k-means, K=classes) on its own (1/0)")
     parser.add_argument("--out", default="benchmarks/results/evaluate.json")
     parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -160,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratio = reference["seconds"] / ours["seconds"]
     print(f"speed-up (reference time / dml time): {ratio:.2f}x")
+    if "nmi_seconds" in ours:
+        print(f"clustering_nmi (not in the times above): nmi={ours['nmi']:.4f} in {ours['nmi_seconds']:.1f} s")
     print(f"peak memory ratio (reference / dml): {reference['peak_rss_mib'] / ours['peak_rss_mib']:.2f}x")
     if sampled:
         print(f"NOTE: reference timed on {sampled} sampled queries and scaled by {args.n / sampled:.1f}; "
@@ -167,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"agreement |diff| recall@1={diff['recall@1']:.2e} map@r={diff['map@r']:.2e}: {'OK' if agree else 'FAIL'}")
 
     result = {
-        "config": {k: getattr(args, k) for k in ("n", "dim", "classes", "seed", "block_bytes", "ref_queries")},
+        "config": {k: getattr(args, k) for k in ("n", "dim", "classes", "seed", "block_bytes", "ref_queries", "time_nmi")},
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

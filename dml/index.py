@@ -94,6 +94,16 @@ def default_nlist(n_train: int) -> int:
     return max(1, min(round(4 * np.sqrt(n_train)), n_train // MIN_POINTS_PER_CENTROID))
 
 
+#: Rotation updates when learning OPQ. faiss's default of 50 takes tens of seconds per index
+#: on two CPU cores even for a thousand 64-d vectors; 10 keeps the demo within its budget.
+OPQ_ITERATIONS = 10
+
+
+def _quiet(params: faiss.ClusteringParameters) -> None:
+    """Accept small training sets without faiss's per-k-means warning (256 codes need 256 points)."""
+    params.min_points_per_centroid = 1
+
+
 def build_index(
     vectors: np.ndarray,
     kind: str,
@@ -150,14 +160,18 @@ def build_index(
     if kind == "pq":
         index = faiss.IndexPQ(d, m, CODEBOOK_BITS, metric_type)
         index.pq.cp.seed = seed
+        _quiet(index.pq.cp)
         index.train(train)
     elif kind == "opq":
         opq = faiss.OPQMatrix(d, m)
+        opq.niter = OPQ_ITERATIONS
         opq_pq = faiss.ProductQuantizer(d, m, CODEBOOK_BITS)  # the PQ used while learning the rotation
         opq_pq.cp.seed = seed
+        _quiet(opq_pq.cp)
         opq.pq = opq_pq
         inner = faiss.IndexPQ(d, m, CODEBOOK_BITS, metric_type)
         inner.pq.cp.seed = seed
+        _quiet(inner.pq.cp)
         index = faiss.IndexPreTransform(opq, inner)
         index.train(train)
         opq.pq = None  # only needed for training; do not keep a pointer to a Python-owned object
@@ -169,6 +183,7 @@ def build_index(
         index = faiss.IndexIVFPQ(quantizer, d, nlist, m, CODEBOOK_BITS, metric_type)
         index.cp.seed = seed
         index.pq.cp.seed = seed
+        _quiet(index.pq.cp)
         index.nprobe = max(1, nlist // 8) if nprobe is None else int(nprobe)
         index.train(train)
     index.add(x)

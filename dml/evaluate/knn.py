@@ -8,8 +8,9 @@ How one block is ranked (``relevant_ranks``): the position of a relevant item on
 how many items score at least as high, so instead of an argsort of every row (indices, a
 gather, a ``B x N`` int64 matrix) the block's scores are sorted *by value* in place and each
 relevant item's position is found with a binary search (``torch.searchsorted``). On CPU the
-value sort is numpy's SIMD sort run on all cores: about 8x faster than ``torch.sort`` on this
-machine's CPUs (benchmarks/bench_evaluate.py); on a GPU it is ``torch.sort``.
+value sort is numpy's SIMD sort, one thread per core (it releases the GIL): 256 rows of 10^5
+scores take 0.16 s against 1.3 s for ``torch.sort`` and 0.84 s for ``np.argsort`` on the 2-core
+AMD EPYC development machine. On a GPU it is ``torch.sort``.
 
 Ties count against the query: a non-relevant item with exactly the same score as a relevant
 one is ranked ahead of it. The result is deterministic, independent of gallery order, and a
