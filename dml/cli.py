@@ -20,6 +20,20 @@ def run_stage(main: Callable[[], None]) -> None:
         raise SystemExit(2) from None
 
 
+def stage_parser(
+    description: str | None, *, data: bool = True, experiment: bool = False
+) -> argparse.ArgumentParser:
+    """Arguments the stages share: params.yaml, the manifest and splits, the experiment."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml")
+    if data:
+        parser.add_argument("--manifest", default="data/manifest.parquet")
+        parser.add_argument("--splits", default="data/splits.parquet")
+    if experiment:
+        parser.add_argument("--experiment", required=True)
+    return parser
+
+
 def _check(args: argparse.Namespace) -> None:
     from dml.config import load_params
 

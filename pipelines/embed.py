@@ -1,20 +1,16 @@
 """Stage embed: the exported model -> embeddings.parquet for every image of the manifest."""
 
-import argparse
-
 import pyarrow.parquet as pq
 
-from dml.cli import run_stage
+from dml.cli import run_stage, stage_parser
 from dml.data.dataset import ManifestDataset
 from dml.embed import embed_dataset, write_embeddings
 from dml.train.export import load_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = stage_parser(__doc__)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--manifest", default="data/manifest.parquet")
-    parser.add_argument("--splits", default="data/splits.parquet")
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()

@@ -1,9 +1,8 @@
 """Stage evaluate: retrieval metrics of the float embeddings and of every quantized index."""
 
-import argparse
 from pathlib import Path
 
-from dml.cli import run_stage
+from dml.cli import run_stage, stage_parser
 from dml.config import load_params
 from dml.data.manifest import read_manifest
 from dml.embed import read_embeddings
@@ -15,10 +14,7 @@ from dml.train.export import read_card
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--experiment", required=True)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--manifest", default="data/manifest.parquet")
+    parser = stage_parser(__doc__, experiment=True)
     parser.add_argument("--embeddings", required=True)
     parser.add_argument("--indexes", required=True)
     parser.add_argument("--model", required=True)

@@ -1,15 +1,12 @@
 """Stage ingest: raw images (or the embedded synthetic set) -> data/manifest.parquet."""
 
-import argparse
-
-from dml.cli import run_stage
+from dml.cli import run_stage, stage_parser
 from dml.config import load_params
 from dml.data.ingest import ingest
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser(__doc__, data=False)
     parser.add_argument("--out", default="data/manifest.parquet")
     parser.add_argument("--report", default="data/ingest_report.json")
     args = parser.parse_args()

@@ -1,8 +1,6 @@
 """Stage preprocess: class-disjoint train/test split, query/gallery roles, validation folds."""
 
-import argparse
-
-from dml.cli import run_stage
+from dml.cli import run_stage, stage_parser
 from dml.config import load_params
 from dml.data.manifest import read_info, read_manifest
 from dml.data.splits import label_tables, make_splits
@@ -10,10 +8,7 @@ from dml.io import atomic_path, write_json_atomic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--manifest", default="data/manifest.parquet")
-    parser.add_argument("--splits", default="data/splits.parquet")
+    parser = stage_parser(__doc__)
     parser.add_argument("--labels", default="data/labels.json")
     args = parser.parse_args()
     cfg = load_params(args.params).split

@@ -3,9 +3,7 @@
 Codebooks are learned on the training-split embeddings, never on the gallery being searched.
 """
 
-import argparse
-
-from dml.cli import run_stage
+from dml.cli import run_stage, stage_parser
 from dml.config import load_params
 from dml.embed import read_embeddings
 from dml.evaluate.protocols import split_query_gallery
@@ -14,8 +12,7 @@ from dml.io import atomic_path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser(__doc__, data=False)
     parser.add_argument("--embeddings", required=True)
     parser.add_argument("--out", required=True, help="folder of index files")
     args = parser.parse_args()

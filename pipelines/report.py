@@ -1,10 +1,9 @@
 """Stage report: one comparison table over every experiment's metrics.json."""
 
-import argparse
 import json
 from pathlib import Path
 
-from dml.cli import run_stage
+from dml.cli import run_stage, stage_parser
 from dml.config import load_params
 from dml.errors import DataError
 from dml.io import write_text_atomic
@@ -12,8 +11,7 @@ from dml.report import comparison_table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
+    parser = stage_parser(__doc__, data=False)
     parser.add_argument("--metrics", default="metrics", help="folder of <experiment>.json")
     parser.add_argument("--out", default="results/comparison.md")
     args = parser.parse_args()

@@ -1,9 +1,8 @@
 """Stage train: fit an experiment on all training classes with Ray Train; export the model."""
 
-import argparse
 import json
 
-from dml.cli import run_stage
+from dml.cli import run_stage, stage_parser
 from dml.config import load_params, resolve_run
 from dml.runtime import ray_session, storage_dir
 from dml.train.export import export_model
@@ -13,11 +12,7 @@ from dml.train.curves import write_curves
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--experiment", required=True)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--manifest", default="data/manifest.parquet")
-    parser.add_argument("--splits", default="data/splits.parquet")
+    parser = stage_parser(__doc__, experiment=True)
     parser.add_argument("--tuned", required=True, help="best values found by the tune stage")
     parser.add_argument("--out", required=True, help="folder of the exported model")
     parser.add_argument("--curves", required=True, help="dvclive folder for training curves")

@@ -1,9 +1,8 @@
 """Stage tune: search an experiment's margins and loss weights; write the best values."""
 
-import argparse
 import json
 
-from dml.cli import run_stage
+from dml.cli import run_stage, stage_parser
 from dml.config import load_params
 from dml.io import write_json_atomic
 from dml.runtime import ray_session, storage_dir
@@ -12,11 +11,7 @@ from dml.tune import run_sweep
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--experiment", required=True)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--manifest", default="data/manifest.parquet")
-    parser.add_argument("--splits", default="data/splits.parquet")
+    parser = stage_parser(__doc__, experiment=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     params = load_params(args.params)

@@ -100,9 +100,10 @@ def _sort_rows_(scores: torch.Tensor) -> torch.Tensor:
     if workers == 1:
         a.sort(axis=1)
         return scores
-    bounds = np.linspace(0, a.shape[0], workers + 1).astype(int)
+    # several chunks per thread, so that a core slowed by other processes does not hold up the rest
+    bounds = np.linspace(0, a.shape[0], min(a.shape[0], 8 * workers) + 1).astype(int)
     with ThreadPoolExecutor(workers) as pool:  # numpy releases the GIL while sorting
-        list(pool.map(lambda i: a[bounds[i] : bounds[i + 1]].sort(axis=1), range(workers)))
+        list(pool.map(lambda i: a[bounds[i] : bounds[i + 1]].sort(axis=1), range(len(bounds) - 1)))
     return scores
 
 

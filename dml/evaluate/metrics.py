@@ -149,7 +149,7 @@ def map_at_r(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tens
     """
     r, n, found, m = _prepare(ranks, n_relevant)
     inside = found & (r <= n[:, None])
-    terms = torch.where(inside, m / r.clamp(min=1).double(), torch.zeros((), dtype=torch.float64))
+    terms = torch.where(inside, m / r.clamp(min=1).double(), 0.0)
     return _per_query(terms.sum(dim=1), n)
 
 
@@ -166,7 +166,7 @@ def average_precision(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | t
     [0.5]
     """
     r, n, found, m = _prepare(ranks, n_relevant)
-    terms = torch.where(found, m / r.clamp(min=1).double(), torch.zeros((), dtype=torch.float64))
+    terms = torch.where(found, m / r.clamp(min=1).double(), 0.0)
     return _per_query(terms.sum(dim=1), n)
 
 

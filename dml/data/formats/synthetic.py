@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -33,31 +34,21 @@ class SyntheticSource:
         return self._table()[1]
 
 
-@FORMATS.register("synthetic")
-def synthetic_source(
-    *,
-    seed: int = 0,
-    image_size: int = 32,
-    families: int = 4,
-    types_per_family: int = 3,
-    classes_per_type: int = 4,
-    images_per_class: int = 50,
-    scenes: int = 600,
-    view: str = "objects",
-    domains: Sequence[str] = ("photo",),
-) -> SyntheticSource:
+def synthetic_source(**options: Any) -> SyntheticSource:
     """Source of :func:`dml.data.synthetic.generate` with these options (checked now)."""
-    domains = (domains,) if isinstance(domains, str) else tuple(domains)
-    synthetic.check_options(image_size, families, types_per_family, classes_per_type,
-                            images_per_class, scenes, view, domains)
-    return SyntheticSource(
-        seed=seed,
-        image_size=image_size,
-        families=families,
-        types_per_family=types_per_family,
-        classes_per_type=classes_per_type,
-        images_per_class=images_per_class,
-        scenes=scenes,
-        view=view,
-        domains=domains,
-    )
+    bound = inspect.signature(synthetic.generate).bind(**options)
+    bound.apply_defaults()
+    opts = dict(bound.arguments)
+    domains = opts["domains"]
+    opts["domains"] = (domains,) if isinstance(domains, str) else tuple(domains)
+    synthetic.check_options(*(opts[k] for k in _CHECKED))
+    return SyntheticSource(**opts)
+
+
+# The registry validates option names against this signature: it is generate's own.
+synthetic_source.__signature__ = inspect.signature(synthetic.generate).replace(  # type: ignore[attr-defined]
+    return_annotation=SyntheticSource
+)
+_CHECKED = ("image_size", "families", "types_per_family", "classes_per_type", "images_per_class",
+            "scenes", "view", "domains")
+FORMATS.register("synthetic")(synthetic_source)
