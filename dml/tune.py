@@ -16,11 +16,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
+from torch import nn
 
-from dml.config import ExperimentConfig, Params, SearchDim, resolve_run
+from dml.config import ExperimentConfig, Params, RunSpec, SearchDim, resolve_run
 from dml.train.loop import DataSpec, fit
 from dml.validation import FoldValidator
 
@@ -47,8 +49,6 @@ class TuneSession:
     world_size = 1
 
     def __init__(self) -> None:
-        import torch
-
         self.device = torch.device("cpu")
         self._stack = contextlib.ExitStack()
 
@@ -60,7 +60,7 @@ class TuneSession:
         checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
         tune.report(metrics, checkpoint=checkpoint)
 
-    def prepare(self, module):  # noqa: ANN001, ANN201 - nn.Module in, nn.Module out
+    def prepare(self, module: nn.Module) -> nn.Module:
         return module.to(self.device)
 
 
@@ -95,7 +95,7 @@ def _trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
         raise result.error
 
 
-def replace_train(spec, **changes):  # noqa: ANN001, ANN201 - RunSpec in, RunSpec out
+def replace_train(spec: RunSpec, **changes: Any) -> RunSpec:
     """A copy of ``spec`` with some train fields changed."""
     return spec.model_copy(update={"train": spec.train.model_copy(update=changes)})
 

@@ -92,6 +92,15 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     assert ran_stages(changed.stdout) == {"evaluate@tiny", "report"}
     assert "recall@8" not in json.loads((repo / "metrics/tiny.json").read_text())["float"]
 
+    # A sweep point as a DVC experiment: only what depends on the swept key re-runs.
+    assert run(["git", "add", "-A"], repo, env).returncode == 0
+    assert run(["git", "commit", "-qm", "pipeline results"], repo, env).returncode == 0
+    exp = run(["dvc", "exp", "run", "-S", "evaluate.grid_queries=2"], repo, env)
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    assert ran_stages(exp.stdout) == {"evaluate@tiny", "report"}
+    shown = run(["dvc", "exp", "show", "--json"], repo, env)
+    assert shown.returncode == 0 and "grid_queries" in shown.stdout
+
 
 def test_unknown_params_key_stops_the_stage_and_names_it(project):
     repo, env = project
