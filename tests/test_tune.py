@@ -39,3 +39,16 @@ def test_two_trials_search_the_declared_space(ray_local, tiny_data, short_tmp):
     # Started again, the finished sweep is restored, not re-run.
     again = run_sweep(params, "ms", DataSpec(**tiny_data), storage_path=storage)
     assert again["overrides"] == best["overrides"] and again["trials"] == 2
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_trainer_mode_trial_drives_a_torch_trainer(ray_local, tiny_data, short_tmp):
+    raw = tiny_params(1).model_dump(mode="json")
+    raw["tune"].update(mode="trainer", epochs=1, scheduler="fifo")
+    params = parse_params(raw)
+    best = run_sweep(params, "ms", DataSpec(**tiny_data), storage_path=short_tmp / "tune-trainer")
+    assert best["trials"] == 1 and best["failed_trials"] == 0
+    assert 0.0 < best["value"] <= 1.0
+    # The trial's TorchTrainer run lives beside the sweep, named after it.
+    assert any(p.name.startswith("tune-ms-") and "-" in p.name[8:] for p in (short_tmp / "tune-trainer").iterdir())
