@@ -37,9 +37,12 @@ def main() -> None:
         loss={"name": spec.loss_name, **spec.loss_kwargs},
         train=spec.train.model_dump(mode="json"),
         history=state["history"],
+        workers=state["workers"],
     )
     last = state["history"][-1]
-    print(f"train {args.experiment}: {len(state['history'])} epochs, loss {last['loss']:.4f} -> {args.out}")
+    nodes = len({worker["node_id"] for worker in state["workers"]})
+    print(f"train {args.experiment}: {len(state['history'])} epochs on {len(state['workers'])} worker(s), "
+          f"{nodes} node(s), loss {last['loss']:.4f} -> {args.out}")
 
 
 if __name__ == "__main__":

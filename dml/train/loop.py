@@ -8,6 +8,8 @@ model, loss parameters, optimizer, sampler position, RNG state and the metric hi
 from __future__ import annotations
 
 import math
+import os
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from dml.data.samplers import MPerClassBatchSampler
 from dml.io import atomic_path
 from dml.losses import LOSSES, MetricLoss, build_loss
 from dml.models import EmbeddingModel, build_model
-from dml.train.distributed import gather_global_batch
+from dml.train.distributed import gather_global_batch, gather_objects
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -46,6 +48,9 @@ class Session(Protocol):
 
     def prepare(self, module: nn.Module) -> nn.Module:
         """Move to the device and wrap for data parallelism where needed."""
+
+    def placement(self) -> dict[str, Any]:
+        """Where this rank runs (node, host, process, device): recorded in checkpoints."""
 
 
 @dataclass
@@ -69,6 +74,15 @@ class LocalSession:
 
     def prepare(self, module: nn.Module) -> nn.Module:
         return module.to(self.device)
+
+    def placement(self) -> dict[str, Any]:
+        return describe_process(self.rank, "local", self.device)
+
+
+def describe_process(rank: int, node_id: str, device: torch.device) -> dict[str, Any]:
+    """A rank's placement record: plain values, so checkpoints stay ``weights_only``-loadable."""
+    return {"rank": rank, "node_id": node_id, "hostname": socket.gethostname(), "pid": os.getpid(),
+            "device": str(device)}
 
 
 @dataclass(frozen=True)
@@ -201,6 +215,7 @@ def fit(
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
     module = session.prepare(learner)
+    workers = gather_objects(session.placement())
     loader = DataLoader(relabelled, batch_sampler=sampler, num_workers=0)
 
     for epoch in range(start_epoch, epochs):
@@ -226,6 +241,7 @@ def fit(
                         "history": history,
                         "epoch": epoch,
                         "num_classes": len(relabelled.classes),
+                        "workers": workers,
                     },
                 )
             session.report(metrics, folder)

@@ -15,12 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import ray
 import ray.train
 import ray.train.torch
 from torch import nn
 
 from dml.config import RunSpec
-from dml.train.loop import DataSpec, fit
+from dml.train.loop import DataSpec, describe_process, fit
 
 
 def run_name(spec: RunSpec, data: DataSpec, epochs: int) -> str:
@@ -61,6 +62,9 @@ class RayTrainSession:
     def prepare(self, module: nn.Module) -> nn.Module:
         # DDP when world_size > 1; gloo on CPU, NCCL on GPU (chosen by Ray from use_gpu).
         return ray.train.torch.prepare_model(module)
+
+    def placement(self) -> dict[str, Any]:
+        return describe_process(self.rank, ray.get_runtime_context().get_node_id(), self.device)
 
 
 def train_worker(config: dict[str, Any]) -> None:

@@ -1,4 +1,8 @@
-"""The global-batch all-gather: 2 gloo processes on two halves == 1 process on the whole batch."""
+"""Distributed exactness: 2 gloo processes on two halves of a batch == 1 process on the whole.
+
+One SGD step (plain SGD: an adaptive optimizer would hide a gradient scaled by the world size)
+for every loss in the registry: the loss value and every updated weight, trunk and proxies.
+"""
 
 import os
 import socket
@@ -9,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from dml.losses import build_loss
+from dml.losses import LOSSES, build_loss
 from dml.train.loop import MetricLearner
 from dml.models import EmbeddingModel
 
@@ -23,10 +27,18 @@ class Flat(torch.nn.Module):
         return x
 
 
-def make_learner(loss_name: str) -> MetricLearner:
+CASES = {name: {} for name in LOSSES.names()} | {
+    f"triplet-{mining}": {"mining": mining} for mining in ("all", "semihard", "hard")
+}
+
+
+def make_learner(case: str) -> MetricLearner:
     torch.manual_seed(0)
-    kwargs = {"num_classes": 3, "embed_dim": D} if loss_name == "proxy_anchor" else {}
-    return MetricLearner(EmbeddingModel(Flat(), D), build_loss(loss_name, **kwargs))
+    name = case.split("-")[0]
+    kwargs = dict(CASES[case])
+    if "num_classes" in LOSSES.parameters(name):
+        kwargs.update(num_classes=3, embed_dim=D)
+    return MetricLearner(EmbeddingModel(Flat(), D), build_loss(name, **kwargs))
 
 
 def batch():
@@ -43,16 +55,15 @@ def one_step(learner, x, y):
     return loss.detach()
 
 
-def worker(rank: int, port: int, loss_name: str, out: str) -> None:
+def worker(rank: int, port: int, case: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    learner = make_learner(loss_name)
+    learner = make_learner(case)
     ddp = DistributedDataParallel(learner)
     x, y = batch()
     half = slice(rank * B // 2, (rank + 1) * B // 2)
     loss = one_step(ddp, x[half], y[half])
-    if rank == 0:
-        torch.save({"loss": loss, "state": learner.state_dict()}, out)
+    torch.save({"loss": loss, "state": learner.state_dict()}, out.format(rank=rank))
     dist.destroy_process_group()
 
 
@@ -63,13 +74,14 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss_name", ["multi_similarity", "contrastive", "proxy_anchor"])
-def test_two_workers_equal_one_worker(loss_name, tmp_path):
-    out = str(tmp_path / "rank0.pt")
-    mp.spawn(worker, args=(free_port(), loss_name, out), nprocs=2, join=True)
-    distributed = torch.load(out, weights_only=True)
-    single = make_learner(loss_name)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_workers_equal_one_worker(case, tmp_path):
+    out = str(tmp_path / "rank{rank}.pt")
+    mp.spawn(worker, args=(free_port(), case, out), nprocs=2, join=True)
+    single = make_learner(case)
     loss = one_step(single, *batch())
-    torch.testing.assert_close(distributed["loss"], loss)
-    for key, value in single.state_dict().items():
-        torch.testing.assert_close(distributed["state"][key], value, rtol=1e-5, atol=1e-6)
+    for rank in (0, 1):  # every rank holds the same weights and proxies after the step
+        distributed = torch.load(out.format(rank=rank), weights_only=True)
+        torch.testing.assert_close(distributed["loss"], loss)
+        for key, value in single.state_dict().items():
+            torch.testing.assert_close(distributed["state"][key], value, rtol=1e-5, atol=1e-6)
