@@ -1,0 +1,101 @@
+"""A Ray Train worker killed with SIGKILL mid-epoch: the run resumes and ends where an
+uninterrupted run ends, with no step repeated or skipped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from dml.config import ModelConfig, RunSpec, TrainConfig
+from dml.train.loop import DataSpec, load_checkpoint
+from dml.train.ray_trainer import latest_checkpoint, train_on_ray
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def data(short_tmp: Path) -> DataSpec:
+    """8 training classes of 60 images: 15 steps an epoch for 2 workers of 16 images."""
+    from dml.data.ingest import ingest
+    from dml.data.splits import make_splits
+
+    folder = short_tmp / "fault-data"
+    options = {"seed": 1, "image_size": 32, "families": 2, "types_per_family": 2, "classes_per_type": 4,
+               "images_per_class": 60}
+    ingest("synthetic", options, folder / "manifest.parquet")
+    splits = make_splits(pq.read_table(folder / "manifest.parquet"), test_fraction=0.5, num_folds=2, seed=0)
+    pq.write_table(splits, folder / "splits.parquet")
+    return DataSpec(manifest=str(folder / "manifest.parquet"), splits=str(folder / "splits.parquet"))
+
+
+def spec() -> RunSpec:
+    return RunSpec(
+        experiment="fault",
+        loss_name="proxy_anchor",
+        loss_kwargs={},
+        model=ModelConfig(backbone="small_cnn", embed_dim=16, image_size=32),
+        train=TrainConfig(epochs=EPOCHS, batch_size=16, m_per_class=4, num_workers=2, cpus_per_worker=1,
+                          max_failures=1),
+    )
+
+
+def checkpointed_epochs(storage: Path) -> dict[int, dict]:
+    states = {}
+    for path in storage.glob("**/state.pt"):
+        try:
+            state = load_checkpoint(path.parent)
+        except Exception:  # noqa: BLE001 - still being copied into place
+            continue
+        states[int(state["epoch"])] = state
+    return states
+
+
+def train_worker_pids() -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"RayTrainWorker" in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_sigkilled_worker_resumes_to_the_uninterrupted_weights(ray_local, data, short_tmp):
+    straight = train_on_ray(spec(), data, storage_path=short_tmp / "straight")
+    with latest_checkpoint(straight) as folder:
+        expected = load_checkpoint(folder)
+
+    storage = short_tmp / "killed"
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=train_on_ray(spec(), data, storage_path=storage)))
+    thread.start()
+    deadline = time.monotonic() + 300
+    while 0 not in (states := checkpointed_epochs(storage)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert 0 in states, "no checkpoint after the first epoch"
+    victims = [w["pid"] for w in states[0]["workers"]]
+    assert set(victims) <= set(train_worker_pids())
+    os.kill(victims[1], signal.SIGKILL)  # rank 1, somewhere in epochs 1 to 3
+    assert EPOCHS - 1 not in checkpointed_epochs(storage), "the run had ended before the kill"
+    thread.join(timeout=600)
+    assert "result" in outcome, "the run did not recover from the killed worker"
+
+    with latest_checkpoint(outcome["result"]) as folder:
+        final = load_checkpoint(folder)
+    assert not {w["pid"] for w in final["workers"]} & set(victims), "the worker group was not restarted"
+    # Every epoch once, each with its full number of steps, and as many optimizer steps in all.
+    assert [h["epoch"] for h in final["history"]] == list(map(float, range(EPOCHS)))
+    steps = [h["steps"] for h in final["history"]]
+    assert steps == [h["steps"] for h in expected["history"]]
+    assert all(int(s["step"]) == sum(steps) for s in final["optimizer"]["state"].values())
+    for key, value in expected["learner"].items():
+        torch.testing.assert_close(final["learner"][key], value, rtol=0, atol=0, msg=f"{key} differs")
