@@ -10,7 +10,6 @@ the in-process reference. Writes benchmarks/results/train.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path

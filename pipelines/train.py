@@ -38,6 +38,7 @@ def main() -> None:
         train=spec.train.model_dump(mode="json"),
         history=state["history"],
         workers=state["workers"],
+        resumed_at_epochs=state["resumes"],
     )
     last = state["history"][-1]
     nodes = len({worker["node_id"] for worker in state["workers"]})

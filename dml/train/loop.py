@@ -2,7 +2,9 @@
 
 A ``Session`` says who we are (rank, world size, device), where to resume from and where to
 report to; ``fit`` runs the epochs. Checkpoints hold everything needed to continue exactly:
-model, loss parameters, optimizer, sampler position, RNG state and the metric history.
+model, loss parameters, optimizer, sampler position and the metric history (augmentation RNGs
+are re-seeded from (seed, epoch, rank)), plus where the ranks ran and at which epochs the run
+was resumed.
 """
 
 from __future__ import annotations
@@ -205,6 +207,7 @@ def fit(
     learner = build_learner(spec, num_classes=len(relabelled.classes))
     optimizer = build_optimizer(learner, spec)
     history: list[dict[str, float]] = []
+    resumes: list[int] = []  # epochs at which this run restarted from a checkpoint
     start_epoch = 0
     resume = session.checkpoint_dir()
     if resume is not None:
@@ -214,6 +217,9 @@ def fit(
         sampler.load_state_dict(state["sampler"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
+        resumes = [*state["resumes"], start_epoch]
+        if session.rank == 0:
+            print(f"{spec.experiment}: resuming at epoch {start_epoch} from {resume}", flush=True)
     module = session.prepare(learner)
     workers = gather_objects(session.placement())
     loader = DataLoader(relabelled, batch_sampler=sampler, num_workers=0)
@@ -242,6 +248,7 @@ def fit(
                         "epoch": epoch,
                         "num_classes": len(relabelled.classes),
                         "workers": workers,
+                        "resumes": resumes,
                     },
                 )
             session.report(metrics, folder)

@@ -6,7 +6,7 @@ import torch
 from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.train.export import export_model, load_model
 from dml.train.loop import DataSpec, build_learner, load_checkpoint
-from dml.train.ray_trainer import latest_checkpoint, make_trainer, run_name, train_on_ray
+from dml.train.ray_trainer import latest_checkpoint, run_name, train_on_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -9,31 +9,17 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from dml.config import ModelConfig, RunSpec, TrainConfig
-from dml.train.loop import DataSpec, load_checkpoint
+from dml.train.loop import load_checkpoint
 from dml.train.ray_trainer import latest_checkpoint, train_on_ray
+
+from .processes import checkpointed_epochs
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 EPOCHS = 4
-
-
-@pytest.fixture(scope="module")
-def data(short_tmp: Path) -> DataSpec:
-    """8 training classes of 60 images: 15 steps an epoch for 2 workers of 16 images."""
-    from dml.data.ingest import ingest
-    from dml.data.splits import make_splits
-
-    folder = short_tmp / "fault-data"
-    options = {"seed": 1, "image_size": 32, "families": 2, "types_per_family": 2, "classes_per_type": 4,
-               "images_per_class": 60}
-    ingest("synthetic", options, folder / "manifest.parquet")
-    splits = make_splits(pq.read_table(folder / "manifest.parquet"), test_fraction=0.5, num_folds=2, seed=0)
-    pq.write_table(splits, folder / "splits.parquet")
-    return DataSpec(manifest=str(folder / "manifest.parquet"), splits=str(folder / "splits.parquet"))
 
 
 def spec() -> RunSpec:
@@ -47,17 +33,6 @@ def spec() -> RunSpec:
     )
 
 
-def checkpointed_epochs(storage: Path) -> dict[int, dict]:
-    states = {}
-    for path in storage.glob("**/state.pt"):
-        try:
-            state = load_checkpoint(path.parent)
-        except Exception:  # noqa: BLE001 - still being copied into place
-            continue
-        states[int(state["epoch"])] = state
-    return states
-
-
 def train_worker_pids() -> list[int]:
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -69,14 +44,14 @@ def train_worker_pids() -> list[int]:
     return pids
 
 
-def test_sigkilled_worker_resumes_to_the_uninterrupted_weights(ray_local, data, short_tmp):
-    straight = train_on_ray(spec(), data, storage_path=short_tmp / "straight")
+def test_sigkilled_worker_resumes_to_the_uninterrupted_weights(ray_local, fault_data, short_tmp):
+    straight = train_on_ray(spec(), fault_data, storage_path=short_tmp / "straight")
     with latest_checkpoint(straight) as folder:
         expected = load_checkpoint(folder)
 
     storage = short_tmp / "killed"
     outcome: dict = {}
-    thread = threading.Thread(target=lambda: outcome.update(result=train_on_ray(spec(), data, storage_path=storage)))
+    thread = threading.Thread(target=lambda: outcome.update(result=train_on_ray(spec(), fault_data, storage_path=storage)))
     thread.start()
     deadline = time.monotonic() + 300
     while 0 not in (states := checkpointed_epochs(storage)) and time.monotonic() < deadline:

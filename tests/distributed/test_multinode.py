@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from .processes import stop_group, train_project
+
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -29,34 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited while we looked
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """Stop a node by its process-group id: SIGTERM, a grace period, then SIGKILL."""
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        if not group_members(proc.pid):
-            break
-        os.killpg(proc.pid, sig)
-        deadline = time.monotonic() + grace
-        while group_members(proc.pid) and time.monotonic() < deadline:
-            proc.poll()
-            time.sleep(0.2)
-    proc.wait(timeout=10)
-    assert not group_members(proc.pid), f"processes {group_members(proc.pid)} of group {proc.pid} survived SIGKILL"
 
 
 def alive_nodes(address: str, env: dict) -> list[str]:
@@ -98,18 +69,10 @@ def two_nodes(short_tmp: Path):
 
 def test_train_stage_spreads_two_workers_over_two_nodes(two_nodes, tiny_data, short_tmp, tmp_path):
     address, node_ids, env = two_nodes
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["model"]["embed_dim"] = 16
-    params["train"].update(epochs=1, batch_size=16, m_per_class=4, num_workers=2, cpus_per_worker=1,
-                           storage_path=str(short_tmp / "mn-runs"))
-    params["experiments"] = {"mn": params["experiments"]["multi_similarity"]}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "tuned.json").write_text(json.dumps({"overrides": {}}))
+    command = train_project(tmp_path, tiny_data, experiment="mn", epochs=1, num_workers=2, cpus_per_worker=1,
+                            storage_path=str(short_tmp / "mn-runs"))
     out = subprocess.run(
-        [sys.executable, str(REPO / "pipelines/train.py"), "--experiment", "mn", "--params", "params.yaml",
-         "--manifest", tiny_data["manifest"], "--splits", tiny_data["splits"], "--tuned", "tuned.json",
-         "--out", "model", "--curves", "curves"],
-        cwd=tmp_path, env=env | {"RAY_ADDRESS": address, "DML_SCRATCH": str(short_tmp / "mn-scratch")},
+        command, cwd=tmp_path, env=env | {"RAY_ADDRESS": address, "DML_SCRATCH": str(short_tmp / "mn-scratch")},
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -1,0 +1,72 @@
+"""The real processes these tests start and kill: process groups and the train stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from dml.train.loop import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a node by its process-group id: SIGTERM, a grace period, then SIGKILL."""
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+        if not group_members(proc.pid):
+            break
+        os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace
+        while group_members(proc.pid) and time.monotonic() < deadline:
+            proc.poll()
+            time.sleep(0.2)
+    proc.wait(timeout=10)
+    assert not group_members(proc.pid), f"processes {group_members(proc.pid)} of group {proc.pid} survived SIGKILL"
+
+
+def train_project(folder: Path, data: dict[str, str], *, experiment: str, **train) -> list[str]:
+    """Write params.yaml (the repo's, small, with ``train`` overrides) and an empty tuned.json
+    into ``folder``; return the train stage's command line to run there."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["embed_dim"] = 16
+    params["train"].update({"batch_size": 16, "m_per_class": 4} | train)
+    params["experiments"] = {experiment: params["experiments"]["multi_similarity"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    (folder / "tuned.json").write_text(json.dumps({"overrides": {}}))
+    return [sys.executable, str(REPO / "pipelines/train.py"), "--experiment", experiment, "--params", "params.yaml",
+            "--manifest", data["manifest"], "--splits", data["splits"], "--tuned", "tuned.json",
+            "--out", "model", "--curves", "curves"]
+
+
+def checkpointed_epochs(storage: Path) -> dict[int, dict]:
+    """The checkpoints under a Ray storage folder so far, by epoch (skipping half-copied ones)."""
+    states = {}
+    for path in storage.glob("**/state.pt"):
+        try:
+            state = load_checkpoint(path.parent)
+        except Exception:  # noqa: BLE001 - still being copied into place
+            continue
+        states[int(state["epoch"])] = state
+    return states

@@ -1,0 +1,60 @@
+"""The train stage's driver killed mid-run (SIGKILL to its whole process group, Ray included)
+and started again: it resumes from its checkpoint; changed parameters start a fresh run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .processes import checkpointed_epochs, group_members, train_project
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+EPOCHS = 4
+
+
+def test_killed_train_stage_resumes_and_changed_params_start_afresh(fault_data, short_tmp, tmp_path):
+    data = {"manifest": fault_data.manifest, "splits": fault_data.splits}
+    storage = short_tmp / "driver-runs"
+    command = train_project(tmp_path, data, experiment="drv", epochs=EPOCHS, num_workers=1, cpus_per_worker=2,
+                            storage_path=str(storage))
+    env = os.environ | {"DML_SCRATCH": str(short_tmp / "driver-scratch")}
+    env.pop("RAY_ADDRESS", None)
+
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not checkpointed_epochs(storage) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    first.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while group_members(first.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not group_members(first.pid)
+    done = checkpointed_epochs(storage)
+    assert EPOCHS - 1 not in done, "the run had finished before the kill"
+    assert not (tmp_path / "model").exists(), "a killed stage left its output behind"
+
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    card = json.loads((tmp_path / "model/model.json").read_text())
+    assert [h["epoch"] for h in card["history"]] == list(map(float, range(EPOCHS)))
+    [resumed_at] = card["resumed_at_epochs"]
+    assert 1 <= resumed_at <= max(done) + 1
+    assert f"resuming at epoch {resumed_at}" in again.stdout + again.stderr
+
+    # Changed parameters: a different run, trained from scratch.
+    changed = train_project(tmp_path, data, experiment="drv", epochs=1, num_workers=1, cpus_per_worker=2,
+                            storage_path=str(storage), lr=0.002)
+    fresh = subprocess.run(changed, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    card = json.loads((tmp_path / "model/model.json").read_text())
+    assert card["resumed_at_epochs"] == [] and len(card["history"]) == 1
+    assert len([p for p in storage.iterdir() if p.name.startswith("drv-")]) == 2
