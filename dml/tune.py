@@ -16,6 +16,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -23,7 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 from torch import nn
 
 from dml.config import ExperimentConfig, Params, RunSpec, SearchDim, resolve_run
-from dml.train.loop import DataSpec, fit
+from dml.train.loop import DataSpec, describe_process, fit
 from dml.validation import FoldValidator
 
 
@@ -62,6 +63,9 @@ class TuneSession:
 
     def prepare(self, module: nn.Module) -> nn.Module:
         return module.to(self.device)
+
+    def placement(self) -> dict[str, Any]:
+        return describe_process(0, ray.get_runtime_context().get_node_id(), self.device)
 
 
 def _trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:

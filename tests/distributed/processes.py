@@ -32,8 +32,17 @@ def group_members(pgid: int) -> list[int]:
 
 
 def stop_group(proc: subprocess.Popen) -> None:
-    """Stop a node by its process-group id: SIGTERM, a grace period, then SIGKILL."""
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+    """Stop a process group by its id: SIGTERM, a grace period, then SIGKILL for what is left."""
+    _signal_group(proc, ((signal.SIGTERM, 5), (signal.SIGKILL, 10)))
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Crash a process group by its id: SIGKILL to every member at once."""
+    _signal_group(proc, ((signal.SIGKILL, 30),))
+
+
+def _signal_group(proc: subprocess.Popen, steps: tuple[tuple[int, float], ...]) -> None:
+    for sig, grace in steps:
         if not group_members(proc.pid):
             break
         os.killpg(proc.pid, sig)
@@ -42,22 +51,28 @@ def stop_group(proc: subprocess.Popen) -> None:
             proc.poll()
             time.sleep(0.2)
     proc.wait(timeout=10)
-    assert not group_members(proc.pid), f"processes {group_members(proc.pid)} of group {proc.pid} survived SIGKILL"
+    assert not group_members(proc.pid), f"processes {group_members(proc.pid)} of group {proc.pid} survived"
 
 
-def train_project(folder: Path, data: dict[str, str], *, experiment: str, **train) -> list[str]:
-    """Write params.yaml (the repo's, small, with ``train`` overrides) and an empty tuned.json
-    into ``folder``; return the train stage's command line to run there."""
+def write_params(folder: Path, *, experiment: str, train: dict | None = None, tune: dict | None = None) -> None:
+    """params.yaml (the repo's, made small, with ``train`` / ``tune`` overrides) and an empty
+    tuned.json in ``folder``: a project for running single stages."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["embed_dim"] = 16
-    params["train"].update({"batch_size": 16, "m_per_class": 4} | train)
+    params["train"].update({"batch_size": 16, "m_per_class": 4} | (train or {}))
+    params["tune"].update(tune or {})
     params["experiments"] = {experiment: params["experiments"]["multi_similarity"]}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     (folder / "tuned.json").write_text(json.dumps({"overrides": {}}))
-    return [sys.executable, str(REPO / "pipelines/train.py"), "--experiment", experiment, "--params", "params.yaml",
-            "--manifest", data["manifest"], "--splits", data["splits"], "--tuned", "tuned.json",
-            "--out", "model", "--curves", "curves"]
+
+
+def stage_command(stage: str, experiment: str, data: dict[str, str]) -> list[str]:
+    """The command line of the train or tune stage, run in a folder made by ``write_params``."""
+    outputs = {"train": ["--tuned", "tuned.json", "--out", "model", "--curves", "curves"],
+               "tune": ["--out", "best.json"]}[stage]
+    return [sys.executable, str(REPO / f"pipelines/{stage}.py"), "--experiment", experiment, "--params", "params.yaml",
+            "--manifest", data["manifest"], "--splits", data["splits"], *outputs]
 
 
 def checkpointed_epochs(storage: Path) -> dict[int, dict]:

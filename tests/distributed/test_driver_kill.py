@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 
 import pytest
 
-from .processes import checkpointed_epochs, group_members, train_project
+from .processes import checkpointed_epochs, kill_group, stage_command, write_params
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 EPOCHS = 4
@@ -20,8 +19,9 @@ EPOCHS = 4
 def test_killed_train_stage_resumes_and_changed_params_start_afresh(fault_data, short_tmp, tmp_path):
     data = {"manifest": fault_data.manifest, "splits": fault_data.splits}
     storage = short_tmp / "driver-runs"
-    command = train_project(tmp_path, data, experiment="drv", epochs=EPOCHS, num_workers=1, cpus_per_worker=2,
-                            storage_path=str(storage))
+    train = {"epochs": EPOCHS, "num_workers": 1, "cpus_per_worker": 2, "storage_path": str(storage)}
+    write_params(tmp_path, experiment="drv", train=train)
+    command = stage_command("train", "drv", data)
     env = os.environ | {"DML_SCRATCH": str(short_tmp / "driver-scratch")}
     env.pop("RAY_ADDRESS", None)
 
@@ -32,12 +32,7 @@ def test_killed_train_stage_resumes_and_changed_params_start_afresh(fault_data, 
     while not checkpointed_epochs(storage) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-    os.killpg(first.pid, signal.SIGKILL)  # the driver and the local Ray it started
-    first.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while group_members(first.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not group_members(first.pid)
+    kill_group(first)  # the driver and the local Ray it started
     done = checkpointed_epochs(storage)
     assert EPOCHS - 1 not in done, "the run had finished before the kill"
     assert not (tmp_path / "model").exists(), "a killed stage left its output behind"
@@ -51,9 +46,8 @@ def test_killed_train_stage_resumes_and_changed_params_start_afresh(fault_data, 
     assert f"resuming at epoch {resumed_at}" in again.stdout + again.stderr
 
     # Changed parameters: a different run, trained from scratch.
-    changed = train_project(tmp_path, data, experiment="drv", epochs=1, num_workers=1, cpus_per_worker=2,
-                            storage_path=str(storage), lr=0.002)
-    fresh = subprocess.run(changed, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    write_params(tmp_path, experiment="drv", train=train | {"epochs": 1, "lr": 0.002})
+    fresh = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
     card = json.loads((tmp_path / "model/model.json").read_text())
     assert card["resumed_at_epochs"] == [] and len(card["history"]) == 1

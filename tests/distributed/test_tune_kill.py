@@ -1,0 +1,70 @@
+"""The tune stage killed mid-sweep (SIGKILL to its process group) and started again: every
+planned trial runs to the end exactly once, finished trials are kept, not run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .processes import kill_group, stage_command, write_params
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+TRIALS, EPOCHS = 3, 2
+
+
+def trial_results(storage: Path) -> dict[str, list[dict]]:
+    """Each trial folder's reported rows (result.json), by trial folder name."""
+    trials = {}
+    for path in storage.glob("tune-*/*/result.json"):
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a row still being written
+        trials[path.parent.name] = rows
+    return trials
+
+
+def finished(trials: dict[str, list[dict]]) -> set[str]:
+    return {name for name, rows in trials.items() if rows and rows[-1]["training_iteration"] == EPOCHS}
+
+
+def test_killed_sweep_completes_every_trial_once(fault_data, short_tmp, tmp_path):
+    data = {"manifest": fault_data.manifest, "splits": fault_data.splits}
+    storage = short_tmp / "tune-runs"
+    write_params(tmp_path, experiment="tk", train={"storage_path": str(storage)},
+                 tune={"trials": TRIALS, "epochs": EPOCHS, "scheduler": "fifo", "folds": [0]})
+    command = stage_command("tune", "tk", data)
+    env = os.environ | {"DML_SCRATCH": str(short_tmp / "tune-scratch")}
+    env.pop("RAY_ADDRESS", None)
+
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    deadline = time.monotonic() + 400
+    while not finished(trial_results(storage)) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    kill_group(first)
+    before = trial_results(storage)
+    done_before = finished(before)
+    assert done_before and len(done_before) < TRIALS, "the kill did not land mid-sweep"
+    assert not (tmp_path / "best.json").exists()
+
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = trial_results(storage)
+    assert len(after) == TRIALS and finished(after) == set(after), "a trial is missing, repeated or unfinished"
+    for name in done_before:  # finished before the kill: kept as they were, not trained again
+        assert after[name] == before[name]
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["trials"] == TRIALS and best["failed_trials"] == 0 and len(best["all"]) == TRIALS
+    scores = sorted(rows[-1][best["metric"]] for rows in after.values())
+    assert sorted(row[best["metric"]] for row in best["all"]) == pytest.approx(scores)
+    assert best["value"] == pytest.approx(max(scores))
