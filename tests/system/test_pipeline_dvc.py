@@ -1,4 +1,5 @@
-"""The real pipeline: `dvc repro` of a tiny configuration in a temporary git repository."""
+"""The real pipeline: `dvc repro` of a tiny configuration in a temporary git repository,
+run, re-run, changed, swept, interrupted and resumed."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from dml.train.export import load_model
+
+from .processes import kill_group
+
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.dvc, pytest.mark.ray, pytest.mark.slow]
 
 
@@ -137,3 +143,52 @@ def test_corrupt_image_fails_ingest_with_every_bad_file_and_no_output(project, t
     assert out.returncode == 2, out.stderr
     assert "broken.png" in out.stderr and "empty.jpg" in out.stderr
     assert not out_path.exists() and not (tmp_path / "report.json").exists()
+
+
+def test_interrupted_repro_leaves_no_partial_output_and_the_next_one_completes(project):
+    repo, env = project
+    assert run(["git", "add", "-A"], repo, env).returncode == 0
+    assert run(["git", "commit", "-qm", "before the interruption"], repo, env).returncode == 0
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["lr"] = 0.002
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+    log_path = repo.parent / "interrupted.log"
+    with open(log_path, "w") as log:
+        repro = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    deadline = time.monotonic() + 300
+    while "Running stage 'train@tiny'" not in log_path.read_text() and time.monotonic() < deadline:
+        assert repro.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.1)
+    time.sleep(3)  # inside the stage: Ray is starting or training
+    assert repro.poll() is None, "the stage ended before the interruption"
+    kill_group(repro)
+
+    # Stages that finished before the kill (tune) are recorded; the killed one and all after it are not.
+    after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for stage in ("train@tiny", "embed@tiny", "quantize@tiny", "evaluate@tiny", "report"):
+        assert after[stage] == lock[stage], f"dvc.lock changed for {stage}"
+    if (repo / "models/tiny").exists():  # DVC removes a stage's outputs before running it
+        load_model(repo / "models/tiny")  # whole and verified, or not there at all
+    assert not list((repo / "models").glob(".tiny.*")), "a temporary model folder was left behind"
+
+    again = run(["dvc", "repro"], repo, env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert {"train@tiny", "embed@tiny", "quantize@tiny", "evaluate@tiny"} <= ran_stages(again.stdout)
+    load_model(repo / "models/tiny")
+    status = run(["dvc", "status"], repo, env)
+    assert "up to date" in status.stdout
+
+
+def test_deterministic_stages_give_identical_hashes_when_run_again(project):
+    repo, env = project
+    assert run(["git", "add", "-A"], repo, env).returncode == 0
+    assert run(["git", "commit", "-qm", "resumed"], repo, env).returncode == 0
+    for stage in ("ingest", "preprocess"):
+        forced = run(["dvc", "repro", "--force", "--single-item", stage], repo, env)
+        assert forced.returncode == 0, forced.stderr
+        assert ran_stages(forced.stdout) == {stage}
+    diff = run(["git", "diff", "--stat", "dvc.lock"], repo, env)
+    assert diff.stdout == "", f"output hashes changed on a clean re-run:\n{diff.stdout}"
