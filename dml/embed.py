@@ -74,7 +74,10 @@ def read_embeddings(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"embeddings file {path} does not exist")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path} is not a readable parquet file (truncated or corrupt): {err}") from None
     raw = (table.schema.metadata or {}).get(b"dml")
     if raw is None or "embedding" not in table.column_names:
         raise DataError(f"{path} is not an embeddings file (no 'embedding' column or metadata)")

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from dml.config import RunSpec
 from dml.data.dataset import ManifestDataset
 from dml.data.samplers import MPerClassBatchSampler
+from dml.errors import IntegrityError
 from dml.io import atomic_path
 from dml.losses import LOSSES, MetricLoss, build_loss
 from dml.models import EmbeddingModel, build_model
@@ -161,8 +162,22 @@ def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint``; never unpickles code."""
-    return torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    """Read a checkpoint written by ``save_checkpoint``; never unpickles code.
+
+    ``weights_only`` loading accepts tensors and plain values only: a pickle that would import
+    or call anything is refused before it runs. A missing, truncated or such file raises
+    IntegrityError naming it.
+    """
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise IntegrityError(f"checkpoint {path} is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for bad files
+        raise IntegrityError(
+            f"checkpoint {path} is refused: truncated, corrupt, or holds more than tensors and "
+            f"plain values ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
 
 
 def unwrap(module: nn.Module) -> MetricLearner:
