@@ -53,6 +53,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(1e-4, ge=0)
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs that have it
     cpus_per_worker: int = Field(1, ge=1)
     max_failures: int = Field(1, ge=0)
     storage_path: str | None = None  # absolute or repo-relative; default .scratch/ray_results

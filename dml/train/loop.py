@@ -108,16 +108,33 @@ class DataSpec:
 
 
 class MetricLearner(nn.Module):
-    """Model plus loss in one module, so DDP synchronises trunk, head and proxies together."""
+    """Model plus loss in one module, so DDP synchronises trunk, head and proxies together.
 
-    def __init__(self, model: EmbeddingModel, loss: MetricLoss) -> None:
+    With ``autocast_dtype`` (bf16) the model runs under autocast; the embeddings are cast back
+    to float32 before the all-gather and the loss, whose exponentials need the range.
+    """
+
+    def __init__(self, model: EmbeddingModel, loss: MetricLoss, autocast_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
+        self.autocast_dtype = autocast_dtype
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        embeddings, labels = gather_global_batch(self.model(images), labels)
+        with torch.autocast(images.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            embeddings = self.model(images)
+        embeddings, labels = gather_global_batch(embeddings.float(), labels)
         return self.loss(embeddings, labels)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.precision`` on ``device`` (None: full float32)."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 class _Relabelled(Dataset):
@@ -220,6 +237,7 @@ def fit(
         seed=cfg.seed,
     )
     learner = build_learner(spec, num_classes=len(relabelled.classes))
+    learner.autocast_dtype = autocast_dtype(cfg.precision, session.device)
     optimizer = build_optimizer(learner, spec)
     history: list[dict[str, float]] = []
     resumes: list[int] = []  # epochs at which this run restarted from a checkpoint

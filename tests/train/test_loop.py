@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dml.config import ModelConfig, RunSpec, TrainConfig
-from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
+from dml.train.loop import DataSpec, LocalSession, autocast_dtype, build_learner, fit, load_checkpoint
 
 
 def tiny_spec(loss: str = "multi_similarity", **train) -> RunSpec:
@@ -56,3 +56,26 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_data, tmp_pa
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
 
+
+
+def test_bf16_autocast_runs_the_trunk_in_bf16_and_the_loss_in_fp32():
+    learner = build_learner(tiny_spec(), num_classes=4)
+    trunk_dtypes, loss_dtypes = [], []
+    learner.model.trunk.register_forward_hook(lambda module, args, out: trunk_dtypes.append(out.dtype))
+    learner.loss.register_forward_pre_hook(lambda module, args: loss_dtypes.append(args[0].dtype))
+    images, labels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(4).repeat(2)
+    full = learner(images, labels)
+    learner.autocast_dtype = torch.bfloat16
+    mixed = learner(images, labels)
+    assert trunk_dtypes == [torch.float32, torch.bfloat16]
+    assert loss_dtypes == [torch.float32, torch.float32]
+    torch.testing.assert_close(mixed, full, rtol=0.05, atol=0.05)
+    mixed.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in learner.parameters())
+
+
+def test_precision_setting_picks_the_autocast_dtype():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("fp32", cuda) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
