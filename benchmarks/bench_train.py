@@ -1,10 +1,14 @@
-"""Training throughput: Ray Train with 1 and 2 workers against a plain in-process loop.
+"""Training throughput and scaling: Ray Train with 1, 2, ... workers against an in-process loop.
 
-    .venv/bin/python benchmarks/bench_train.py [--epochs 3] [--loss multi_similarity] [--batch-size 64] [--m-per-class 8] [--use-gpu]
+    .venv/bin/python benchmarks/bench_train.py [--workers 1 2] [--epochs 3] [--loss multi_similarity]
+        [--batch-size 64] [--m-per-class 8] [--use-gpu]
 
-All three train the same model on the same synthetic data in one run; the figure of merit is
-images/s over the epochs after the first (which pays for start-up), reported as a ratio to
-the in-process reference. Writes benchmarks/results/train.json.
+Every run trains the same model on the same synthetic data; the figure of merit is images/s
+over the epochs after the first (which pays for start-up), reported as a ratio to the
+in-process reference measured in the same run, with the share of step time spent in the
+global-batch all-gather. Workers share this machine's CPUs (``--cpus`` in all) unless
+RAY_ADDRESS points at a cluster, where each worker gets ``--cpus`` / workers CPUs or a GPU.
+Writes benchmarks/results/train.json.
 """
 
 from __future__ import annotations
@@ -20,18 +24,18 @@ from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.io import write_json_atomic
-from dml.runtime import ray_session
+from dml.runtime import available_cpus, ray_session
 from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
 from dml.train.ray_trainer import latest_checkpoint, train_on_ray
 
 
-def steady_throughput(history: list[dict]) -> float:
-    rates = [h["images_per_s"] for h in history[1:]] or [history[0]["images_per_s"]]
-    return statistics.median(rates)
+def steady(history: list[dict], key: str) -> float:
+    """Median of ``key`` over the epochs after the first (all epochs if there is only one)."""
+    return statistics.median(h[key] for h in (history[1:] or history))
 
 
-def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
-    """Images/s of the in-process loop and of Ray Train with 1 and 2 workers, on the same data."""
+def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
+    """Images/s and all-gather share of the in-process loop and of each Ray Train worker count."""
     import torch
 
     ingest("synthetic", {"seed": 0}, work / "manifest.parquet")
@@ -50,20 +54,25 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
         )
 
     session = LocalSession(device=torch.device("cuda" if args.use_gpu else "cpu"))
-    fit(spec(1, 1), data, session)
-    rows = {"in-process, 1 process": steady_throughput(session.history)}
+    fit(spec(1, args.cpus), data, session)
+    rows = {"in-process, 1 process": {"images_per_s": steady(session.history, "images_per_s"), "gather_share": 0.0}}
     with ray_session():
-        for workers, cpus in ((1, 2), (2, 1)):
-            result = train_on_ray(spec(workers, cpus), data, storage_path=work / "runs")
+        for workers in args.workers:
+            result = train_on_ray(spec(workers, max(1, args.cpus // workers)), data, storage_path=work / "runs")
             with latest_checkpoint(result) as folder:
                 history = load_checkpoint(folder)["history"]
-            # Per-worker throughput x workers: every worker processes batch_size images a step.
-            rows[f"Ray Train, {workers} worker(s)"] = steady_throughput(history) * workers
+            # Rank 0's images/s x workers: every worker processes batch_size images a step.
+            rows[f"Ray Train, {workers} worker(s)"] = {
+                "images_per_s": steady(history, "images_per_s") * workers,
+                "gather_share": steady(history, "gather_share"),
+            }
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--cpus", type=int, default=available_cpus(), help="CPUs shared by the workers")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--loss", default="multi_similarity")
     parser.add_argument("--batch-size", type=int, default=64, help="per worker")
@@ -75,13 +84,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="dmlb-") as tmp:
         rows = measure(args, Path(tmp))
-    reference = rows["in-process, 1 process"]
-    print(f"{'run':<28} {'images/s':>10} {'ratio':>7}")
-    for name, rate in rows.items():
-        print(f"{name:<28} {rate:>10.1f} {rate / reference:>7.2f}")
-    write_json_atomic(args.out, {"images_per_s": rows, "ratio_to_in_process": {k: v / reference for k, v in rows.items()},
-                                 "epochs": args.epochs, "loss": args.loss, "batch_size": args.batch_size,
-                                 "m_per_class": args.m_per_class, "gpu": args.use_gpu})
+    reference = rows["in-process, 1 process"]["images_per_s"]
+    print(f"{'run':<28} {'images/s':>10} {'ratio':>7} {'all-gather':>11}")
+    for name, row in rows.items():
+        row["ratio"] = row["images_per_s"] / reference
+        print(f"{name:<28} {row['images_per_s']:>10.1f} {row['ratio']:>7.2f} {row['gather_share']:>10.1%}")
+    write_json_atomic(args.out, {"runs": rows, "reference": "in-process, 1 process", "epochs": args.epochs,
+                                 "loss": args.loss, "batch_size": args.batch_size, "m_per_class": args.m_per_class,
+                                 "cpus": args.cpus, "gpu": args.use_gpu})
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ training on the whole batch, for trunk parameters and for loss parameters (proxi
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -20,18 +23,42 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _CommunicationClock:
+    """Seconds spent in the global-batch collectives since last read (for the step-time share)."""
+
+    seconds = 0.0
+
+    @classmethod
+    @contextlib.contextmanager
+    def timing(cls, tensor: torch.Tensor) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        if tensor.is_cuda:  # NCCL is asynchronous; the loss waits for the result anyway
+            torch.cuda.synchronize(tensor.device)
+        cls.seconds += time.perf_counter() - start
+
+
+def take_communication_seconds() -> float:
+    """Seconds this process spent in the global-batch all-gather (forward and backward) since
+    the last call; the training loop reports them as a share of epoch time."""
+    seconds, _CommunicationClock.seconds = _CommunicationClock.seconds, 0.0
+    return seconds
+
+
 class _AllGatherSumGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.rank, ctx.size = dist.get_rank(), tensor.shape[0]
         parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, tensor.contiguous())
+        with _CommunicationClock.timing(tensor):
+            dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        with _CommunicationClock.timing(grad):
+            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
 
 
@@ -55,9 +82,10 @@ def gather_global_batch(
         return embeddings, labels
     sizes = torch.tensor([embeddings.shape[0]], device=embeddings.device)
     all_sizes = [torch.empty_like(sizes) for _ in range(world_size())]
-    dist.all_gather(all_sizes, sizes)
+    gathered_labels = [torch.empty_like(labels) for _ in range(world_size())]
+    with _CommunicationClock.timing(labels):
+        dist.all_gather(all_sizes, sizes)
+        dist.all_gather(gathered_labels, labels.contiguous())
     if len({int(s) for s in all_sizes}) != 1:
         raise RuntimeError(f"ranks have different batch sizes {[int(s) for s in all_sizes]}")
-    gathered_labels = [torch.empty_like(labels) for _ in range(world_size())]
-    dist.all_gather(gathered_labels, labels.contiguous())
     return _AllGatherSumGrad.apply(embeddings), torch.cat(gathered_labels)

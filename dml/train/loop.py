@@ -31,7 +31,7 @@ from dml.errors import IntegrityError
 from dml.io import atomic_path
 from dml.losses import LOSSES, MetricLoss, build_loss
 from dml.models import EmbeddingModel, build_model
-from dml.train.distributed import gather_global_batch, gather_objects
+from dml.train.distributed import gather_global_batch, gather_objects, take_communication_seconds
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -294,9 +294,11 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     device: torch.device,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean loss and images per second."""
+    """One pass over ``loader``: the mean loss, images per second, steps, and the share of the
+    epoch's time spent in the global-batch all-gather (0 on one process)."""
     module.train()
     total, steps, images_seen = 0.0, 0, 0
+    take_communication_seconds()
     start = time.perf_counter()
     for images, labels in loader:
         images, labels = images.to(device, non_blocking=True), labels.to(device)
@@ -314,4 +316,5 @@ def train_one_epoch(
         "loss": total / max(steps, 1),
         "images_per_s": images_seen / elapsed if elapsed > 0 else math.nan,
         "steps": float(steps),
+        "gather_share": take_communication_seconds() / elapsed if elapsed > 0 else math.nan,
     }
