@@ -233,10 +233,12 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
 def save_index(index: faiss.Index, path: str | os.PathLike[str], *, info: dict[str, Any]) -> dict[str, Any]:
     """Write ``index`` to ``path`` and its sidecar to ``path + ".json"``; return the sidecar.
 
-    Both files are written to temporaries and renamed into place (index first, sidecar
-    second), so a failure leaves no partial file. If the process dies between the two
-    renames, the old sidecar's checksum no longer matches and :func:`load_index` refuses the
-    pair. ``info`` (JSON-serializable: model hash, params, ...) is stored under ``"info"``.
+    Crash-consistent in three atomic renames: the new sidecar is first written beside the old
+    one as ``<sidecar>.pending``, then the index file is renamed into place, then the pending
+    sidecar. Dying before the index rename leaves the old pair (the pending file does not
+    match it and is ignored); dying after it leaves the new index with a pending sidecar that
+    matches it, which :func:`load_index` verifies and completes. ``info`` (JSON-serializable:
+    model hash, params, ...) is stored under ``"info"``.
     """
     path = Path(path)
     meta = describe_index(index)
@@ -248,7 +250,23 @@ def save_index(index: faiss.Index, path: str | os.PathLike[str], *, info: dict[s
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
         meta["sha256"] = sha256_file(tmp)
-    write_json_atomic(sidecar_path(path), meta)
+        write_json_atomic(_pending_path(path), meta)
+    os.replace(_pending_path(path), sidecar_path(path))
+    return meta
+
+
+def _pending_path(path: Path) -> Path:
+    return Path(f"{sidecar_path(path)}.pending")
+
+
+def _read_sidecar(sidecar: Path, path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise IntegrityError(f"sidecar {sidecar} of index {path} is unreadable: {err!r}") from err
+    missing = [key for key in ("sha256", "dim", "ntotal") if not isinstance(meta, dict) or key not in meta]
+    if missing:
+        raise IntegrityError(f"sidecar {sidecar} of index {path} lacks {', '.join(missing)}")
     return meta
 
 
@@ -256,33 +274,32 @@ def load_index(path: str | os.PathLike[str]) -> tuple[faiss.Index, dict[str, Any
     """Read an index saved by :func:`save_index`; return ``(index, sidecar)``.
 
     Raises IntegrityError, naming the file, when the file or its sidecar is missing or
-    unreadable, the sha256 differs from the sidecar's, or dim/ntotal disagree with it.
+    unreadable, the sha256 differs from the sidecar's, or dim/ntotal disagree with it. A save
+    that died between its last two renames is completed here when its pending sidecar matches.
     """
     path = Path(path)
-    sidecar = sidecar_path(path)
+    sidecar, pending = sidecar_path(path), _pending_path(path)
     if not path.is_file():
         raise IntegrityError(f"index file {path} does not exist")
+    digest = sha256_file(path)
+    if pending.is_file() and _read_sidecar(pending, path)["sha256"] == digest:
+        os.replace(pending, sidecar)  # finish the interrupted save
     if not sidecar.is_file():
         raise IntegrityError(f"index file {path} has no sidecar {sidecar}; refusing to load it unchecked")
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        expected = {key: meta[key] for key in ("sha256", "dim", "ntotal")}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise IntegrityError(f"sidecar {sidecar} of index {path} is unreadable: {err!r}") from err
-    digest = sha256_file(path)
-    if digest != expected["sha256"]:
+    meta = _read_sidecar(sidecar, path)
+    if digest != meta["sha256"]:
         raise IntegrityError(
             f"index file {path} is corrupt or was replaced: sha256 {digest} "
-            f"does not match its sidecar's {expected['sha256']}"
+            f"does not match its sidecar's {meta['sha256']}"
         )
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as err:
         raise IntegrityError(f"faiss cannot read index file {path}: {err}") from err
-    if index.d != expected["dim"] or index.ntotal != expected["ntotal"]:
+    if index.d != meta["dim"] or index.ntotal != meta["ntotal"]:
         raise IntegrityError(
             f"index file {path} has dim={index.d}, ntotal={index.ntotal}; its sidecar says "
-            f"dim={expected['dim']}, ntotal={expected['ntotal']}"
+            f"dim={meta['dim']}, ntotal={meta['ntotal']}"
         )
     return index, meta
 

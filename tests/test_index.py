@@ -180,3 +180,40 @@ def test_opq_decodes_back_to_input_space(indexes, gallery):
     err_opq = np.linalg.norm(decode_gallery(indexes["opq"]) - gallery, axis=1).mean()
     err_pq = np.linalg.norm(decode_gallery(indexes["pq"]) - gallery, axis=1).mean()
     assert err_opq < 1.0 and err_opq < 1.5 * err_pq
+
+
+def fail_nth_replace(monkeypatch, n: int) -> None:
+    """Fault injection: the n-th os.replace from now raises, as if the process died there."""
+    calls = {"count": 0}
+    real = os.replace
+
+    def replace(src, dst):
+        calls["count"] += 1
+        if calls["count"] == n:
+            raise KeyboardInterrupt("killed")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_death_before_the_index_rename_keeps_the_old_pair(indexes, tmp_path, monkeypatch):
+    path = tmp_path / "out.faiss"
+    save_index(indexes["flat"], path, info={"version": 1})
+    fail_nth_replace(monkeypatch, 2)  # 1: pending sidecar, 2: index file, 3: sidecar
+    with pytest.raises(KeyboardInterrupt):
+        save_index(indexes["pq"], path, info={"version": 2})
+    monkeypatch.undo()
+    _, meta = load_index(path)
+    assert meta["info"] == {"version": 1}
+
+
+def test_death_between_index_and_sidecar_renames_is_completed_on_load(indexes, tmp_path, monkeypatch):
+    path = tmp_path / "out.faiss"
+    save_index(indexes["flat"], path, info={"version": 1})
+    fail_nth_replace(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        save_index(indexes["pq"], path, info={"version": 2})
+    monkeypatch.undo()
+    index, meta = load_index(path)
+    assert meta["info"] == {"version": 2} and index.ntotal == indexes["pq"].ntotal
+    assert sorted(os.listdir(tmp_path)) == ["out.faiss", "out.faiss.json"]
