@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ray.tune.search.optuna import OptunaSearch
 
 from .processes import kill_group, stage_command, write_params
 
@@ -68,3 +69,9 @@ def test_killed_sweep_completes_every_trial_once(fault_data, short_tmp, tmp_path
     scores = sorted(rows[-1][best["metric"]] for rows in after.values())
     assert sorted(row[best["metric"]] for row in best["all"]) == pytest.approx(scores)
     assert best["value"] == pytest.approx(max(scores))
+
+    # The restored searcher holds every trial's result, those from before the kill included.
+    searcher = OptunaSearch(metric=best["metric"], mode="max")
+    searcher.restore_from_dir(str(next(storage.glob("tune-*"))))
+    told = sorted(t.value for t in searcher._ot_study.trials if t.state.name == "COMPLETE")
+    assert told == pytest.approx(scores)
