@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -52,6 +53,30 @@ def _signal_group(proc: subprocess.Popen, steps: tuple[tuple[int, float], ...]) 
             time.sleep(0.2)
     proc.wait(timeout=10)
     assert not group_members(proc.pid), f"processes {group_members(proc.pid)} of group {proc.pid} survived"
+
+
+def stage_env(scratch: Path) -> dict[str, str]:
+    """Environment for a stage run here: its own scratch, a private local Ray instance."""
+    env = os.environ | {"DML_SCRATCH": str(scratch)}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def kill_when(command: list[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool],
+              timeout: float = 400) -> None:
+    """Run ``command`` in its own process group; SIGKILL the group as soon as ``ready()``.
+
+    Fails, showing the command's output, when it exits (or the time runs out) first.
+    """
+    log_path = cwd / f"killed-{Path(command[1]).stem}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None and ready(), log_path.read_text()[-3000:]
+    kill_group(proc)
 
 
 def write_params(folder: Path, *, experiment: str, train: dict | None = None, tune: dict | None = None) -> None:

@@ -4,13 +4,11 @@ and started again: it resumes from its checkpoint; changed parameters start a fr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 
 import pytest
 
-from .processes import checkpointed_epochs, kill_group, stage_command, write_params
+from .processes import checkpointed_epochs, kill_when, stage_command, stage_env, write_params
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 EPOCHS = 4
@@ -22,17 +20,8 @@ def test_killed_train_stage_resumes_and_changed_params_start_afresh(fault_data, 
     train = {"epochs": EPOCHS, "num_workers": 1, "cpus_per_worker": 2, "storage_path": str(storage)}
     write_params(tmp_path, experiment="drv", train=train)
     command = stage_command("train", "drv", data)
-    env = os.environ | {"DML_SCRATCH": str(short_tmp / "driver-scratch")}
-    env.pop("RAY_ADDRESS", None)
-
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not checkpointed_epochs(storage) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-    kill_group(first)  # the driver and the local Ray it started
+    env = stage_env(short_tmp / "driver-scratch")
+    kill_when(command, tmp_path, env, ready=lambda: bool(checkpointed_epochs(storage)))  # driver and its Ray
     done = checkpointed_epochs(storage)
     assert EPOCHS - 1 not in done, "the run had finished before the kill"
     assert not (tmp_path / "model").exists(), "a killed stage left its output behind"

@@ -4,15 +4,13 @@ planned trial runs to the end exactly once, finished trials are kept, not run ag
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from ray.tune.search.optuna import OptunaSearch
 
-from .processes import kill_group, stage_command, write_params
+from .processes import kill_when, stage_command, stage_env, write_params
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TRIALS, EPOCHS = 3, 2
@@ -42,17 +40,8 @@ def test_killed_sweep_completes_every_trial_once(fault_data, short_tmp, tmp_path
     write_params(tmp_path, experiment="tk", train={"storage_path": str(storage)},
                  tune={"trials": TRIALS, "epochs": EPOCHS, "scheduler": "fifo", "folds": [0]})
     command = stage_command("tune", "tk", data)
-    env = os.environ | {"DML_SCRATCH": str(short_tmp / "tune-scratch")}
-    env.pop("RAY_ADDRESS", None)
-
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-    deadline = time.monotonic() + 400
-    while not finished(trial_results(storage)) and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-    kill_group(first)
+    env = stage_env(short_tmp / "tune-scratch")
+    kill_when(command, tmp_path, env, ready=lambda: bool(finished(trial_results(storage))))
     before = trial_results(storage)
     done_before = finished(before)
     assert done_before and len(done_before) < TRIALS, "the kill did not land mid-sweep"
