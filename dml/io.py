@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -19,8 +21,8 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
 
     The temporary name lives in the same folder so the final ``os.replace`` is atomic on
     POSIX. With ``directory=True`` the temporary path is an empty folder and an existing
-    folder at ``path`` is replaced whole. On any exception the temporary is removed and
-    ``path`` is left untouched.
+    folder at ``path`` is replaced whole, by an atomic exchange where Linux offers one. On
+    any exception the temporary is removed and ``path`` is left untouched.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -33,13 +35,10 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
     try:
         yield tmp
         if directory:
-            old = None
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            if target.exists() and exchange_paths(tmp, target):
+                shutil.rmtree(tmp, ignore_errors=True)  # it now holds the previous folder
+            else:
+                _replace_folder(tmp, target)
         else:
             _fsync(tmp)
             os.replace(tmp, target)
@@ -49,6 +48,37 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False, having changed nothing, where the system or file system cannot.
+    """
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _replace_folder(tmp: Path, target: Path) -> None:
+    """Two renames where an atomic exchange is not available: a death between them leaves the
+    previous folder at ``.<name>.old-<pid>``."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync(path: Path) -> None:

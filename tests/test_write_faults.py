@@ -19,6 +19,7 @@ import torch
 
 from dml.embed import read_embeddings, write_embeddings
 from dml.errors import DataError, IntegrityError
+from dml.io import atomic_path, exchange_paths
 from dml.train.loop import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 
 
@@ -110,3 +111,22 @@ def test_truncated_embeddings_are_refused_by_name(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DataError, match=r"e\.parquet is not a readable parquet file"):
         read_embeddings(path)
+
+
+def test_folder_swap_is_one_atomic_exchange_on_linux(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "f").write_text("a"), (b / "f").write_text("b")
+    swapped = exchange_paths(a, b)
+    assert swapped == sys.platform.startswith("linux"), "renameat2(RENAME_EXCHANGE) expected on Linux"
+    expected = ("b", "a") if swapped else ("a", "b")
+    assert ((a / "f").read_text(), (b / "f").read_text()) == expected
+
+
+def test_folder_output_is_replaced_whole(tmp_path):
+    target = tmp_path / "model"
+    for version in ("1", "2"):
+        with atomic_path(target, directory=True) as tmp:
+            (tmp / "weights").write_text(version)
+    assert (target / "weights").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
