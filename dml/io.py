@@ -50,6 +50,9 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         raise
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # from <fcntl.h> and <linux/fs.h>
+
+
 def exchange_paths(a: Path, b: Path) -> bool:
     """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
 
@@ -64,9 +67,6 @@ def exchange_paths(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), str(b))
-
-
-_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 
 
 def _replace_folder(tmp: Path, target: Path) -> None:

@@ -152,7 +152,9 @@ class _Relabelled(Dataset):
         return image, int(self.targets[index])
 
 
-def build_learner(spec: RunSpec, num_classes: int) -> MetricLearner:
+def build_learner(
+    spec: RunSpec, num_classes: int, *, autocast_dtype: torch.dtype | None = None
+) -> MetricLearner:
     """The model and loss of ``spec``; proxy losses get the class count and embedding size."""
     kwargs = dict(spec.loss_kwargs)
     accepted = LOSSES.parameters(spec.loss_name)
@@ -160,7 +162,7 @@ def build_learner(spec: RunSpec, num_classes: int) -> MetricLearner:
         kwargs["num_classes"] = num_classes
     if "embed_dim" in accepted:
         kwargs["embed_dim"] = spec.model.embed_dim
-    return MetricLearner(build_model(spec.model), build_loss(spec.loss_name, **kwargs))
+    return MetricLearner(build_model(spec.model), build_loss(spec.loss_name, **kwargs), autocast_dtype)
 
 
 def build_optimizer(learner: MetricLearner, spec: RunSpec) -> torch.optim.Optimizer:
@@ -236,8 +238,9 @@ def fit(
         world_size=session.world_size,
         seed=cfg.seed,
     )
-    learner = build_learner(spec, num_classes=len(relabelled.classes))
-    learner.autocast_dtype = autocast_dtype(cfg.precision, session.device)
+    learner = build_learner(
+        spec, num_classes=len(relabelled.classes), autocast_dtype=autocast_dtype(cfg.precision, session.device)
+    )
     optimizer = build_optimizer(learner, spec)
     history: list[dict[str, float]] = []
     resumes: list[int] = []  # epochs at which this run restarted from a checkpoint

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from dml.errors import IntegrityError
 from dml.train.loop import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,20 +63,21 @@ def stage_env(scratch: Path) -> dict[str, str]:
     return env
 
 
-def kill_when(command: list[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool],
-              timeout: float = 400) -> None:
-    """Run ``command`` in its own process group; SIGKILL the group as soon as ``ready()``.
+def kill_when(command: list[str], cwd: Path, env: dict[str, str], ready: Callable[[], bool], *,
+              log: Path, delay: float = 0.0, timeout: float = 400) -> None:
+    """Run ``command`` in its own process group, its output in ``log``; SIGKILL the group
+    ``delay`` seconds after ``ready()`` turns true.
 
     Fails, showing the command's output, when it exits (or the time runs out) first.
     """
-    log_path = cwd / f"killed-{Path(command[1]).stem}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     deadline = time.monotonic() + timeout
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None and ready(), log_path.read_text()[-3000:]
+    time.sleep(delay)
+    assert proc.poll() is None and ready(), log.read_text()[-3000:]
     kill_group(proc)
 
 
@@ -106,7 +108,7 @@ def checkpointed_epochs(storage: Path) -> dict[int, dict]:
     for path in storage.glob("**/state.pt"):
         try:
             state = load_checkpoint(path.parent)
-        except Exception:  # noqa: BLE001 - still being copied into place
+        except IntegrityError:  # still being copied into place
             continue
         states[int(state["epoch"])] = state
     return states

@@ -21,7 +21,8 @@ def test_killed_train_stage_resumes_and_changed_params_start_afresh(fault_data, 
     write_params(tmp_path, experiment="drv", train=train)
     command = stage_command("train", "drv", data)
     env = stage_env(short_tmp / "driver-scratch")
-    kill_when(command, tmp_path, env, ready=lambda: bool(checkpointed_epochs(storage)))  # driver and its Ray
+    kill_when(command, tmp_path, env, ready=lambda: bool(checkpointed_epochs(storage)),  # driver and its Ray
+              log=tmp_path / "killed.log")
     done = checkpointed_epochs(storage)
     assert EPOCHS - 1 not in done, "the run had finished before the kill"
     assert not (tmp_path / "model").exists(), "a killed stage left its output behind"

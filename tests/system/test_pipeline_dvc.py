@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import yaml
 
 from dml.train.export import load_model
 
-from .processes import kill_group
+from .processes import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.dvc, pytest.mark.ray, pytest.mark.slow]
@@ -154,17 +153,10 @@ def test_interrupted_repro_leaves_no_partial_output_and_the_next_one_completes(p
     params["train"]["lr"] = 0.002
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
 
-    log_path = repo.parent / "interrupted.log"
-    with open(log_path, "w") as log:
-        repro = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-    deadline = time.monotonic() + 300
-    while "Running stage 'train@tiny'" not in log_path.read_text() and time.monotonic() < deadline:
-        assert repro.poll() is None, log_path.read_text()[-3000:]
-        time.sleep(0.1)
-    time.sleep(3)  # inside the stage: Ray is starting or training
-    assert repro.poll() is None, "the stage ended before the interruption"
-    kill_group(repro)
+    log = repo.parent / "interrupted.log"
+    # Killed 3 s into the train stage: Ray is starting or training.
+    kill_when(["dvc", "repro"], repo, env, ready=lambda: "Running stage 'train@tiny'" in log.read_text(),
+              log=log, delay=3, timeout=300)
 
     # Stages that finished before the kill (tune) are recorded; the killed one and all after it are not.
     after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]

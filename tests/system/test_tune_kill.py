@@ -41,7 +41,8 @@ def test_killed_sweep_completes_every_trial_once(fault_data, short_tmp, tmp_path
                  tune={"trials": TRIALS, "epochs": EPOCHS, "scheduler": "fifo", "folds": [0]})
     command = stage_command("tune", "tk", data)
     env = stage_env(short_tmp / "tune-scratch")
-    kill_when(command, tmp_path, env, ready=lambda: bool(finished(trial_results(storage))))
+    kill_when(command, tmp_path, env, ready=lambda: bool(finished(trial_results(storage))),
+              log=tmp_path / "killed.log")
     before = trial_results(storage)
     done_before = finished(before)
     assert done_before and len(done_before) < TRIALS, "the kill did not land mid-sweep"
