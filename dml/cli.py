@@ -1,4 +1,4 @@
-"""The ``dml`` command and the error handling shared by the pipeline stage scripts."""
+"""The ``dml`` command: quick access to the library from a shell."""
 
 from __future__ import annotations
 
@@ -8,36 +8,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from dml.errors import DmlError
-
-
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage; user errors print one clear message (no traceback) and exit 2."""
-    try:
-        main()
-    except DmlError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def stage_parser(
-    description: str | None, *, data: bool = True, experiment: bool = False
-) -> argparse.ArgumentParser:
-    """Arguments the stages share: params.yaml, the manifest and splits, the experiment."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", default="params.yaml")
-    if data:
-        parser.add_argument("--manifest", default="data/manifest.parquet")
-        parser.add_argument("--splits", default="data/splits.parquet")
-    if experiment:
-        parser.add_argument("--experiment", required=True)
-    return parser
+from dml.stage import run_stage
 
 
 def _check(args: argparse.Namespace) -> None:
+    from dml.checks import check_params
     from dml.config import load_params
 
-    params = load_params(args.params)
+    params = check_params(load_params(args.params))
     print(f"{args.params}: valid; experiments: {', '.join(params.experiments) or '(none)'}")
 
 
@@ -55,6 +33,15 @@ def _report(args: argparse.Namespace) -> None:
     print(Path(args.table).read_text())
 
 
+def _run(args: argparse.Namespace) -> None:
+    from dml.runtime import run_command
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if not command:
+        raise SystemExit("dml run: give a command, e.g. dml run -- dvc repro")
+    raise SystemExit(run_command(command, warm=not args.cold, ray=args.ray))
+
+
 def main(argv: list[str] | None = None) -> None:
     """``dml check | evaluate | report``: quick access to the library from a shell."""
     parser = argparse.ArgumentParser(prog="dml", description=__doc__)
@@ -69,6 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     report = sub.add_parser("report", help="print the comparison table")
     report.add_argument("--table", default="results/comparison.md")
     report.set_defaults(func=_report)
+    run = sub.add_parser("run", help="run a command (dvc repro) with a warm interpreter for its "
+                         "stages and, with --ray, one local Ray head for all of them")
+    run.add_argument("--ray", action="store_true",
+                     help="start one local Ray head for the command (unless RAY_ADDRESS is set)")
+    run.add_argument("--cold", action="store_true", help="no warm interpreter: each stage imports "
+                     "its libraries itself")
+    run.add_argument("command_line", nargs=argparse.REMAINDER, help="-- command ...")
+    run.set_defaults(func=_run)
     args = parser.parse_args(argv)
     run_stage(lambda: args.func(args))
 

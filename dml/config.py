@@ -1,7 +1,9 @@
-"""Typed schema of params.yaml: unknown keys, wrong types and unknown names are errors.
+"""Typed schema of params.yaml: unknown keys and wrong types are errors.
 
-Each pipeline stage validates the whole file (so a typo anywhere is caught at once) but reads
-only its own section. Errors name the dotted key and, for choices, the valid values.
+Each pipeline stage validates the whole file's schema (so a typo anywhere is caught at once)
+but reads only its own section. Errors name the dotted key and, for choices, the valid values.
+The registered components an experiment names (losses, samplers, heads, protocols) and
+their knobs are checked by :mod:`dml.checks`, which imports them; this module imports none.
 """
 
 from __future__ import annotations
@@ -23,10 +25,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-class IngestConfig(Section):
-    source: str = "synthetic"
-    on_bad: Literal["fail", "skip"] = "fail"
-    options: dict[str, Any] = Field(default_factory=dict)
+class Component(Section):
+    """A registered component by name plus its knobs (a loss, sampler, protocol, ...).
+
+    The knobs are checked against the component's own factory when the run is resolved; a
+    knob may itself be a component (a wrapper loss's ``base``).
+    """
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def knobs(self) -> dict[str, Any]:
+        """Everything but ``name``."""
+        return dict(self.model_extra or {})
 
 
 class SplitConfig(Section):
@@ -36,10 +47,23 @@ class SplitConfig(Section):
     seed: int = 0
 
 
+class DatasetConfig(Section):
+    """A named dataset: where its images come from, how it is split, how it is evaluated."""
+
+    source: str = "synthetic"
+    on_bad: Literal["fail", "skip"] = "fail"
+    options: dict[str, Any] = Field(default_factory=dict)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    protocol: Component = Field(default_factory=lambda: Component(name="self_retrieval"))
+
+
 class ModelConfig(Section):
     backbone: str = "small_cnn"
+    backbone_options: dict[str, Any] = Field(default_factory=dict)  # the trunk factory's kwargs
     embed_dim: int = Field(64, ge=2)
     image_size: int = Field(32, ge=8)
+    heads: dict[str, dict[str, Any]] = Field(default_factory=dict)  # extra heads: name -> knobs
+    condition: Literal["domain"] | None = None  # a per-sample signal fed to the trunk
     weights: str | None = None  # local trunk weights; never downloaded
     pretrained_strict: bool = True
 
@@ -47,11 +71,14 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=2)  # per worker
-    m_per_class: int = Field(4, ge=1)
+    sampler: Component = Field(default_factory=lambda: Component(name="m_per_class", m=4))
     lr: float = Field(1e-3, gt=0)
     loss_lr: float = Field(1e-2, gt=0)  # proxies and centres learn faster than the trunk
     weight_decay: float = Field(1e-4, ge=0)
     num_workers: int = Field(1, ge=1)
+    # auto: Ray Train when a cluster is given (RAY_ADDRESS), several workers or a GPU; otherwise
+    # the same loop in this process, where Ray Train's worker start-up costs more than training.
+    launcher: Literal["auto", "ray", "local"] = "auto"
     use_gpu: bool = False
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs that have it
     cpus_per_worker: int = Field(1, ge=1)
@@ -77,6 +104,12 @@ class SearchDim(Section):
             raise ValueError(f"a {self.type!r} dimension needs low < high")
         return self
 
+    def example(self) -> Any:
+        """One value of the dimension (to check that its key names a knob)."""
+        if self.type == "choice":
+            return (self.values or [None])[0]
+        return int(self.low) if self.type == "int" else self.low
+
 
 class TuneConfig(Section):
     trials: int = Field(2, ge=0)
@@ -84,7 +117,7 @@ class TuneConfig(Section):
     mode: Literal["local", "trainer"] = "local"
     scheduler: Literal["asha", "fifo"] = "asha"
     folds: list[int] = Field(default_factory=lambda: [0])
-    metric: Literal["map@r", "r_precision", "recall@1", "map"] = "map@r"
+    metric: str = "map@r"  # a key of the experiment's protocol metrics, maximised
     cpus_per_trial: int = Field(1, ge=1)  # local mode: the trial trains in its own process
     seed: int = 0
 
@@ -108,29 +141,26 @@ class EvaluateConfig(Section):
     grid_topk: int = Field(5, ge=1)
 
 
-class LossSpec(Section):
-    """A loss by registry name plus its knobs; knobs are checked against the loss itself."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
 class ExperimentConfig(Section):
-    """A method: a loss with its knobs, optional train/model overrides, a search space."""
+    """A method on a dataset: loss, optional model/train overrides, protocol, search space.
 
-    loss: LossSpec
+    ``domains`` picks the rows it trains and is evaluated on (default: every domain of the
+    dataset); ``protocol`` overrides the dataset's evaluation protocol.
+    """
+
+    dataset: str
+    domains: list[Literal["photo", "sketch"]] | None = None
+    loss: Component
     train: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
+    protocol: Component | None = None
     search: dict[str, SearchDim] = Field(default_factory=dict)
 
 
 class Params(Section):
     seed: int = 0
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    split: SplitConfig = Field(default_factory=SplitConfig)
+    datasets: dict[str, DatasetConfig] = Field(
+        default_factory=lambda: {"shapes": DatasetConfig()})
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
@@ -139,9 +169,11 @@ class Params(Section):
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _experiments(self) -> Params:
+    def _datasets(self) -> Params:
         for name, exp in self.experiments.items():
-            check_experiment(name, exp, self)
+            if exp.dataset not in self.datasets:
+                raise ValueError(f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; "
+                                 f"valid choices: {', '.join(sorted(self.datasets))}")
         return self
 
     def experiment(self, name: str) -> ExperimentConfig:
@@ -152,48 +184,13 @@ class Params(Section):
             )
         return self.experiments[name]
 
-
-def check_experiment(name: str, exp: ExperimentConfig, params: Params) -> None:
-    """Check an experiment's loss name and knobs, overrides and search keys against the schema."""
-    from dml.losses import LOSSES  # local: losses import torch
-
-    where = f"experiments.{name}"
-    kwargs = _loss_kwargs_without_shapes(exp)
-    LOSSES.check_kwargs(exp.loss.name, kwargs, where=f"{where}.loss")
-    # Build once with stand-in shapes so that bad knob values (a negative margin) fail now.
-    shapes = {"num_classes": 2, "embed_dim": 2}
-    accepted = LOSSES.parameters(exp.loss.name)
-    LOSSES.build(exp.loss.name, **kwargs, **{k: v for k, v in shapes.items() if k in accepted})
-    for section, overrides in (("train", exp.train), ("model", exp.model)):
-        fields = type(getattr(params, section)).model_fields
-        unknown = sorted(set(overrides) - set(fields))
-        if unknown:
+    def dataset(self, name: str) -> DatasetConfig:
+        """The dataset ``name``; unknown names list the valid ones."""
+        if name not in self.datasets:
             raise ConfigError(
-                f"unknown key(s) {', '.join(f'{where}.{section}.{k}' for k in unknown)}; "
-                f"valid keys: {', '.join(sorted(fields))}"
+                f"unknown dataset {name!r}; valid choices: {', '.join(sorted(self.datasets))}"
             )
-    loss_keys = set(LOSSES.parameters(exp.loss.name))
-    for key in exp.search:
-        head, _, tail = key.partition(".")
-        valid = (
-            (head == "loss" and tail in loss_keys)
-            or (head in ("train", "model") and tail in type(getattr(params, head)).model_fields)
-        )
-        if not valid:
-            raise ConfigError(
-                f"search key {where}.search.{key} names no knob; use loss.<knob> "
-                f"({', '.join(sorted(loss_keys))}) or train.<field> / model.<field>"
-            )
-
-
-def _loss_kwargs_without_shapes(exp: ExperimentConfig) -> dict[str, Any]:
-    kwargs = exp.loss.kwargs()
-    for filled_in in ("num_classes", "embed_dim"):
-        if filled_in in kwargs:
-            raise ConfigError(
-                f"experiments.*.loss.{filled_in} is filled in from the data and the model; remove it"
-            )
-    return kwargs
+        return self.datasets[name]
 
 
 def _format_validation_error(err: ValidationError, source: str, prefix: str = "") -> str:
@@ -241,34 +238,54 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+OVERRIDE_ROOTS = ("loss", "train", "model", "protocol")
+
+
 class RunSpec(BaseModel):
-    """Everything one training run needs, resolved: the experiment merged over the defaults."""
+    """Everything one training run needs, resolved: the experiment merged over the defaults.
+
+    ``loss`` and ``protocol`` are component trees: ``{"name": ..., <knob>: ...}``, where a knob
+    may itself be such a tree (a wrapper loss's ``base``).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     experiment: str
-    loss_name: str
-    loss_kwargs: dict[str, Any]
+    dataset: str
+    domains: tuple[str, ...] | None = None
+    loss: dict[str, Any]
+    protocol: dict[str, Any] = Field(default_factory=lambda: {"name": "self_retrieval"})
     model: ModelConfig
     train: TrainConfig
 
 
 def resolve_run(params: Params, name: str, overrides: dict[str, Any] | None = None) -> RunSpec:
-    """Merge experiment ``name`` (and dotted ``overrides`` such as tuned values) over defaults."""
+    """Merge experiment ``name`` (and dotted ``overrides`` such as tuned values) over defaults.
+
+    The schema of the merged train and model sections is validated here; the registered
+    components it names are checked by :func:`dml.checks.check_run`.
+    """
     exp = params.experiment(name)
+    dataset = params.dataset(exp.dataset)
     tree: dict[str, Any] = {
-        "loss": exp.loss.kwargs(),
-        "train": {**params.train.model_dump(), **exp.train},
-        "model": {**params.model.model_dump(), **exp.model},
+        "loss": exp.loss.model_dump(mode="json"),
+        "train": {**params.train.model_dump(mode="json"), **exp.train},
+        "model": {**params.model.model_dump(mode="json"), **exp.model},
+        "protocol": (exp.protocol or dataset.protocol).model_dump(mode="json"),
     }
     for key, value in (overrides or {}).items():
-        if key.split(".")[0] not in tree:
-            raise ConfigError(f"override {key!r} must start with loss., train. or model.")
+        if key.split(".")[0] not in OVERRIDE_ROOTS:
+            raise ConfigError(f"override {key!r} must start with one of: "
+                              f"{', '.join(f'{r}.' for r in OVERRIDE_ROOTS)}")
         set_dotted(tree, key, copy.deepcopy(value))
+    where = f"experiments.{name}"
     sections = {}
     for section, schema in (("model", ModelConfig), ("train", TrainConfig)):
         try:
             sections[section] = schema.model_validate(tree[section])
         except ValidationError as err:
-            source = f"experiments.{name} (with overrides)"
+            source = f"{where} (merged over the top-level {section} section)"
             raise ConfigError(_format_validation_error(err, source, f"{section}.")) from None
-    return RunSpec(experiment=name, loss_name=exp.loss.name, loss_kwargs=tree["loss"], **sections)
+    spec = RunSpec(experiment=name, dataset=exp.dataset,
+                   domains=tuple(exp.domains) if exp.domains else None,
+                   loss=tree["loss"], protocol=tree["protocol"], **sections)
+    return spec

@@ -11,9 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from dml.data.dataset import ManifestDataset
 from dml.errors import DataError
 from dml.io import atomic_path
 
@@ -24,19 +25,27 @@ CARRIED_COLUMNS = ("image_id", "split", "role", "domain", "label")
 @torch.no_grad()
 def embed_dataset(
     model: torch.nn.Module,
-    dataset: Dataset,
+    dataset: ManifestDataset,
     *,
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    normalize: bool = True,
 ) -> np.ndarray:
-    """L2-normalized embeddings ``[N, D]`` (float32) of every item of ``dataset``, in order."""
+    """Embeddings ``[N, D]`` (float32) of every item of ``dataset``, in order.
+
+    The model sees each batch with its annotations (a conditioned trunk gets its domain
+    flag). ``normalize``: L2-normalize the rows (for cosine ranking); euclidean protocols
+    keep the raw vectors.
+    """
     model.eval()
     model.to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
+                        collate_fn=dataset.collate)
     parts = []
-    for images, _ in tqdm(loader, desc="embed", unit="batch", disable=not progress):
-        parts.append(F.normalize(model(images.to(device)).float(), dim=1).cpu())
+    for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
+        embeddings = model.forward_batch(batch.to(device)).embeddings.float()
+        parts.append((F.normalize(embeddings, dim=1) if normalize else embeddings).cpu())
     if not parts:
         return np.zeros((0, getattr(model, "embed_dim", 0)), dtype=np.float32)
     return torch.cat(parts).numpy()
@@ -48,8 +57,13 @@ def write_embeddings(
     embeddings: np.ndarray,
     *,
     model_hash: str,
+    normalized: bool = True,
 ) -> None:
-    """Write ``embeddings.parquet`` atomically: carried columns plus a fixed-size list column."""
+    """Write ``embeddings.parquet`` atomically: carried columns plus a fixed-size list column.
+
+    ``normalized`` records whether the rows are L2-normalized (cosine protocols) or raw
+    (euclidean ones).
+    """
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, dim = embeddings.shape
     arrays = {name: pa.array(values) for name, values in columns.items()}
@@ -58,7 +72,7 @@ def write_embeddings(
             raise DataError(f"{path}: column {name!r} has {len(array)} rows, embeddings have {n}")
     arrays["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), dim)
     table = pa.table(arrays).replace_schema_metadata(
-        {"dml": json.dumps({"embed_dim": dim, "model_sha256": model_hash})}
+        {"dml": json.dumps({"embed_dim": dim, "model_sha256": model_hash, "normalized": normalized})}
     )
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

@@ -109,3 +109,13 @@ def sha256_file(path: str | os.PathLike[str], *, block_size: int = 1 << 20) -> s
         for block in iter(lambda: handle.read(block_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def source_fingerprint(package: str | os.PathLike[str] | None = None) -> str:
+    """Hex SHA-256 over the path and bytes of every ``.py`` file of the ``dml`` package (or of
+    ``package``): runs named with it never resume, or restore, work of other code."""
+    root = Path(package) if package is not None else Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -18,8 +18,9 @@ class Registry(Generic[T]):
     params.yaml is an error that names the key and lists the valid ones.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, knob_prefix: str | None = None) -> None:
         self.kind = kind
+        self.knob_prefix = knob_prefix
         self._factories: dict[str, Callable[..., T]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -70,6 +71,16 @@ class Registry(Generic[T]):
             )
 
     def build(self, name: str, /, *args: Any, where: str = "", **kwargs: Any) -> T:
-        """Build ``name`` with ``kwargs`` after checking every key is accepted."""
+        """Build ``name`` with ``kwargs`` after checking every key is accepted.
+
+        Factories name a bad knob value as ``<knob_prefix><knob>`` (``loss.margin``); the
+        error is re-raised with the knob's place in params.yaml, ``<where>.<knob>``.
+        """
         self.check_kwargs(name, kwargs, where=where)
-        return self.get(name)(*args, **kwargs)
+        try:
+            return self.get(name)(*args, **kwargs)
+        except ConfigError as err:
+            text = str(err)
+            if where and self.knob_prefix and text.startswith(self.knob_prefix):
+                raise ConfigError(f"{where}.{text[len(self.knob_prefix):]}") from None
+            raise

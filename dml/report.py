@@ -8,17 +8,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-FLOAT_COLUMNS = (
-    ("R@1", "recall@1"),
-    ("R@2", "recall@2"),
-    ("R@4", "recall@4"),
-    ("R@8", "recall@8"),
-    ("MAP@R", "map@r"),
-    ("RP", "r_precision"),
-    ("mAP", "map"),
-    ("NMI", "nmi"),
-)
-QUANTIZED_COLUMNS = (("R@1", "recall@1"), ("MAP@R", "map@r"), ("RP", "r_precision"), ("mAP", "map"))
+#: Order of metric names in a table (a name's K sorts numerically); others follow by name.
+ORDER = ("recall", "precision", "map@r", "r_precision", "map", "map@", "ndcg", "asi", "nmi", "ami")
+#: Short column titles.
+TITLES = {"recall": "R", "precision": "P", "map@r": "MAP@R", "r_precision": "RP", "map": "mAP",
+          "ndcg": "NDCG", "asi": "ASI", "nmi": "NMI", "ami": "AMI"}
+#: Never shown: P@1 equals R@1; the count of queries without a relevant item is bookkeeping.
+HIDDEN = {"precision@1", "queries_without_relevant", "bytes_per_vector"}
+#: Metrics shown per prefix (per scale) in a table; the unprefixed protocol shows them all.
+PREFIXED = ("recall@1", "map@r", "map", "asi")
+#: The figures shown beside each quantized index, the first two present of these.
+QUANTIZED = ("recall@1", "map@r", "avg/recall@1", "avg/map", "map", "ndcg@10")
 
 
 def _fmt(value: object) -> str:
@@ -31,51 +31,91 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(results: Mapping[str, Mapping]) -> str:
-    """Markdown: one row per experiment (float figures, then each quantized index's), then
-    one row per experiment and index with every retrieval figure. Percentages, 1 decimal.
-    """
-    names = sorted(results)
-    indexes = sorted({q for name in names for q in results[name].get("quantized", {})})
-    header = ["experiment", "loss", *[c for c, _ in FLOAT_COLUMNS], "B/vec"]
-    header += [f"{q} R@1 / MAP@R (B/vec)" for q in indexes]
+def _sort_key(key: str, prefixes: list[str]) -> tuple:
+    prefix, _, name = key.rpartition("/")
+    base, _, k = name.partition("@")
+    stem = name if name in ORDER else (f"{base}@" if base == "map" and k else base)
+    rank = ORDER.index(stem) if stem in ORDER else len(ORDER)
+    return (prefixes.index(prefix) if prefix in prefixes else len(prefixes), rank,
+            int(k) if k.isdigit() else 0, name)
+
+
+def title(key: str) -> str:
+    """Column title of a metric key: ``recall@1`` -> ``R@1``, ``middle/map`` -> ``middle mAP``."""
+    prefix, _, name = key.rpartition("/")
+    base, at, k = name.partition("@")
+    short = TITLES.get(name) or (f"{TITLES.get(base, base)}{at}{k.upper() if k == 'r' else k}")
+    if base == "map" and k and k != "r":
+        short = f"mAP@{k}"
+    return f"{prefix} {short}" if prefix else short
+
+
+def metric_columns(metrics: Sequence[Mapping[str, object]]) -> list[str]:
+    """The metric keys a table shows, in order: unprefixed ones first, then each prefix's
+    (per scale, in order of appearance, ``avg`` last) headline metrics."""
+    keys: list[str] = []
+    for m in metrics:
+        keys += [k for k in m if k not in keys and k.rpartition("/")[2] not in HIDDEN]
+    prefixes = [""] + list(dict.fromkeys(k.rpartition("/")[0] for k in keys if "/" in k))
+    if "avg" in prefixes:
+        prefixes.append(prefixes.pop(prefixes.index("avg")))
+    keys = [k for k in keys if "/" not in k or k.rpartition("/")[2] in PREFIXED]
+    return sorted(keys, key=lambda k: _sort_key(k, prefixes))
+
+
+def _section(names: list[str], results: Mapping[str, Mapping]) -> list[str]:
+    columns = metric_columns([results[n]["float"] for n in names])
+    indexes = sorted({q for n in names for q in results[n].get("quantized", {})})
+    shown = [k for k in QUANTIZED if k in columns][:2]
+    header = ["experiment", "loss", *[title(k) for k in columns], "B/vec"]
+    header += [f"{q} {' / '.join(title(k) for k in shown)} (B/vec)" for q in indexes]
     rows = []
     for name in names:
         res = results[name]
-        row = [name, res.get("loss", "?")]
-        row += [_fmt(res["float"].get(key)) for _, key in FLOAT_COLUMNS]
-        row.append(str(res.get("bytes_per_vector", "?")))
+        row = [name, str(res.get("loss", "?")), *[_fmt(res["float"].get(k)) for k in columns],
+               str(res.get("bytes_per_vector", "?"))]
         for q in indexes:
             m = res.get("quantized", {}).get(q)
-            row.append(
-                f"{_fmt(m.get('recall@1'))} / {_fmt(m.get('map@r'))} ({m.get('bytes_per_vector')})"
-                if m
-                else "–"
-            )
+            row.append(f"{' / '.join(_fmt(m.get(k)) for k in shown)} ({m.get('bytes_per_vector')})"
+                       if m else "–")
         rows.append(row)
+    detail_keys = [k for k in columns if "/" not in k and k != "nmi"][:4] or columns[:4]
     detail_rows = []
     for name in names:
         res = results[name]
-        detail_rows.append([name, "float", *[_fmt(res["float"].get(k)) for _, k in QUANTIZED_COLUMNS], str(res.get("bytes_per_vector", "?"))])
+        detail_rows.append([name, "float", *[_fmt(res["float"].get(k)) for k in detail_keys],
+                            str(res.get("bytes_per_vector", "?"))])
         for q in indexes:
             m = res.get("quantized", {}).get(q)
             if m:
-                detail_rows.append([name, q, *[_fmt(m.get(k)) for _, k in QUANTIZED_COLUMNS], str(m.get("bytes_per_vector"))])
-    first = next(iter(results.values()), {})
+                detail_rows.append([name, q, *[_fmt(m.get(k)) for k in detail_keys],
+                                    str(m.get("bytes_per_vector"))])
+    first = results[names[0]]
     setup = (
         f"Backbone {first.get('backbone', '?')}, embedding size {first.get('embed_dim', '?')}, "
         f"image size {first.get('image_size', '?')}, split {first.get('split', '?')} "
-        f"({first.get('queries', '?')} queries, class-disjoint from training). Figures in %."
+        f"({first.get('queries', '?')} queries against {first.get('gallery', '?')} gallery "
+        f"items, classes unseen in training where the split is by class). Figures in %."
     )
-    return "\n\n".join(
-        [
-            "# Comparison",
-            setup,
-            _markdown(header, rows),
-            "## Float vs quantized",
-            _markdown(["experiment", "index", *[c for c, _ in QUANTIZED_COLUMNS], "B/vec"], detail_rows),
-        ]
-    ) + "\n"
+    return [setup, _markdown(header, rows), "### Float vs quantized",
+            _markdown(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
+
+
+def comparison_table(results: Mapping[str, Mapping]) -> str:
+    """Markdown: one section per (dataset, protocol), whose columns are the metrics its
+    experiments hold; one row per experiment (float figures, then each quantized index's),
+    then a float-vs-quantized table. Percentages, 1 decimal.
+    """
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in sorted(results):
+        res = results[name]
+        protocol = (res.get("protocol") or {}).get("name", "self_retrieval")
+        groups.setdefault((str(res.get("dataset", "?")), protocol), []).append(name)
+    parts = ["# Comparison"]
+    for (dataset, protocol), names in groups.items():
+        parts.append(f"## {dataset} · {protocol}")
+        parts += _section(names, results)
+    return "\n\n".join(parts) + "\n"
 
 
 def retrieval_grid(

@@ -10,8 +10,6 @@ searcher is restored with their results.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from ray.tune.search.optuna import OptunaSearch
 from torch import nn
 
 from dml.config import ExperimentConfig, Params, RunSpec, SearchDim, resolve_run
+from dml.runtime import inputs_hash
 from dml.train.loop import DataSpec, describe_process, fit
 from dml.validation import FoldValidator
 
@@ -74,7 +73,8 @@ def _trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     spec = resolve_run(params, context["experiment"], config)
     data = DataSpec(**context["data"])
     validator = FoldValidator(
-        data.manifest, data.splits, data.val_folds, image_size=spec.model.image_size
+        data.manifest, data.splits, data.val_folds, image_size=spec.model.image_size,
+        protocol=spec.protocol, domains=spec.domains,
     )
     if context["mode"] == "local":
         local = replace_train(spec, num_workers=1, use_gpu=False)
@@ -105,19 +105,18 @@ def replace_train(spec: RunSpec, **changes: Any) -> RunSpec:
 
 
 def sweep_name(params: Params, experiment: str, data: DataSpec) -> str:
-    """``tune-<experiment>-<hash>`` over everything that defines the sweep."""
+    """``tune-<experiment>-<hash>`` over everything that defines the sweep: its parameters,
+    the data files' contents and the package source (a finished sweep of other code or data
+    is never restored)."""
     exp: ExperimentConfig = params.experiment(experiment)
-    payload = json.dumps(
-        {
-            "tune": params.tune.model_dump(mode="json"),
-            "experiment": exp.model_dump(mode="json"),
-            "train": params.train.model_dump(mode="json"),
-            "model": params.model.model_dump(mode="json"),
-            "data": asdict(data),
-        },
-        sort_keys=True,
-    )
-    return f"tune-{experiment}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+    payload = {
+        "tune": params.tune.model_dump(mode="json"),
+        "experiment": exp.model_dump(mode="json"),
+        "dataset": params.dataset(exp.dataset).model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json"),
+        "model": params.model.model_dump(mode="json"),
+    }
+    return f"tune-{experiment}-{inputs_hash(payload, data)}"
 
 
 def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: Path) -> dict[str, Any]:

@@ -1,28 +1,33 @@
-"""Validation on held-out training classes: the objective of hyperparameter search."""
+"""Validation on held-out training classes with the experiment's own evaluation protocol: the
+objective of hyperparameter search (and, later, of model selection)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from dml.data.dataset import ManifestDataset
 from dml.embed import embed_dataset
-from dml.evaluate import retrieval_metrics
+from dml.evaluate.protocols import EvalRows, build_protocol
 
 
 @dataclass(frozen=True)
 class FoldValidator:
-    """MAP@R and friends on the images of validation ``folds`` (class-disjoint from training).
+    """The protocol's metrics on the images of validation ``folds`` (class-disjoint from
+    training), as ``val_<key>``.
 
-    Picklable, so Ray can ship it to training workers. Queries are ranked against the other
-    validation images (leave-one-out); test classes are never touched.
+    Picklable, so Ray can ship it to training workers. The rows are the training split's
+    rows of those folds in the experiment's ``domains``; test classes are never touched.
     """
 
     manifest: str
     splits: str
     folds: tuple[int, ...]
     image_size: int
+    protocol: dict[str, Any]
+    domains: tuple[str, ...] | None = None
     batch_size: int = 256
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
@@ -31,11 +36,14 @@ class FoldValidator:
             self.splits,
             split="train",
             include_folds=list(self.folds),
+            domains=self.domains,
             image_size=self.image_size,
             train=False,
         )
+        protocol = build_protocol(self.protocol)
         device = next(model.parameters()).device
-        vectors = embed_dataset(model, dataset, batch_size=self.batch_size, device=device)
-        metrics = retrieval_metrics(vectors, dataset.labels, ks=(1,), nmi=False)
+        vectors = embed_dataset(model, dataset, batch_size=self.batch_size, device=device,
+                                normalize=protocol.metric == "cosine")
+        metrics = protocol.evaluate(EvalRows.from_dataset(dataset), vectors, ks=(1,), nmi=False)
         model.train()
         return {f"val_{key}": float(value) for key, value in metrics.items()}

@@ -1,34 +1,34 @@
-"""Stage embed: the exported model -> embeddings.parquet for every image of the manifest."""
+"""Stage embed: the exported model -> embeddings.parquet for every row of its dataset and domains."""
 
-import pyarrow.parquet as pq
+from dml.stage import hand_over, run_stage, stage_parser
 
-from dml.cli import run_stage, stage_parser
-from dml.data.dataset import ManifestDataset
+hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
+
+from dml.config import load_params, resolve_run
 from dml.embed import embed_dataset, write_embeddings
+from dml.evaluate.experiment import experiment_rows
+from dml.evaluate.protocols import build_protocol
 from dml.train.export import load_model
 
 
 def main() -> None:
-    parser = stage_parser(__doc__)
+    parser = stage_parser(__doc__, experiment=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
+    spec = resolve_run(load_params(args.params), args.experiment)
     model, card = load_model(args.model)
-    dataset = ManifestDataset(args.manifest, args.splits, image_size=card["model"]["image_size"])
-    vectors = embed_dataset(model, dataset, batch_size=args.batch_size, progress=True)
-    splits = pq.read_table(args.splits, columns=["image_id", "split", "role"]).to_pylist()
-    by_id = {row["image_id"]: row for row in splits}
-    rows = [by_id[i] for i in dataset.image_ids]
-    columns = {
-        "image_id": list(dataset.image_ids),
-        "split": [r["split"] for r in rows],
-        "role": [r["role"] for r in rows],
-        "domain": list(dataset.domains),
-        "label": dataset.labels,
-    }
-    write_embeddings(args.out, columns, vectors, model_hash=card["sha256"])
-    print(f"embed: {vectors.shape[0]} x {vectors.shape[1]} -> {args.out}")
+    dataset, rows = experiment_rows(spec, args.manifest, args.splits,
+                                    image_size=card["model"]["image_size"])
+    protocol = build_protocol(spec.protocol)
+    vectors = embed_dataset(model, dataset, batch_size=args.batch_size, progress=True,
+                            normalize=protocol.metric == "cosine")
+    columns = {"image_id": list(rows.ids), "split": list(rows.split), "role": list(rows.role),
+               "domain": list(rows.domain)}
+    write_embeddings(args.out, columns, vectors, model_hash=card["sha256"],
+                     normalized=protocol.metric == "cosine")
+    print(f"embed {args.experiment}: {vectors.shape[0]} x {vectors.shape[1]} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,24 @@
-"""Stage ingest: raw images (or the embedded synthetic set) -> data/manifest.parquet."""
+"""Stage ingest: a dataset's raw images (or the embedded synthetic set) -> its manifest."""
 
-from dml.cli import run_stage, stage_parser
+from dml.stage import hand_over, run_stage, stage_parser
+
+hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
+
 from dml.config import load_params
 from dml.data.ingest import ingest
 
 
 def main() -> None:
     parser = stage_parser(__doc__, data=False)
-    parser.add_argument("--out", default="data/manifest.parquet")
-    parser.add_argument("--report", default="data/ingest_report.json")
+    parser.add_argument("--dataset", required=True, help="a key of the datasets section")
+    parser.add_argument("--out", required=True, help="the manifest to write")
+    parser.add_argument("--report", required=True, help="the ingest report (JSON)")
     args = parser.parse_args()
-    cfg = load_params(args.params).ingest
+    cfg = load_params(args.params).dataset(args.dataset)
     report = ingest(cfg.source, cfg.options, args.out, on_bad=cfg.on_bad, report_path=args.report)
-    print(f"ingest: {report}")
+    print(f"ingest {args.dataset}: {report.images} images "
+          f"({', '.join(f'{k} {v}' for k, v in report.classes.items())} classes), "
+          f"{report.quarantined} quarantined -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,31 +1,28 @@
-"""Stage preprocess: class-disjoint train/test split, query/gallery roles, validation folds."""
+"""Stage preprocess: a dataset's train/test split, query/gallery roles, validation folds."""
 
-from dml.cli import run_stage, stage_parser
+from dml.stage import hand_over, run_stage, stage_parser
+
+hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
+
 from dml.config import load_params
-from dml.data.manifest import read_info, read_manifest
-from dml.data.splits import label_tables, make_splits
-from dml.io import atomic_path, write_json_atomic
+from dml.data.manifest import manifest_columns, read_info, read_manifest
+from dml.data.splits import label_tables, make_splits, write_splits
+from dml.io import write_json_atomic
 
 
 def main() -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--labels", default="data/labels.json")
+    parser.add_argument("--dataset", required=True, help="a key of the datasets section")
+    parser.add_argument("--labels", required=True, help="the label tables to write (JSON)")
     args = parser.parse_args()
-    cfg = load_params(args.params).split
-    table = read_manifest(args.manifest)
-    splits = make_splits(
-        table,
-        test_fraction=cfg.test_fraction,
-        num_folds=cfg.num_folds,
-        seed=cfg.seed,
-        method=cfg.method,
-    )
-    import pyarrow.parquet as pq
-
-    with atomic_path(args.splits) as tmp:
-        pq.write_table(splits, tmp)
+    cfg = load_params(args.params).dataset(args.dataset).split
+    annotations = [c for c in manifest_columns(args.manifest) if c != "image"]  # no pixels
+    table = read_manifest(args.manifest, columns=annotations)
+    splits = make_splits(table, test_fraction=cfg.test_fraction, num_folds=cfg.num_folds,
+                         seed=cfg.seed, method=cfg.method)
+    write_splits(splits, args.splits)
     write_json_atomic(args.labels, label_tables(table, read_info(args.manifest), splits))
-    print(f"preprocess: {splits.num_rows} rows -> {args.splits}")
+    print(f"preprocess {args.dataset}: {splits.num_rows} rows -> {args.splits}")
 
 
 if __name__ == "__main__":

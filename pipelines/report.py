@@ -1,9 +1,12 @@
 """Stage report: one comparison table over every experiment's metrics.json."""
 
+from dml.stage import hand_over, run_stage, stage_parser
+
+hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
+
 import json
 from pathlib import Path
 
-from dml.cli import run_stage, stage_parser
 from dml.config import load_params
 from dml.errors import DataError
 from dml.io import write_text_atomic

@@ -1,14 +1,20 @@
 """Stage train: fit an experiment on all training classes with Ray Train; export the model."""
 
-import json
+from dml.stage import hand_over, run_stage, stage_parser
 
-from dml.cli import run_stage, stage_parser
+hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
+
+import json
+from pathlib import Path
+
+from dml.checks import check_run
 from dml.config import load_params, resolve_run
-from dml.runtime import ray_session, storage_dir
-from dml.train.export import export_model
-from dml.train.loop import DataSpec, build_learner, load_checkpoint
-from dml.train.ray_trainer import latest_checkpoint, train_on_ray
+from dml.context import BuildContext
+from dml.runtime import storage_dir
 from dml.train.curves import write_curves
+from dml.train.export import export_model
+from dml.train.launch import mark_finished, train_run
+from dml.train.loop import DataSpec, build_learner
 
 
 def main() -> None:
@@ -21,25 +27,29 @@ def main() -> None:
     with open(args.tuned) as handle:
         tuned = json.load(handle)
     spec = resolve_run(params, args.experiment, tuned["overrides"])
+    check_run(spec)
     data = DataSpec(manifest=args.manifest, splits=args.splits)
-    with ray_session():
-        result = train_on_ray(spec, data, storage_path=storage_dir(spec.train.storage_path))
-        with latest_checkpoint(result) as folder:
-            state = load_checkpoint(folder)
-    learner = build_learner(spec, num_classes=state["num_classes"])
+    state, run_folder = train_run(spec, data, storage_path=storage_dir(spec.train.storage_path))
+    context = BuildContext(**state["context"])
+    learner = build_learner(spec, context)
     learner.load_state_dict(state["learner"])
     write_curves(args.curves, state["history"])
     export_model(
         learner.model,
         spec.model,
         args.out,
+        context=context,
         experiment=args.experiment,
-        loss={"name": spec.loss_name, **spec.loss_kwargs},
+        dataset=spec.dataset,
+        domains=spec.domains,
+        loss=spec.loss,
+        protocol=spec.protocol,
         train=spec.train.model_dump(mode="json"),
         history=state["history"],
         workers=state["workers"],
         resumed_at_epochs=state["resumes"],
     )
+    mark_finished(run_folder, model=str(Path(args.out).resolve()))
     last = state["history"][-1]
     nodes = len({worker["node_id"] for worker in state["workers"]})
     print(f"train {args.experiment}: {len(state['history'])} epochs on {len(state['workers'])} worker(s), "

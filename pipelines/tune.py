@@ -1,8 +1,12 @@
 """Stage tune: search an experiment's margins and loss weights; write the best values."""
 
+from dml.stage import hand_over, run_stage, stage_parser
+
+hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
+
 import json
 
-from dml.cli import run_stage, stage_parser
+from dml.checks import check_experiment
 from dml.config import load_params
 from dml.io import write_json_atomic
 from dml.runtime import ray_session, storage_dir
@@ -15,7 +19,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     params = load_params(args.params)
-    params.experiment(args.experiment)
+    check_experiment(params, args.experiment)
     data = DataSpec(manifest=args.manifest, splits=args.splits)
     if params.tune.trials == 0:
         best = run_sweep(params, args.experiment, data, storage_path=storage_dir(None))

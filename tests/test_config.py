@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dml.checks import check_params
 from dml.config import load_params, parse_params, resolve_run
 from dml.errors import ConfigError
 
@@ -16,7 +17,7 @@ def base() -> dict:
 
 
 def test_repository_params_are_valid():
-    params = load_params(REPO / "params.yaml")
+    params = check_params(load_params(REPO / "params.yaml"))
     assert set(params.experiments) >= {"contrastive", "multi_similarity", "proxy_anchor"}
 
 
@@ -51,14 +52,14 @@ def test_unknown_loss_lists_valid_names():
     raw = base()
     raw["experiments"]["contrastive"]["loss"]["name"] = "contrastiv"
     with pytest.raises(ConfigError, match=r"unknown loss 'contrastiv'; valid choices: .*contrastive"):
-        parse_params(raw)
+        check_params(parse_params(raw))
 
 
 def test_unknown_loss_knob_is_named_with_valid_keys():
     raw = base()
     raw["experiments"]["contrastive"]["loss"]["neg_marign"] = 0.5
     with pytest.raises(ConfigError, match=r"experiments\.contrastive\.loss\.neg_marign.*valid keys: neg_margin, pos_margin"):
-        parse_params(raw)
+        check_params(parse_params(raw))
 
 
 def test_unknown_backbone_is_an_error_at_build_time():
@@ -73,7 +74,7 @@ def test_search_key_must_name_a_knob():
     raw = base()
     raw["experiments"]["contrastive"]["search"] = {"loss.nope": {"type": "uniform", "low": 0, "high": 1}}
     with pytest.raises(ConfigError, match=r"experiments\.contrastive\.search\.loss\.nope"):
-        parse_params(raw)
+        check_params(parse_params(raw))
 
 
 def test_search_dimension_needs_bounds():
@@ -95,7 +96,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_resolve_run_merges_overrides():
     params = parse_params(base())
     spec = resolve_run(params, "contrastive", {"loss.neg_margin": 0.42, "train.lr": 0.01})
-    assert spec.loss_kwargs["neg_margin"] == 0.42
+    assert spec.loss["neg_margin"] == 0.42
     assert spec.train.lr == 0.01
     assert spec.train.epochs == params.train.epochs
     with pytest.raises(ConfigError, match="unknown experiment 'nope'"):
@@ -108,4 +109,53 @@ def test_bad_loss_value_is_caught_at_validation():
     raw = base()
     raw["experiments"]["contrastive"]["loss"]["neg_margin"] = -1.0
     with pytest.raises(ConfigError, match=r"neg_margin"):
+        check_params(parse_params(raw))
+
+
+def test_experiment_names_a_known_dataset():
+    raw = base()
+    raw["experiments"]["contrastive"]["dataset"] = "cub"
+    with pytest.raises(ConfigError, match=r"experiments\.contrastive\.dataset: unknown dataset 'cub'; valid choices: shapes"):
         parse_params(raw)
+
+
+def test_nested_search_key_into_a_wrapped_loss_is_checked():
+    raw = base()
+    raw["experiments"]["wrapped"] = {
+        "dataset": "shapes",
+        "loss": {"name": "embedding_norm", "weight": 0.01, "base": {"name": "contrastive", "neg_margin": 0.5}},
+        "search": {"loss.base.neg_margin": {"type": "uniform", "low": 0.3, "high": 0.9}},
+    }
+    params = check_params(parse_params(raw))
+    spec = resolve_run(params, "wrapped", {"loss.base.neg_margin": 0.8})
+    assert spec.loss["base"] == {"name": "contrastive", "neg_margin": 0.8}
+    raw["experiments"]["wrapped"]["search"] = {"loss.base.neg_margn": {"type": "uniform", "low": 0.3, "high": 0.9}}
+    with pytest.raises(ConfigError, match=r"search key experiments\.wrapped\.search\.loss\.base\.neg_margn .*"
+                                          r"experiments\.wrapped\.loss\.base\.neg_margn"):
+        check_params(parse_params(raw))
+
+
+@pytest.mark.parametrize(("section", "value", "match"), [
+    ("train", {"sampler": {"name": "m_per_clas"}}, r"unknown sampler 'm_per_clas'; valid choices: m_per_class, random"),
+    ("train", {"sampler": {"name": "m_per_class", "k": 4}}, r"experiments\.contrastive\.train\.sampler\.k"),
+    ("train", {"sampler": {"name": "random", "rank": 1}}, r"train\.sampler\.rank: set by the training loop"),
+    ("model", {"heads": {"colour": {}}}, r"unknown head 'colour'; valid choices: attributes"),
+    ("model", {"backbone_options": {"widht": 16}}, r"model\.backbone_options\.widht"),
+])
+def test_samplers_heads_and_backbone_options_are_checked_by_name(section, value, match):
+    raw = base()
+    raw["experiments"]["contrastive"][section] = value
+    with pytest.raises(ConfigError, match=match):
+        check_params(parse_params(raw))
+
+
+def test_protocol_comes_from_the_dataset_unless_the_experiment_names_one():
+    raw = base()
+    raw["datasets"]["shapes"]["protocol"] = {"name": "per_scale"}
+    raw["experiments"]["contrastive"]["protocol"] = {"name": "self_retrieval"}
+    params = check_params(parse_params(raw))
+    assert resolve_run(params, "multi_similarity").protocol == {"name": "per_scale"}
+    assert resolve_run(params, "contrastive").protocol == {"name": "self_retrieval"}
+    raw["experiments"]["contrastive"]["protocol"] = {"name": "cross_domain", "query_domain": "drawing"}
+    with pytest.raises(ConfigError, match=r"experiments\.contrastive\.protocol\.query_domain: 'drawing'"):
+        check_params(parse_params(raw))

@@ -7,8 +7,15 @@ import pytest
 from dml.embed import read_embeddings, write_embeddings
 from dml.errors import DataError
 from dml.evaluate.experiment import evaluate_test_split, grid_examples
+from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.index import build_index
 from dml.report import comparison_table
+
+
+def rows_of(columns) -> EvalRows:
+    return EvalRows(ids=np.asarray(columns["image_id"], dtype=object), split=np.asarray(columns["split"], dtype=object),
+                    role=np.asarray(columns["role"], dtype=object), domain=np.asarray(columns["domain"], dtype=object),
+                    labels={"fine": np.asarray(columns["label"])})
 
 
 def toy(n_per_class=6, classes=5, dim=16, seed=0):
@@ -35,7 +42,7 @@ def test_embeddings_round_trip_and_wrong_size(tmp_path):
     table, vectors, meta = read_embeddings(path, expected_dim=16)
     np.testing.assert_array_equal(vectors, x)
     assert table.column("image_id").to_pylist() == columns["image_id"]
-    assert meta == {"embed_dim": 16, "model_sha256": "abc"}
+    assert meta == {"embed_dim": 16, "model_sha256": "abc", "normalized": True}
     with pytest.raises(DataError, match=r"e.parquet: embedding size 16 does not match the expected 32"):
         read_embeddings(path, expected_dim=32)
     with pytest.raises(DataError, match="column 'label' has 3 rows"):
@@ -45,13 +52,12 @@ def test_embeddings_round_trip_and_wrong_size(tmp_path):
 
 def test_test_split_evaluation_float_equals_exact_index():
     columns, x = toy(n_per_class=60, classes=8)
-    table = pa.table({k: pa.array(v) for k, v in columns.items()})
     test = np.asarray(columns["split"]) == "test"
     indexes = {}
     for kind, bits in (("flat", None), ("pq", 32)):
         index = build_index(np.ascontiguousarray(x[test]), kind, bits=bits, seed=0)
         indexes[kind if bits is None else f"{kind}{bits}"] = index
-    report = evaluate_test_split(table, x, indexes, ks=(1, 2))
+    report = evaluate_test_split(rows_of(columns), x, build_protocol({"name": "self_retrieval"}), indexes, ks=(1, 2))
     assert report["queries"] == int(test.sum())
     for key in ("recall@1", "recall@2", "map@r", "map"):
         assert report["exact_index"][key] == pytest.approx(report["float"][key], abs=1e-6)
@@ -61,8 +67,7 @@ def test_test_split_evaluation_float_equals_exact_index():
 
 def test_grid_examples_exclude_the_query_itself():
     columns, x = toy()
-    table = pa.table({k: pa.array(v) for k, v in columns.items()})
-    queries, results, correct = grid_examples(table, x, 3, 4)
+    queries, results, correct = grid_examples(rows_of(columns), x, build_protocol({"name": "self_retrieval"}), 3, 4)
     assert len(queries) == 3 and all(len(r) == 4 for r in results)
     assert all(q not in row for q, row in zip(queries, results))
     assert correct.shape == (3, 4) and correct.mean() > 0.8

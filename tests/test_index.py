@@ -167,11 +167,11 @@ def test_decoded_gallery_reproduces_index_ranking(kind, indexes, queries):
     blocks = knn.ranked_blocks(
         q, torch.from_numpy(decoded), lambda rows: top1[rows, None] == gallery_labels[None, :]
     )
-    ranks = torch.cat([r for _, r, _ in blocks])
+    ranks = torch.cat([r for _, r, _, _ in blocks])
     gap = np.sort(-ours, axis=1)[:, 1] - np.sort(-ours, axis=1)[:, 0]  # first-vs-second gap
     assert (ranks[gap > 1e-5, 0] == 1).all()
     # and retrieval_metrics on the decoded gallery agrees with that ranking end to end
-    got = retrieval_metrics(queries, faiss_ids[:, 0], decoded, np.arange(2000), similarity="dot", nmi=False)
+    got = retrieval_metrics(queries, faiss_ids[:, 0], decoded, np.arange(2000), metric="dot", nmi=False)
     assert got["recall@1"] >= (gap > 1e-5).mean()
 
 

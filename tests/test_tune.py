@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def tiny_params(trials: int):
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"].update(batch_size=16, m_per_class=4, cpus_per_worker=1)
+    raw["train"].update(batch_size=16, cpus_per_worker=1)
     raw["tune"].update(trials=trials, epochs=2, cpus_per_trial=1)
     raw["model"].update(embed_dim=16)
     raw["experiments"] = {"ms": raw["experiments"]["multi_similarity"]}
@@ -52,3 +52,20 @@ def test_trainer_mode_trial_drives_a_torch_trainer(ray_local, tiny_data, short_t
     assert 0.0 < best["value"] <= 1.0
     # The trial's TorchTrainer run lives beside the sweep, named after it.
     assert any(p.name.startswith("tune-ms-") and "-" in p.name[8:] for p in (short_tmp / "tune-trainer").iterdir())
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_nested_knob_of_a_wrapped_loss_is_searched(ray_local, tiny_data, short_tmp):
+    raw = tiny_params(2).model_dump(mode="json")
+    raw["experiments"] = {"wrapped": {
+        "dataset": "shapes",
+        "loss": {"name": "embedding_norm", "weight": 0.01, "base": {"name": "contrastive", "neg_margin": 0.5}},
+        "search": {"loss.base.neg_margin": {"type": "uniform", "low": 0.3, "high": 0.9}},
+    }}
+    raw["tune"].update(epochs=1, scheduler="fifo")
+    best = run_sweep(parse_params(raw), "wrapped", DataSpec(**tiny_data), storage_path=short_tmp / "tune-nested")
+    assert best["trials"] == 2 and best["failed_trials"] == 0
+    tried = [row["config"]["loss.base.neg_margin"] for row in best["all"]]
+    assert len(set(tried)) == 2 and all(0.3 <= v <= 0.9 for v in tried)
+    assert best["overrides"]["loss.base.neg_margin"] in tried

@@ -1,18 +1,22 @@
-"""A torch Dataset over a manifest, selected by split, validation folds and domain."""
+"""A torch Dataset over a manifest, selected by split, validation folds and domain, whose
+batches (:meth:`ManifestDataset.collate`) carry every annotation of the rows."""
 
 from __future__ import annotations
 
 import io
 import os
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dml.batch import DOMAIN_CODES, Batch
 from dml.data.manifest import DOMAINS, SPLITS, manifest_columns, read_info, read_manifest
 from dml.data.splits import align, read_splits
 from dml.data.transforms import build_transforms
@@ -29,21 +33,31 @@ def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 class ManifestDataset(Dataset):
-    """``(image [3, H, W] float32, fine label)`` for the selected rows of a manifest.
+    """The selected rows of a manifest: items are ``(image [3, H, W] float32, row index)`` and
+    :meth:`collate` turns a list of items into a :class:`~dml.batch.Batch` with every
+    annotation of those rows.
 
     Selection: rows of ``split`` (a name or several; from ``splits_path`` if given, else from
     the manifest's own ``split`` column), whose validation ``fold`` is in ``include_folds`` and
     not in ``exclude_folds`` (folds need ``splits_path``), and whose domain is in ``domains``
-    (a manifest without a ``domain`` column counts as all photos). Rows keep manifest order.
+    (default: every domain; a manifest without a ``domain`` column counts as all photos).
+    Rows keep manifest order.
 
     Only the needed columns are read. Images decode lazily (PIL, converted to RGB) and the
     uint8 arrays are cached up to ``cache_bytes``. A path-only manifest row is read from its
     ``path`` (relative paths from the working directory).
 
-    Attributes: ``labels`` (int64 [N], fine ids of the whole manifest's numbering),
-    ``image_ids`` (list[str]), ``domains`` (str array [N], per row), ``num_classes`` (fine
-    classes of the whole manifest), ``info`` (ManifestInfo), ``table`` (pyarrow table of the
-    selected rows' annotation columns plus split/role/fold when known; no image bytes).
+    Annotations, one entry per selected row (absent in the manifest: None / empty):
+    ``labels`` (int64 [N] fine ids), ``scale_labels`` (coarser scale -> int64 [N]),
+    ``attributes`` (float32 [N, A], 0 where missing) with ``attribute_mask`` (bool [N, A]),
+    ``counts`` (float32 [N, C] objects per fine class), ``domain_codes`` (int64 [N],
+    ``DOMAIN_CODES``), ``instances`` (int64 [N], -1 when unknown). With ``relabel=True`` the
+    labels of every scale are renumbered 0..C_s-1 over the selected rows' classes
+    (``classes[scale]`` holds the original ids), as proxies and class heads need.
+
+    Also: ``image_ids`` (list[str]), ``domains`` (str [N]), ``num_classes`` (fine classes of
+    the whole manifest), ``info`` (ManifestInfo), ``table`` (pyarrow table of the selected
+    rows' annotation columns plus split/role/fold when known; no image bytes).
     """
 
     def __init__(
@@ -54,21 +68,17 @@ class ManifestDataset(Dataset):
         split: str | Sequence[str] | None = None,
         include_folds: Sequence[int] | None = None,
         exclude_folds: Sequence[int] | None = None,
-        domains: Sequence[str] = ("photo",),
+        domains: Sequence[str] | None = None,
         image_size: int = 32,
         train: bool = False,
+        relabel: bool = False,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.manifest_path = Path(manifest_path)
         self.info = read_info(self.manifest_path)
         present = manifest_columns(self.manifest_path)
-        if "label" not in present:
-            raise DataError(
-                f"{self.manifest_path}: no 'label' column (a multi-label scene manifest?); "
-                "ManifestDataset serves single-label images"
-            )
         wanted_splits = _as_tuple(split)
-        wanted_domains = _as_tuple(domains) or ()
+        wanted_domains = _as_tuple(domains) or DOMAINS
         for name in wanted_splits or ():
             if name not in SPLITS:
                 raise ConfigError(f"split {name!r} is not one of: {', '.join(SPLITS)}")
@@ -78,7 +88,8 @@ class ManifestDataset(Dataset):
 
         meta_columns = [
             c for c in present
-            if c in ("image_id", "label", "domain", "split", "role", "instance_id")
+            if c in ("image_id", "label", "domain", "split", "role", "instance_id", "attributes",
+                     "object_counts")
             or c.startswith("label_")
         ]
         meta = read_manifest(self.manifest_path, columns=meta_columns)
@@ -127,35 +138,146 @@ class ManifestDataset(Dataset):
                     selected = selected.set_column(selected.column_names.index(name), name, column)
                 else:
                     selected = selected.append_column(name, column)
-        self.table = selected.replace_schema_metadata(None)
+        self.table = selected.drop_columns(
+            [c for c in ("attributes", "object_counts") if c in selected.column_names]
+        ).replace_schema_metadata(None)
         self.image_ids: list[str] = selected.column("image_id").to_pylist()
-        label_column = selected.column("label")
-        if label_column.null_count:
-            first = int(np.flatnonzero(label_column.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(f"{self.manifest_path}: image_id {self.image_ids[first]!r} has a "
-                            f"null label ({label_column.null_count} such row(s))")
-        self.labels = label_column.to_numpy(zero_copy_only=False).astype(np.int64)
         self.domains = row_domains[self._rows].astype(str)
+        self.domain_codes = np.asarray([DOMAIN_CODES[d] for d in self.domains], dtype=np.int64)
         self.num_classes = self.info.num_classes()
         self.image_size = image_size
         self.train = train
         self.transform = build_transforms(image_size, train=train)
+        self._read_annotations(selected, relabel)
 
-        image_columns = [c for c in ("image", "path") if c in present]
-        stored = read_manifest(self.manifest_path, columns=image_columns)
-        take = pa.array(self._rows, pa.int64())
-        self._bytes = (stored.column("image").take(take).combine_chunks()
-                       if "image" in image_columns else None)
-        self._paths = (stored.column("path").take(take).to_pylist()
-                       if "path" in image_columns else None)
+        self._image_columns = [c for c in ("image", "path") if c in present]
+        self._bytes: pa.Array | None = None
+        self._paths: list[str | None] | None = None
+        self._stored_loaded = False
         self._cache: dict[int, np.ndarray] = {}
         self._cache_bytes = int(cache_bytes)
         self._cached = 0
 
+    def _read_annotations(self, selected: pa.Table, relabel: bool) -> None:
+        """Labels per scale, attributes with their mask, count vectors, instance ids."""
+        names = selected.column_names
+        self.labels: np.ndarray | None = None
+        self.scale_labels: dict[str, np.ndarray] = {}
+        self.classes: dict[str, np.ndarray] = {}
+        for scale in self.info.scales:
+            column = self.info.label_column(scale)
+            if column not in names:
+                continue
+            values = selected.column(column)
+            if values.null_count:
+                first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+                raise DataError(f"{self.manifest_path}: image_id {self.image_ids[first]!r} has a "
+                                f"null {column} ({values.null_count} such row(s))")
+            labels = values.to_numpy(zero_copy_only=False).astype(np.int64)
+            if relabel:
+                self.classes[scale], labels = np.unique(labels, return_inverse=True)
+                labels = labels.astype(np.int64)
+            if scale == self.info.fine:
+                self.labels = labels
+            else:
+                self.scale_labels[scale] = labels
+
+        self.attributes: np.ndarray | None = None
+        self.attribute_mask: np.ndarray | None = None
+        if "attributes" in names:
+            width = len(self.info.attribute_names)
+            column = selected.column("attributes").combine_chunks()
+            valid = ~column.is_null().to_numpy(zero_copy_only=False)
+            self.attributes = np.zeros((len(valid), width), dtype=np.float32)
+            if valid.any():
+                flat = pc.list_flatten(column.filter(pa.array(valid))).to_numpy(zero_copy_only=False)
+                self.attributes[valid] = flat.reshape(-1, width)
+            self.attribute_mask = np.repeat(valid[:, None], width, axis=1)
+
+        self.counts: np.ndarray | None = None
+        if "object_counts" in names:
+            column = selected.column("object_counts").combine_chunks()
+            parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
+            flat = pc.list_flatten(column)
+            self.counts = np.zeros((selected.num_rows, self.num_classes), dtype=np.float32)
+            np.add.at(self.counts, (parents, flat.field("label").to_numpy(zero_copy_only=False)),
+                      flat.field("count").to_numpy(zero_copy_only=False))
+
+        self.instances = np.full(selected.num_rows, -1, dtype=np.int64)
+        if "instance_id" in names:
+            ids = np.asarray(selected.column("instance_id").to_pylist(), dtype=object)
+            known = ids != None  # noqa: E711 - elementwise comparison with None
+            if known.any():
+                self.instances[known] = np.unique(ids[known].astype(str), return_inverse=True)[1]
+
+    def require_labels(self, who: str) -> np.ndarray:
+        """The fine labels; a clear error naming ``who`` when the rows have none (scenes)."""
+        if self.labels is None:
+            raise DataError(f"{who} needs a fine class label per image, but {self.manifest_path} "
+                            "has no 'label' column (multi-label scenes have object counts)")
+        return self.labels
+
+    def context_sizes(self) -> dict[str, Any]:
+        """The data's part of a ``BuildContext``: class counts per scale, the fine -> coarser
+        hierarchy, attribute and count-vector lengths (of these rows' label numbering)."""
+        scale_classes: dict[str, int] = {}
+        hierarchy: dict[str, tuple[int, ...]] = {}
+        if self.labels is not None:
+            num_fine = int(self.labels.max()) + 1 if len(self.labels) else 0
+            scale_classes[self.info.fine] = num_fine
+            for scale, labels in self.scale_labels.items():
+                scale_classes[scale] = int(labels.max()) + 1 if len(labels) else 0
+                parent = np.zeros(num_fine, dtype=np.int64)
+                parent[self.labels] = labels  # consistency is checked at preprocess
+                hierarchy[scale] = tuple(int(v) for v in parent)
+        return {
+            "num_classes": scale_classes.get(self.info.fine, 0),
+            "scale_classes": scale_classes,
+            "hierarchy": hierarchy,
+            "num_attributes": 0 if self.attributes is None else self.attributes.shape[1],
+            "count_classes": 0 if self.counts is None else self.counts.shape[1],
+        }
+
+    def annotations(self, indices: np.ndarray | Sequence[int]) -> dict[str, Any]:
+        """The :class:`Batch` fields (all but images) of rows ``indices``, as tensors."""
+        idx = np.asarray(indices, dtype=np.int64)
+
+        def take(values: np.ndarray | None) -> torch.Tensor | None:
+            return None if values is None else torch.from_numpy(values[idx])
+
+        return {
+            "index": torch.from_numpy(idx),
+            "labels": take(self.labels),
+            "scales": {scale: torch.from_numpy(v[idx]) for scale, v in self.scale_labels.items()},
+            "attributes": take(self.attributes),
+            "attribute_mask": take(self.attribute_mask),
+            "counts": take(self.counts),
+            "domain": torch.from_numpy(self.domain_codes[idx]),
+            "instance": torch.from_numpy(self.instances[idx]),
+        }
+
+    def collate(self, items: Sequence[tuple[torch.Tensor, int]]) -> Batch:
+        """DataLoader ``collate_fn``: stack the images, gather the rows' annotations."""
+        images = torch.stack([image for image, _ in items])
+        return Batch(images=images, **self.annotations([index for _, index in items]))
+
     def __len__(self) -> int:
         return len(self._rows)
 
+    def _load_stored(self) -> None:
+        """Read the selected rows' image bytes (or paths) on first use: evaluation and
+        statistics that only need annotations never pay for the pixels."""
+        stored = read_manifest(self.manifest_path, columns=self._image_columns)
+        take = pa.array(self._rows, pa.int64())
+        if "image" in self._image_columns:
+            self._bytes = stored.column("image").take(take).combine_chunks()
+        if "path" in self._image_columns:
+            self._paths = stored.column("path").take(take).to_pylist()
+        self._stored_loaded = True
+
     def _encoded(self, index: int) -> bytes:
+        if not self._stored_loaded:
+            self._load_stored()
         data = self._bytes[index].as_py() if self._bytes is not None else None
         if data is None and self._paths is not None and self._paths[index] is not None:
             try:
@@ -190,7 +312,7 @@ class ManifestDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index = int(index) % len(self)
-        return self.transform(self.image_array(index)), int(self.labels[index])
+        return self.transform(self.image_array(index)), index
 
 
 def load_images(dataset: ManifestDataset, indices: Sequence[int] | np.ndarray) -> torch.Tensor:

@@ -1,4 +1,14 @@
-"""Batch samplers: m images per class, global batches split across distributed workers."""
+"""Batch samplers by name (``train.sampler`` in params.yaml), deterministic, per rank, resumable.
+
+Every sampler computes the GLOBAL batches of an epoch from ``(seed, epoch)`` alone, as an int64
+``[num_batches, batch_size * world_size]`` array; worker ``rank`` takes the contiguous slice
+``[rank * batch_size, (rank + 1) * batch_size)`` of each. So the union of the workers' batches
+is the 1-worker global batch, and resuming needs only ``(epoch, batches_done, seed)``.
+
+A sampler factory in ``SAMPLERS`` takes the training dataset (``ManifestDataset``: labels per
+scale, domains, counts), the fixed ``batch_size, rank, world_size, seed`` from the loop, and
+its own knobs from params.yaml.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +19,12 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from dml.errors import ConfigError
+from dml.registry import Registry
+
+SAMPLERS: Registry[Sampler] = Registry("sampler")
+
+#: Sampler arguments supplied by the training loop, never by params.yaml.
+LOOP_ARGUMENTS = ("dataset", "batch_size", "rank", "world_size", "seed")
 
 
 def m_per_class_epoch(labels: np.ndarray, *, m: int, global_batch: int, num_batches: int,
@@ -53,18 +69,10 @@ def m_per_class_epoch(labels: np.ndarray, *, m: int, global_batch: int, num_batc
     return indices.reshape(num_batches, global_batch).astype(np.int64)
 
 
-class MPerClassBatchSampler(Sampler[list[int]]):
-    """Class-balanced batches: ``m`` images from each of ``batch_size // m`` classes.
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Base of every sampler: rank slicing of global batches, epochs and resumable state.
 
-    With ``world_size`` workers, each epoch is a sequence of GLOBAL batches of
-    ``batch_size * world_size`` indices (``m`` per class, distinct classes), computed from
-    ``seed`` and the epoch alone; worker ``rank`` gets the contiguous slice
-    ``[rank * batch_size, (rank + 1) * batch_size)`` of each, itself ``m`` per class. The union
-    of the workers' batches is the 1-worker global batch for the same seed and epoch.
-
-    ``len()`` is ``max(1, len(labels) // (batch_size * world_size))``. Classes with fewer than
-    ``m`` images are sampled with replacement (their images repeat inside a batch); see
-    :func:`m_per_class_epoch`.
+    Subclasses write ``make_epoch(epoch) -> int64[len(self), global_batch]``.
 
     Resumable: ``state_dict()`` gives ``{"epoch", "batches_done", "seed"}``;
     ``load_state_dict`` continues with the next batch of that epoch (the sequence is recomputed,
@@ -76,31 +84,15 @@ class MPerClassBatchSampler(Sampler[list[int]]):
     an epoch that was finished starts it again.
     """
 
-    def __init__(self, labels: np.ndarray, *, m: int, batch_size: int, rank: int = 0,
-                 world_size: int = 1, seed: int = 0) -> None:
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or len(labels) == 0:
-            raise ConfigError("MPerClassBatchSampler needs a non-empty 1-d array of labels")
-        if m < 1:
-            raise ConfigError(f"train.m_per_class: {m} must be at least 1")
+    def __init__(self, num_items: int, *, batch_size: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0) -> None:
+        if num_items < 1:
+            raise ConfigError(f"{type(self).__name__} needs at least one item to sample")
         if batch_size < 1:
             raise ConfigError(f"train.batch_size: {batch_size} must be at least 1")
-        if batch_size % m:
-            raise ConfigError(f"train.batch_size ({batch_size}) must be divisible by "
-                              f"train.m_per_class ({m})")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ConfigError(f"rank {rank} is not in 0..world_size-1 (world_size {world_size})")
-        num_classes = len(np.unique(labels))
-        needed = batch_size * world_size // m
-        if num_classes < needed:
-            raise ConfigError(
-                f"train.batch_size ({batch_size}) x {world_size} worker(s) / "
-                f"train.m_per_class ({m}) needs {needed} distinct classes per global batch, "
-                f"but the labels have only {num_classes}; lower train.batch_size or raise "
-                "train.m_per_class"
-            )
-        self.labels = labels
-        self.m = int(m)
+        self.num_items = int(num_items)
         self.batch_size = int(batch_size)
         self.rank = int(rank)
         self.world_size = int(world_size)
@@ -113,24 +105,25 @@ class MPerClassBatchSampler(Sampler[list[int]]):
         return self.batch_size * self.world_size
 
     def __len__(self) -> int:
-        return max(1, len(self.labels) // self.global_batch)
+        return max(1, self.num_items // self.global_batch)
+
+    def rng(self, epoch: int) -> np.random.Generator:
+        """The epoch's generator, from (seed, epoch) alone."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch)]))
+
+    def make_epoch(self, epoch: int) -> np.ndarray:
+        """All global batches of ``epoch``, int64 ``[len(self), global_batch]``."""
+        raise NotImplementedError
+
+    def global_batches(self, epoch: int | None = None) -> np.ndarray:
+        """All global batches of ``epoch`` (default: the current one)."""
+        return self.make_epoch(self.epoch if epoch is None else int(epoch))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches ``__iter__`` yields (a new epoch starts at batch 0)."""
         if int(epoch) != self.epoch:
             self.epoch = int(epoch)
             self.batches_done = 0
-
-    def global_batches(self, epoch: int | None = None) -> np.ndarray:
-        """All global batches of ``epoch`` (default: the current one), [len, global_batch]."""
-        return m_per_class_epoch(
-            self.labels,
-            m=self.m,
-            global_batch=self.global_batch,
-            num_batches=len(self),
-            seed=self.seed,
-            epoch=self.epoch if epoch is None else epoch,
-        )
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.batches_done >= len(self):
@@ -152,3 +145,69 @@ class MPerClassBatchSampler(Sampler[list[int]]):
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.batches_done = int(state["batches_done"])
+
+
+class MPerClassBatchSampler(GlobalBatchSampler):
+    """Class-balanced batches: ``m`` images from each of ``global_batch // m`` classes.
+
+    Each global batch holds distinct classes, ``m`` per class, and each rank's slice is itself
+    ``m`` per class. Classes with fewer than ``m`` images are sampled with replacement (their
+    images repeat inside a batch); see :func:`m_per_class_epoch`.
+    """
+
+    def __init__(self, labels: np.ndarray, *, m: int, batch_size: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 0) -> None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) == 0:
+            raise ConfigError("MPerClassBatchSampler needs a non-empty 1-d array of labels")
+        if m < 1:
+            raise ConfigError(f"train.sampler.m: {m} must be at least 1")
+        super().__init__(len(labels), batch_size=batch_size, rank=rank, world_size=world_size,
+                         seed=seed)
+        if batch_size % m:
+            raise ConfigError(f"train.batch_size ({batch_size}) must be divisible by "
+                              f"train.sampler.m ({m})")
+        num_classes = len(np.unique(labels))
+        needed = batch_size * world_size // m
+        if num_classes < needed:
+            raise ConfigError(
+                f"train.batch_size ({batch_size}) x {world_size} worker(s) / "
+                f"train.sampler.m ({m}) needs {needed} distinct classes per global batch, "
+                f"but the labels have only {num_classes}; lower train.batch_size or raise "
+                "train.sampler.m"
+            )
+        self.labels = labels
+        self.m = int(m)
+
+    def make_epoch(self, epoch: int) -> np.ndarray:
+        return m_per_class_epoch(self.labels, m=self.m, global_batch=self.global_batch,
+                                 num_batches=len(self), seed=self.seed, epoch=epoch)
+
+
+class RandomBatchSampler(GlobalBatchSampler):
+    """Plain shuffled batches, a new permutation per epoch; the last partial batch is dropped.
+
+    For losses that need no pairs inside the batch (proxy and classifier losses).
+    """
+
+    def make_epoch(self, epoch: int) -> np.ndarray:
+        order = self.rng(epoch).permutation(self.num_items)
+        if self.num_items < self.global_batch:  # fewer items than one batch: repeat them
+            order = np.resize(order, self.global_batch)
+        return order[: len(self) * self.global_batch].reshape(len(self), -1).astype(np.int64)
+
+
+@SAMPLERS.register("m_per_class")
+def m_per_class(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
+                m: int = 4) -> MPerClassBatchSampler:
+    """``m`` images of each of ``batch_size // m`` fine classes per batch (the default)."""
+    return MPerClassBatchSampler(dataset.require_labels("sampler 'm_per_class'"), m=m,
+                                 batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
+
+
+@SAMPLERS.register("random")
+def random(dataset: Any, *, batch_size: int, rank: int, world_size: int,
+           seed: int) -> RandomBatchSampler:
+    """Uniformly shuffled batches, without regard to classes."""
+    return RandomBatchSampler(len(dataset), batch_size=batch_size, rank=rank,
+                              world_size=world_size, seed=seed)

@@ -16,7 +16,8 @@ from numpy.typing import ArrayLike
 from dml.errors import ConfigError, DataError
 from dml.evaluate.knn import (
     DEFAULT_BLOCK_BYTES,
-    SIMILARITIES,
+    METRICS,
+    Grades,
     Relevance,
     label_relevance,
     per_query_metrics,
@@ -24,14 +25,17 @@ from dml.evaluate.knn import (
 )
 from dml.evaluate.metrics import clustering_nmi
 
-__all__ = ["Relevance", "label_relevance", "per_query_metrics", "retrieval_metrics"]
+__all__ = ["Grades", "Relevance", "label_relevance", "per_query_metrics", "retrieval_metrics"]
 
 
-def _embeddings(x: ArrayLike | torch.Tensor, name: str) -> torch.Tensor:
+def _embeddings(x: ArrayLike | torch.Tensor, name: str, metric: str) -> torch.Tensor:
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     if t.dim() != 2:
         raise DataError(f"{name} embeddings must be 2-D [rows, dim], got shape {tuple(t.shape)}")
-    if not t.is_floating_point():
+    if metric == "hamming":
+        if not bool(((t == 0) | (t == 1)).all()):
+            raise DataError(f"{name} codes must hold 0/1 bits (one column per bit) for hamming ranking")
+    elif not t.is_floating_point():
         raise DataError(f"{name} embeddings must be floating point, got {t.dtype}")
     t = t.detach().to(torch.float32)
     finite = torch.isfinite(t).all(dim=1)
@@ -52,14 +56,30 @@ def _labels(y: ArrayLike | torch.Tensor, name: str, n_rows: int, device: torch.d
     return t.to(device=device, dtype=torch.long)
 
 
+def _matrix_callback(value, name: str, shape: tuple[int, int], device: torch.device, dtype):
+    """A ``rows -> [B, N]`` callback from a callback or a dense ``[Q, N]`` matrix."""
+    if value is None or callable(value):
+        return value
+    t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+    if tuple(t.shape) != shape:
+        raise DataError(f"{name} must be a [queries, gallery] = {list(shape)} matrix, got {list(t.shape)}")
+    t = t.to(device=device, dtype=dtype)
+    return lambda rows: t[rows].clone()
+
+
 def retrieval_metrics(
     query: ArrayLike | torch.Tensor,
-    query_labels: ArrayLike | torch.Tensor,
+    query_labels: ArrayLike | torch.Tensor | None = None,
     gallery: ArrayLike | torch.Tensor | None = None,
     gallery_labels: ArrayLike | torch.Tensor | None = None,
     *,
+    relevance: Relevance | ArrayLike | torch.Tensor | None = None,
+    grades: Grades | ArrayLike | torch.Tensor | None = None,
     ks: Sequence[int] = (1, 2, 4, 8),
-    similarity: str = "cosine",
+    map_ks: Sequence[int] = (),
+    precision_ks: Sequence[int] = (),
+    ndcg_ks: Sequence[int] = (),
+    metric: str = "cosine",
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     nmi: bool = True,
     seed: int = 0,
@@ -68,15 +88,22 @@ def retrieval_metrics(
     """Exact retrieval metrics of ``query`` against ``gallery`` (or against itself), plus NMI.
 
     Args:
-        query: float ``[Q, D]``, numpy or torch, any float dtype (computed in float32 on the
-            tensor's device).
-        query_labels: int ``[Q]`` class of each query.
-        gallery, gallery_labels: float ``[N, D]`` and int ``[N]``; both or neither. With no
-            gallery, each query is ranked against the other queries, itself excluded.
-        ks: the K of each ``recall@K``.
-        similarity: ``"cosine"`` (rows L2-normalized first) or ``"dot"`` (plain inner
-            product, e.g. a gallery decoded from quantization codes, see
-            ``dml.index.decode_gallery``).
+        query: ``[Q, D]``, numpy or torch: float vectors, or 0/1 code bits for ``hamming``
+            (computed in float32 on the tensor's device).
+        query_labels: int ``[Q]`` class of each query; relevance is "same class" unless
+            ``relevance`` is given (then labels are only needed for NMI).
+        gallery, gallery_labels: ``[N, D]`` and int ``[N]``. With no gallery, each query is
+            ranked against the other queries, itself excluded.
+        relevance: which gallery items are relevant to each query: a bool ``[Q, N]`` matrix
+            or a callback ``rows int64[B] -> bool[B, N]`` (streamed; see
+            ``dml.evaluate.knn.Relevance``). Overrides the labels.
+        grades: graded relevance for NDCG: float ``[Q, N]`` or a callback of the same shape
+            (0 = not relevant; only items that ``relevance`` marks count).
+        ks: the K of each ``recall@K``; ``map_ks``: of each ``map@K``; ``precision_ks``: of
+            each ``precision@K``; ``ndcg_ks``: of each ``ndcg@K`` (needs ``grades``).
+        metric: ``"cosine"`` (rows L2-normalized first), ``"dot"`` (plain inner product, e.g.
+            a gallery decoded from quantization codes), ``"euclidean"`` (increasing L2
+            distance) or ``"hamming"`` (0/1 codes, increasing Hamming distance).
         block_bytes: memory budget of one block of queries (its float32 scores and bool
             relevance: 5 bytes per query-gallery pair); the result does not depend on it.
         nmi: also cluster the query embeddings (L2-normalized under cosine; faiss k-means,
@@ -90,9 +117,10 @@ def retrieval_metrics(
 
     Returns:
         ``recall@K`` for each K (DML sense: a relevant item among the top K; K beyond the
-        gallery size means "any"), ``precision@1``, ``r_precision``, ``map@r`` (Musgrave et
-        al. 2020, ``1/R sum_{i<=R} P@i rel(i)``), ``map`` (average precision over the whole
-        ranking), ``nmi`` (only when ``nmi=True``) and ``queries_without_relevant``.
+        gallery size means "any"), ``precision@K`` (K=1 and ``precision_ks``),
+        ``r_precision``, ``map@r`` (Musgrave et al. 2020, ``1/R sum_{i<=R} P@i rel(i)``),
+        ``map`` (average precision over the whole ranking), ``map@K``, ``ndcg@K``, ``nmi``
+        (only when ``nmi=True``) and ``queries_without_relevant``.
 
     Queries with no relevant item in the gallery (a class seen once when ranking a set
     against itself, a query class absent from the gallery) have no defined retrieval score:
@@ -104,8 +132,9 @@ def retrieval_metrics(
     Raises:
         DataError: embeddings not 2-D or not float, non-finite values, a zero row under
             cosine similarity, query and gallery dims differing (the message gives both
-            shapes), labels not 1-D integers or of the wrong length, no query.
-        ConfigError: unknown ``similarity``, non-positive ``ks`` or ``block_bytes``.
+            shapes), labels not 1-D integers or of the wrong length, no query, neither labels
+            nor a relevance.
+        ConfigError: unknown ``metric``, non-positive ``ks`` or ``block_bytes``.
 
     >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.8], [0.6, 0.6]])
     >>> m = retrieval_metrics(x, [0, 0, 1, 1, 2], ks=(1,), nmi=False)
@@ -114,55 +143,75 @@ def retrieval_metrics(
     >>> g = np.array([[0.0, 1.0], [1.0, 0.1], [1.0, 0.0]])         # ranks for query 0: 2, 1, 0
     >>> retrieval_metrics(x[:1], [0], g, [0, 1, 0], ks=(1, 2), nmi=False)["map"]   # (1 + 2/3) / 2
     0.8333333333333333
+    >>> rel = np.array([[False, True, False]])                       # a relevance of one's own
+    >>> retrieval_metrics(x[:1], gallery=g, relevance=rel, ks=(1,), nmi=False)["recall@1"]
+    0.0
+    >>> retrieval_metrics(x[:1], [0], g, [0, 1, 0], ks=(1,), metric="euclidean", nmi=False)["recall@1"]
+    1.0
     """
-    if similarity not in SIMILARITIES:
-        raise ConfigError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
     ks = tuple(int(k) for k in ks)
-    if not ks or min(ks) < 1:
-        raise ConfigError(f"ks must be positive integers, got {ks}")
+    for name, values in (("ks", ks), ("map_ks", map_ks), ("precision_ks", precision_ks),
+                         ("ndcg_ks", ndcg_ks)):
+        if (name == "ks" and not values) or (values and min(int(k) for k in values) < 1):
+            raise ConfigError(f"{name} must be positive integers, got {tuple(values)}")
     if int(block_bytes) < 1:
         raise ConfigError(f"block_bytes must be positive, got {block_bytes}")
-    if (gallery is None) != (gallery_labels is None):
-        raise DataError("give gallery and gallery_labels together, or neither")
+    if gallery is None and gallery_labels is not None:
+        raise DataError("gallery_labels were given without a gallery")
+    if query_labels is None and relevance is None:
+        raise DataError("give query_labels (relevance by class) or a relevance")
+    if gallery is not None and relevance is None and gallery_labels is None:
+        raise DataError("give gallery and gallery_labels together (or a relevance)")
+    if nmi and query_labels is None:
+        raise DataError("nmi=True needs query_labels")
 
-    q = _embeddings(query, "query")
+    q = _embeddings(query, "query", metric)
     if q.shape[0] == 0:
         raise DataError("no query embeddings (query has 0 rows)")
-    q_labels = _labels(query_labels, "query_labels", q.shape[0], q.device)
+    q_labels = None if query_labels is None else _labels(query_labels, "query_labels", q.shape[0], q.device)
     if gallery is None:
         if query_gallery_index is not None:
             raise DataError("query_gallery_index needs a separate gallery (each query is excluded already)")
         g, g_labels = None, q_labels
         exclude = torch.arange(q.shape[0], device=q.device)
     else:
-        g = _embeddings(gallery, "gallery").to(q.device)
+        g = _embeddings(gallery, "gallery", metric).to(q.device)
         if g.shape[1] != q.shape[1]:
             raise DataError(
                 f"query and gallery dimensions differ: query shape {tuple(q.shape)}, "
                 f"gallery shape {tuple(g.shape)}"
             )
-        g_labels = _labels(gallery_labels, "gallery_labels", g.shape[0], q.device)
+        g_labels = None if gallery_labels is None else _labels(gallery_labels, "gallery_labels", g.shape[0], q.device)
         exclude = None
         if query_gallery_index is not None:
             exclude = _labels(query_gallery_index, "query_gallery_index", q.shape[0], q.device)
             if bool(((exclude < -1) | (exclude >= g.shape[0])).any()):
                 raise DataError(f"query_gallery_index values must be in [-1, {g.shape[0]})")
 
-    if similarity == "cosine":
+    if metric == "cosine":
         for name, t in (("query", q), ("gallery", g)):
             zero = (t == 0).all(dim=1) if t is not None else torch.zeros(0, dtype=torch.bool)
             if bool(zero.any()):
                 row = int(zero.nonzero()[0, 0])
                 raise DataError(f"{name} row {row} is all zeros: cosine similarity is undefined")
-    q = prepare_embeddings(q, similarity)
-    g = q if g is None else prepare_embeddings(g, similarity)
+    q = prepare_embeddings(q, metric)
+    g = q if g is None else prepare_embeddings(g, metric)
+    shape = (q.shape[0], g.shape[0])
+    relevance = _matrix_callback(relevance, "relevance", shape, q.device, torch.bool)
+    if relevance is None:
+        relevance = label_relevance(q_labels, g_labels)
+    grades = _matrix_callback(grades, "grades", shape, q.device, torch.float64)
 
     per_query = per_query_metrics(
-        q, g, label_relevance(q_labels, g_labels), ks=ks, exclude=exclude, block_bytes=block_bytes
+        q, g, relevance, ks=ks, exclude=exclude, block_bytes=block_bytes, metric=metric,
+        map_ks=tuple(map_ks), precision_ks=tuple(precision_ks), grades=grades,
+        ndcg_ks=tuple(ndcg_ks),
     )
     valid = ~np.isnan(per_query["map"])
     result = {
-        name: float(values[valid].mean()) if valid.any() else float("nan")
+        name: float(np.nanmean(values[valid])) if valid.any() else float("nan")
         for name, values in per_query.items()
     }
     if nmi:

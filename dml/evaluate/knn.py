@@ -18,7 +18,13 @@ collapsed embedding (all scores equal) scores ~0 instead of whatever the data or
 
 Which items are relevant is a callback, ``relevance(rows) -> bool[B, N]`` for a block of query
 row indices, so multi-label ("shares a label") and per-scale relevance reuse this code;
-:func:`label_relevance` (same class) is the default.
+:func:`label_relevance` (same class) is the default. Graded relevance for NDCG is a second
+callback of the same shape, ``grades(rows) -> float[B, N]``.
+
+Ranking (``metric``): ``cosine`` (rows L2-normalized, inner product), ``dot`` (plain inner
+product), ``euclidean`` (increasing distance: the score ``2 q·g − ‖g‖²`` orders a query's
+gallery exactly as ``−‖q − g‖²`` does, and is one GEMM per block) and ``hamming`` (0/1 codes
+mapped to ±1, whose inner product is ``bits − 2·hamming``).
 """
 
 from __future__ import annotations
@@ -30,11 +36,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dml.evaluate.metrics import average_precision, map_at_r, precision_at_k, r_precision, recall_at_k
+from dml.evaluate.metrics import (
+    average_precision,
+    average_precision_at_k,
+    map_at_r,
+    ndcg_at_k,
+    precision_at_k,
+    r_precision,
+    recall_at_k,
+)
 
 __all__ = [
     "BYTES_PER_PAIR",
     "DEFAULT_BLOCK_BYTES",
+    "METRICS",
+    "Grades",
     "Relevance",
     "label_relevance",
     "per_query_metrics",
@@ -49,9 +65,12 @@ Relevance = Callable[[torch.Tensor], torch.Tensor]
 
 Must return a new tensor (the caller clears the excluded self-matches in place)."""
 
+Grades = Callable[[torch.Tensor], torch.Tensor]
+"""``grades(rows: int64[B]) -> float[B, N]``: graded relevance (0 = not relevant), for NDCG."""
+
 DEFAULT_BLOCK_BYTES = 256 << 20
 BYTES_PER_PAIR = 5  # one float32 score + one bool relevance flag per (query, gallery) pair
-SIMILARITIES = ("cosine", "dot")
+METRICS = ("cosine", "dot", "euclidean", "hamming")
 
 
 def label_relevance(query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> Relevance:
@@ -68,16 +87,34 @@ def label_relevance(query_labels: torch.Tensor, gallery_labels: torch.Tensor) ->
     return relevance
 
 
-def prepare_embeddings(x: torch.Tensor, similarity: str) -> torch.Tensor:
-    """float32 copy of ``x: [N, D]`` such that ``a @ b.T`` is the requested similarity.
+def prepare_embeddings(x: torch.Tensor, metric: str) -> torch.Tensor:
+    """float32 copy of ``x: [N, D]`` in the form :func:`block_scores` ranks.
 
-    ``"cosine"`` L2-normalizes the rows, ``"dot"`` (plain inner product, e.g. a gallery decoded
-    from product-quantization codes) leaves them as they are.
+    ``"cosine"`` L2-normalizes the rows; ``"hamming"`` maps 0/1 (or boolean) code bits to
+    ±1; ``"dot"`` and ``"euclidean"`` leave the vectors as they are.
     """
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     x = x.detach().to(torch.float32)
-    return F.normalize(x, dim=1) if similarity == "cosine" else x
+    if metric == "cosine":
+        return F.normalize(x, dim=1)
+    if metric == "hamming":
+        return x * 2.0 - 1.0
+    return x
+
+
+def block_scores(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str,
+                 gallery_sq_norms: torch.Tensor | None = None) -> torch.Tensor:
+    """``float32[B, N]`` scores, higher is nearer, from prepared vectors (one GEMM).
+
+    For ``euclidean`` pass ``gallery_sq_norms = ‖g‖²``: the score ``2 q·g − ‖g‖²`` differs
+    from ``−‖q − g‖²`` by ``‖q‖²``, a constant per query, so it ranks identically.
+    """
+    scores = query_rows @ gallery.T
+    if metric == "euclidean":
+        norms = gallery_sq_norms if gallery_sq_norms is not None else (gallery * gallery).sum(1)
+        scores.mul_(2.0).sub_(norms[None, :])
+    return scores
 
 
 def rows_per_block(n_gallery: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
@@ -153,35 +190,50 @@ def ranked_blocks(
     *,
     exclude: torch.Tensor | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Rank blocks of queries against the whole gallery; yield ``(rows, ranks, n_relevant)``.
+    metric: str = "cosine",
+    grades: Grades | None = None,
+    ndcg_ks: Sequence[int] = (),
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]]:
+    """Rank blocks of queries against the whole gallery; yield ``(rows, ranks, n_relevant, ndcg)``.
 
-    ``query: float32[Q, D]`` and ``gallery: float32[N, D]`` are already prepared (the
-    similarity is ``query @ gallery.T``, see :func:`prepare_embeddings`). ``exclude:
-    int64[Q]`` names, per query, one gallery position to leave out of its ranking and its
-    relevant set (-1: none); for a query set ranked against itself it is ``arange(Q)``.
-    ``rows: int64[B]`` are the block's query indices; ``ranks``/``n_relevant`` as in
-    :func:`relevant_ranks`. The block size comes from :func:`rows_per_block`.
+    ``query: float32[Q, D]`` and ``gallery: float32[N, D]`` are already prepared
+    (:func:`prepare_embeddings` with the same ``metric``). ``exclude: int64[Q]`` names, per
+    query, one gallery position to leave out of its ranking and its relevant set (-1: none);
+    for a query set ranked against itself it is ``arange(Q)``. ``rows: int64[B]`` are the
+    block's query indices; ``ranks``/``n_relevant`` as in :func:`relevant_ranks`; ``ndcg``
+    maps each K of ``ndcg_ks`` to float64 ``[B]`` (needs ``grades``). The block size comes
+    from :func:`rows_per_block`.
     """
     n_query, n_gallery = query.shape[0], gallery.shape[0]
     step = rows_per_block(n_gallery, block_bytes)
+    sq_norms = (gallery * gallery).sum(1) if metric == "euclidean" else None
     for start in range(0, n_query, step):
         rows = torch.arange(start, min(start + step, n_query), device=query.device)
-        scores = query[rows] @ gallery.T
+        scores = block_scores(query[rows], gallery, metric, sq_norms)
         relevant = relevance(rows)
         if relevant.shape != scores.shape or relevant.dtype != torch.bool:
             raise ValueError(
                 f"relevance must return bool[{len(rows)}, {n_gallery}], "
                 f"got {relevant.dtype}{list(relevant.shape)}"
             )
+        inside = own = None
         if exclude is not None:
             own = exclude[rows]
             inside = (own >= 0).nonzero(as_tuple=True)[0]
             scores[inside, own[inside]] = -torch.inf
             relevant[inside, own[inside]] = False
+        ndcg: dict[int, torch.Tensor] = {}
+        if ndcg_ks:
+            if grades is None:
+                raise ValueError("ndcg_ks needs graded relevance (grades)")
+            graded = grades(rows).to(torch.float64)
+            if graded.shape != scores.shape:
+                raise ValueError(f"grades must return [{len(rows)}, {n_gallery}], got {list(graded.shape)}")
+            graded = torch.where(relevant, graded, torch.zeros_like(graded))
+            ndcg = {k: ndcg_at_k(scores, graded, k) for k in ndcg_ks}
         ranks, n_relevant = relevant_ranks(scores, relevant)
         del scores, relevant  # free this block's B x N matrices before the next one is made
-        yield rows, ranks, n_relevant
+        yield rows, ranks, n_relevant, ndcg
 
 
 def per_query_metrics(
@@ -192,23 +244,37 @@ def per_query_metrics(
     ks: Sequence[int] = (1, 2, 4, 8),
     exclude: torch.Tensor | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    metric: str = "cosine",
+    map_ks: Sequence[int] = (),
+    precision_ks: Sequence[int] = (),
+    grades: Grades | None = None,
+    ndcg_ks: Sequence[int] = (),
 ) -> dict[str, np.ndarray]:
     """Every retrieval metric for every query: name -> float64 ``[Q]`` (NaN: no relevant item).
 
-    Names: ``recall@K`` per K, ``precision@1``, ``r_precision``, ``map@r``, ``map``. Arguments
-    as in :func:`ranked_blocks`. Only O(Q) values are kept, so averages come out the same
-    whatever the block size, and per-query values are there for confidence intervals.
+    Names: ``recall@K`` per K of ``ks``, ``precision@1``, ``r_precision``, ``map@r``, ``map``,
+    plus ``map@K`` per K of ``map_ks``, ``precision@K`` per K of ``precision_ks`` and
+    ``ndcg@K`` per K of ``ndcg_ks`` (graded relevance ``grades``). Arguments as in
+    :func:`ranked_blocks`. Only O(Q) values are kept, so averages come out the same whatever
+    the block size, and per-query values are there for confidence intervals.
     """
-    names = [f"recall@{k}" for k in ks] + ["precision@1", "r_precision", "map@r", "map"]
-    out = {name: np.full(query.shape[0], np.nan) for name in names}
-    for rows, ranks, n_rel in ranked_blocks(query, gallery, relevance, exclude=exclude, block_bytes=block_bytes):
-        values = [recall_at_k(ranks, n_rel, k) for k in ks] + [
-            precision_at_k(ranks, n_rel, 1),
-            r_precision(ranks, n_rel),
-            map_at_r(ranks, n_rel),
-            average_precision(ranks, n_rel),
-        ]
+    precision_ks = sorted({1, *precision_ks})
+    names = ([f"recall@{k}" for k in ks] + [f"precision@{k}" for k in precision_ks]
+             + ["r_precision", "map@r", "map"] + [f"map@{k}" for k in map_ks])
+    out = {name: np.full(query.shape[0], np.nan) for name in names + [f"ndcg@{k}" for k in ndcg_ks]}
+    for rows, ranks, n_rel, ndcg in ranked_blocks(
+        query, gallery, relevance, exclude=exclude, block_bytes=block_bytes, metric=metric,
+        grades=grades, ndcg_ks=ndcg_ks,
+    ):
+        values = (
+            [recall_at_k(ranks, n_rel, k) for k in ks]
+            + [precision_at_k(ranks, n_rel, k) for k in precision_ks]
+            + [r_precision(ranks, n_rel), map_at_r(ranks, n_rel), average_precision(ranks, n_rel)]
+            + [average_precision_at_k(ranks, n_rel, k) for k in map_ks]
+        )
         idx = rows.cpu().numpy()
         for name, value in zip(names, values, strict=True):
             out[name][idx] = value.cpu().numpy()
+        for k, value in ndcg.items():
+            out[f"ndcg@{k}"][idx] = value.cpu().numpy()
     return out

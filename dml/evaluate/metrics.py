@@ -37,6 +37,8 @@ from sklearn.metrics import normalized_mutual_info_score
 
 __all__ = [
     "average_precision",
+    "average_precision_at_k",
+    "ndcg_at_k",
     "clustering_nmi",
     "kmeans_assign",
     "map_at_r",
@@ -168,6 +170,52 @@ def average_precision(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | t
     r, n, found, m = _prepare(ranks, n_relevant)
     terms = torch.where(found, m / r.clamp(min=1).double(), 0.0)
     return _per_query(terms.sum(dim=1), n)
+
+
+def average_precision_at_k(
+    ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor, k: int
+) -> torch.Tensor:
+    """AP@K as the multi-label retrieval literature reports mAP@K: the mean of P@i over the
+    relevant items within the top ``k`` (``sum_{i<=k} P@i rel(i) / #{relevant in top k}``),
+    0 when none is there. ``[Q]``.
+
+    >>> ranks, n = ranks_from_relevance([[True, False, True, True], [False, False, True, True]])
+    >>> average_precision_at_k(ranks, n, 3).tolist()     # row 0: (1/1 + 2/3) / 2; row 1: none
+    [0.8333333333333333, 0.3333333333333333]
+    >>> average_precision_at_k(*ranks_from_relevance([[False, True]]), 1).tolist()
+    [0.0]
+    """
+    r, n, found, m = _prepare(ranks, n_relevant)
+    inside = found & (r <= k)
+    terms = torch.where(inside, m / r.clamp(min=1).double(), 0.0)
+    out = terms.sum(dim=1) / inside.sum(dim=1).clamp(min=1).double()
+    return out.masked_fill(n == 0, float("nan"))
+
+
+def ndcg_at_k(scores: torch.Tensor, grades: torch.Tensor, k: int) -> torch.Tensor:
+    """NDCG@K with graded relevance and linear gain. float64 ``[Q]``, NaN where no item is
+    relevant (every grade 0).
+
+    ``scores: float[Q, N]`` (higher first; ``-inf`` for excluded items), ``grades: float[Q, N]``
+    (0 = not relevant). ``DCG@K = sum_{i<=K} g_(i) / log2(i + 1)`` over the ranking, divided
+    by the same sum over the grades sorted decreasingly. Ties in score count against the
+    query: among equal scores the lower grade ranks first.
+
+    >>> s = torch.tensor([[0.9, 0.8, 0.1]]); g = torch.tensor([[0.5, 1.0, 0.0]], dtype=torch.float64)
+    >>> round(ndcg_at_k(s, g, 2).item(), 6)          # (0.5 + 1/log2(3)) / (1 + 0.5/log2(3))
+    0.859719
+    >>> ndcg_at_k(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]], dtype=torch.float64), 1).tolist()
+    [0.0]
+    """
+    grades = grades.to(torch.float64)
+    k = min(int(k), grades.shape[1])
+    by_grade = torch.argsort(grades, dim=1, stable=True)  # lower grade first among equal scores
+    by_score = torch.argsort(scores.gather(1, by_grade), dim=1, descending=True, stable=True)
+    top = by_grade.gather(1, by_score[:, :k])
+    discount = 1.0 / torch.log2(torch.arange(2, k + 2, device=grades.device, dtype=torch.float64))
+    dcg = (grades.gather(1, top) * discount).sum(dim=1)
+    idcg = (torch.topk(grades, k, dim=1).values * discount).sum(dim=1)
+    return (dcg / idcg.clamp(min=torch.finfo(torch.float64).tiny)).masked_fill(idcg == 0, float("nan"))
 
 
 def kmeans_assign(embeddings: np.ndarray, k: int, *, seed: int = 0, niter: int = 20) -> np.ndarray:

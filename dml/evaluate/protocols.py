@@ -1,4 +1,23 @@
-"""Query and gallery sets from the manifest's ``role`` column ("query", "gallery", "both").
+"""Evaluation protocols by name, and the query/gallery role helpers they are built from.
+
+A protocol decides, for a set of rows (the test split, or validation folds), which rows are
+queries, which form the gallery, what makes a gallery item relevant to a query, and how to
+rank (cosine or euclidean). The evaluate stage, the quantized indexes (their gallery is the
+protocol's gallery) and Tune's validation all call the same protocol, so tuning optimises
+what the test reports. Registered protocols (``PROTOCOLS``; params.yaml
+``datasets.<name>.protocol`` or ``experiments.<name>.protocol``):
+
+- ``self_retrieval``: every row is a query ranked against all the others (CUB, Cars196, SOP);
+- ``query_gallery``: query rows against gallery rows, by the ``role`` column (In-Shop, DyML);
+- ``cross_domain``: queries of one domain against a gallery of another (sketch -> photo);
+- ``per_scale``: self-retrieval with each semantic scale's labels, and their average;
+- ``multilabel``: relevance "shares at least one object class", NDCG graded by the
+  multiset Jaccard similarity of the object counts.
+
+Each writes its metrics under its own keys (``recall@1``; ``middle/map``, ``avg/map``; ...).
+
+Roles (query / gallery / both): an item with role "both" is in the query set and in the
+gallery set.
 
 An item with role "both" is in the query set and in the gallery set. Two cases for the caller:
 
@@ -14,12 +33,27 @@ An item with role "both" is in the query set and in the gallery set. Two cases f
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 
-from dml.errors import DataError
+from dml.errors import ConfigError, DataError
+from dml.registry import Registry
 
-__all__ = ["ROLES", "query_gallery_index", "same_set", "split_query_gallery"]
+__all__ = [
+    "PROTOCOLS",
+    "ROLES",
+    "EvalRows",
+    "Protocol",
+    "build_protocol",
+    "query_gallery_index",
+    "same_set",
+    "split_query_gallery",
+]
 
 ROLES = ("query", "gallery", "both")
 
@@ -64,3 +98,322 @@ def query_gallery_index(query_mask: ArrayLike, gallery_mask: ArrayLike) -> np.nd
     g = np.asarray(gallery_mask, bool)
     gallery_row = np.cumsum(g) - 1  # row of each item within the gallery subset
     return np.where(g, gallery_row, -1)[q].astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class EvalRows:
+    """The annotations of the rows being evaluated, aligned with their embeddings.
+
+    ``labels`` maps each scale present (finest first) to int64 ``[N]``; ``counts`` is float
+    ``[N, C]`` for multi-object rows. ``split``, ``role``, ``domain`` are str ``[N]``.
+    """
+
+    ids: np.ndarray
+    split: np.ndarray
+    role: np.ndarray
+    domain: np.ndarray
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    counts: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def fine(self) -> np.ndarray:
+        """The finest labels; a clear error for rows without class labels."""
+        if not self.labels:
+            raise DataError("this protocol needs class labels, but the rows have none "
+                            "(multi-label scenes: use the 'multilabel' protocol)")
+        return next(iter(self.labels.values()))
+
+    def subset(self, mask: np.ndarray) -> EvalRows:
+        """The rows where ``mask`` is True."""
+        return EvalRows(
+            ids=self.ids[mask], split=self.split[mask], role=self.role[mask],
+            domain=self.domain[mask], labels={k: v[mask] for k, v in self.labels.items()},
+            counts=None if self.counts is None else self.counts[mask],
+        )
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> EvalRows:
+        """From a ``ManifestDataset`` built with a splits file (annotations only, no pixels)."""
+        table = dataset.table
+        labels = {}
+        if dataset.labels is not None:
+            labels[dataset.info.fine] = dataset.labels
+        labels.update(dataset.scale_labels)
+        return cls(
+            ids=np.asarray(dataset.image_ids, dtype=object),
+            split=np.asarray(table.column("split").to_pylist(), dtype=object),
+            role=np.asarray(table.column("role").to_pylist(), dtype=object),
+            domain=np.asarray(dataset.domains, dtype=object),
+            labels=labels,
+            counts=dataset.counts,
+        )
+
+
+# ----------------------------------------------------------------------------- protocols
+
+
+@dataclass
+class Task:
+    """One ranking of the protocol's queries against its gallery: metrics under ``prefix``.
+
+    Relevance comes from ``query_labels``/``gallery_labels`` (same class) or from the
+    ``relevance`` callback over query positions (``rows -> bool[B, N]``); ``grades`` gives
+    graded relevance for NDCG.
+    """
+
+    prefix: str = ""
+    query_labels: np.ndarray | None = None
+    gallery_labels: np.ndarray | None = None
+    relevance: Callable[[torch.Tensor], torch.Tensor] | None = None
+    grades: Callable[[torch.Tensor], torch.Tensor] | None = None
+    nmi: bool = True
+
+    def relevant(self, rows: np.ndarray) -> np.ndarray:
+        """bool ``[len(rows), N]`` for query positions ``rows``."""
+        if self.relevance is not None:
+            return self.relevance(torch.as_tensor(rows)).cpu().numpy()
+        assert self.query_labels is not None and self.gallery_labels is not None
+        return self.query_labels[rows][:, None] == self.gallery_labels[None, :]
+
+
+class Protocol:
+    """Base: queries and gallery from masks, one or more ranking tasks, metrics per task.
+
+    Subclasses choose ``query_mask``/``gallery_mask`` (default: every row is both) and
+    ``tasks``; ``metric`` is how it ranks (``cosine`` or ``euclidean``).
+    """
+
+    metric: str = "cosine"
+    map_ks: tuple[int, ...] = ()
+    precision_ks: tuple[int, ...] = ()
+    ndcg_ks: tuple[int, ...] = ()
+
+    def query_mask(self, rows: EvalRows) -> np.ndarray:
+        return np.ones(len(rows), dtype=bool)
+
+    def gallery_mask(self, rows: EvalRows) -> np.ndarray:
+        return np.ones(len(rows), dtype=bool)
+
+    def tasks(self, rows: EvalRows, queries: np.ndarray, gallery: np.ndarray) -> list[Task]:
+        """Ranking tasks over query positions ``queries`` and gallery positions ``gallery``."""
+        labels = rows.fine
+        return [Task(query_labels=labels[queries], gallery_labels=labels[gallery])]
+
+    def split(self, rows: EvalRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row positions of the queries and of the gallery, and each query's own gallery row
+        (or -1), which its ranking leaves out."""
+        q_mask, g_mask = self.query_mask(rows), self.gallery_mask(rows)
+        name = type(self).__name__
+        if not q_mask.any():
+            raise DataError(f"protocol {name}: no query among the {len(rows)} rows evaluated")
+        if not g_mask.any():
+            raise DataError(f"protocol {name}: no gallery item among the {len(rows)} rows evaluated")
+        return np.flatnonzero(q_mask), np.flatnonzero(g_mask), query_gallery_index(q_mask, g_mask)
+
+    def evaluate(self, rows: EvalRows, vectors: np.ndarray, *, ks: Sequence[int] = (1, 2, 4, 8),
+                 gallery: np.ndarray | None = None, metric: str | None = None, nmi: bool = True,
+                 seed: int = 0) -> dict[str, float]:
+        """Metrics of ``vectors`` (aligned with ``rows``) under this protocol.
+
+        ``gallery`` replaces the gallery rows' vectors (a gallery decoded from quantization
+        codes, ranked with ``metric``, e.g. ``"dot"``); NMI is computed on the float queries.
+        """
+        from dml.evaluate import retrieval_metrics
+
+        if len(vectors) != len(rows):
+            raise DataError(f"{len(vectors)} vectors for {len(rows)} rows")
+        queries, gallery_rows, own = self.split(rows)
+        gallery_vectors = vectors[gallery_rows] if gallery is None else gallery
+        if len(gallery_vectors) != len(gallery_rows):
+            raise DataError(f"the gallery holds {len(gallery_vectors)} vectors, the protocol's "
+                            f"gallery has {len(gallery_rows)} rows")
+        out: dict[str, float] = {}
+        for task in self.tasks(rows, queries, gallery_rows):
+            metrics = retrieval_metrics(
+                vectors[queries], task.query_labels, gallery_vectors,
+                None if task.relevance is not None else task.gallery_labels,
+                relevance=task.relevance, grades=task.grades, ks=ks, map_ks=self.map_ks,
+                precision_ks=self.precision_ks, ndcg_ks=self.ndcg_ks if task.grades else (),
+                metric=metric or self.metric, nmi=nmi and task.nmi and task.query_labels is not None,
+                seed=seed, query_gallery_index=own,
+            )
+            out.update({task.prefix + key: value for key, value in metrics.items()})
+        return self.summarize(out)
+
+    def summarize(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Hook for protocol-level summaries (averages over tasks)."""
+        return metrics
+
+    def top_results(self, rows: EvalRows, vectors: np.ndarray, n_queries: int,
+                    top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a retrieval grid: ``n_queries`` query rows (one per class where the rows have
+        labels), their ``top_k`` gallery rows, and whether each result is relevant."""
+        queries, gallery_rows, own = self.split(rows)
+        task = self.tasks(rows, queries, gallery_rows)[0]
+        if task.query_labels is not None:
+            _, first = np.unique(task.query_labels, return_index=True)
+            chosen = np.sort(first)[:n_queries]
+        else:
+            chosen = np.arange(min(n_queries, len(queries)))
+        from dml.evaluate.knn import block_scores, prepare_embeddings
+
+        q = prepare_embeddings(torch.as_tensor(vectors[queries[chosen]]), self.metric)
+        g = prepare_embeddings(torch.as_tensor(vectors[gallery_rows]), self.metric)
+        scores = block_scores(q, g, self.metric).numpy()
+        inside = np.flatnonzero(own[chosen] >= 0)
+        scores[inside, own[chosen][inside]] = -np.inf
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        correct = np.take_along_axis(task.relevant(chosen), top, axis=1)
+        return queries[chosen], gallery_rows[top], correct
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol", knob_prefix="protocol.")
+
+
+class SelfRetrieval(Protocol):
+    """Every row is a query ranked against all the other rows (leave-one-out)."""
+
+
+class QueryGallery(Protocol):
+    """Query rows against gallery rows, by role ("both" rows are in both sets)."""
+
+    def query_mask(self, rows: EvalRows) -> np.ndarray:
+        return split_query_gallery(rows.role)[0]
+
+    def gallery_mask(self, rows: EvalRows) -> np.ndarray:
+        return split_query_gallery(rows.role)[1]
+
+
+class CrossDomain(Protocol):
+    """Queries of ``query_domain`` against a gallery of ``gallery_domain`` (same class is
+    relevant), ranked by ``metric``; P@K for each of ``precision_ks`` besides the usual."""
+
+    def __init__(self, query_domain: str, gallery_domain: str, metric: str,
+                 precision_ks: Sequence[int], map_ks: Sequence[int]) -> None:
+        self.query_domain, self.gallery_domain = query_domain, gallery_domain
+        self.metric = metric
+        self.precision_ks = tuple(int(k) for k in precision_ks)
+        self.map_ks = tuple(int(k) for k in map_ks)
+
+    def query_mask(self, rows: EvalRows) -> np.ndarray:
+        return rows.domain == self.query_domain
+
+    def gallery_mask(self, rows: EvalRows) -> np.ndarray:
+        return rows.domain == self.gallery_domain
+
+
+class PerScale(Protocol):
+    """Self-retrieval once per semantic scale with that scale's labels (``<scale>/<metric>``),
+    and the average over scales (``avg/<metric>``) of every metric all scales report."""
+
+    def __init__(self, scales: Sequence[str] | None) -> None:
+        self.scales = None if scales is None else tuple(scales)
+
+    def tasks(self, rows: EvalRows, queries: np.ndarray, gallery: np.ndarray) -> list[Task]:
+        scales = self.scales or tuple(rows.labels)
+        missing = [s for s in scales if s not in rows.labels]
+        if missing:
+            raise DataError(f"protocol per_scale: the rows have no labels at scale(s) {missing}; "
+                            f"scales present: {', '.join(rows.labels) or 'none'}")
+        return [Task(prefix=f"{scale}/", query_labels=rows.labels[scale][queries],
+                     gallery_labels=rows.labels[scale][gallery], nmi=i == 0)
+                for i, scale in enumerate(scales)]
+
+    def summarize(self, metrics: dict[str, float]) -> dict[str, float]:
+        per_scale: dict[str, list[float]] = {}
+        for key, value in metrics.items():
+            per_scale.setdefault(key.split("/", 1)[1], []).append(value)
+        n = max(len(v) for v in per_scale.values())
+        averages = {f"avg/{name}": float(np.mean(values)) for name, values in per_scale.items()
+                    if len(values) == n and name not in ("nmi", "queries_without_relevant")}
+        return {**metrics, **averages}
+
+
+class MultiLabel(Protocol):
+    """Multi-object rows by role: relevant = shares at least one object class; NDCG@K graded
+    by the multiset Jaccard similarity of the object counts; mAP@all and mAP@K."""
+
+    def __init__(self, map_ks: Sequence[int], ndcg_ks: Sequence[int]) -> None:
+        self.map_ks = tuple(int(k) for k in map_ks)
+        self.ndcg_ks = tuple(int(k) for k in ndcg_ks)
+
+    def query_mask(self, rows: EvalRows) -> np.ndarray:
+        return split_query_gallery(rows.role)[0]
+
+    def gallery_mask(self, rows: EvalRows) -> np.ndarray:
+        return split_query_gallery(rows.role)[1]
+
+    def tasks(self, rows: EvalRows, queries: np.ndarray, gallery: np.ndarray) -> list[Task]:
+        from dml.similarity import multiset_jaccard
+
+        if rows.counts is None:
+            raise DataError("protocol multilabel needs object counts per image "
+                            "(an 'object_counts' column)")
+        q_counts = torch.as_tensor(rows.counts[queries], dtype=torch.float32)
+        g_counts = torch.as_tensor(rows.counts[gallery], dtype=torch.float32)
+        g_present = (g_counts > 0).float()
+        return [Task(
+            relevance=lambda r: ((q_counts[r] > 0).float() @ g_present.T) > 0,
+            grades=lambda r: multiset_jaccard(q_counts[r], g_counts),
+            nmi=False,
+        )]
+
+
+def _ks(name: str, values: Sequence[int]) -> tuple[int, ...]:
+    values = tuple(int(k) for k in values)
+    if any(k < 1 for k in values):
+        raise ConfigError(f"protocol.{name} must be positive integers, got {list(values)}")
+    return values
+
+
+@PROTOCOLS.register("self_retrieval")
+def self_retrieval() -> Protocol:
+    """Each row against every other row (the zero-shot DML protocol)."""
+    return SelfRetrieval()
+
+
+@PROTOCOLS.register("query_gallery")
+def query_gallery() -> Protocol:
+    """Query rows against gallery rows by the ``role`` column."""
+    return QueryGallery()
+
+
+@PROTOCOLS.register("cross_domain")
+def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
+                 metric: str = "euclidean", precision_ks: Sequence[int] = (200,),
+                 map_ks: Sequence[int] = ()) -> Protocol:
+    """Sketch queries against photos (or any two domains)."""
+    from dml.data.manifest import DOMAINS
+
+    for key, value in (("query_domain", query_domain), ("gallery_domain", gallery_domain)):
+        if value not in DOMAINS:
+            raise ConfigError(f"protocol.{key}: {value!r} is not one of: {', '.join(DOMAINS)}")
+    if metric not in ("cosine", "euclidean"):
+        raise ConfigError(f"protocol.metric: {metric!r} is not one of: cosine, euclidean")
+    return CrossDomain(query_domain, gallery_domain, metric, _ks("precision_ks", precision_ks),
+                       _ks("map_ks", map_ks))
+
+
+@PROTOCOLS.register("per_scale")
+def per_scale(scales: Sequence[str] | None = None) -> Protocol:
+    """Self-retrieval at each semantic scale (default: every scale the data has)."""
+    return PerScale(scales)
+
+
+@PROTOCOLS.register("multilabel")
+def multilabel(map_ks: Sequence[int] = (100,), ndcg_ks: Sequence[int] = (10, 100)) -> Protocol:
+    """Multi-object retrieval: shares-a-label relevance, Jaccard-graded NDCG."""
+    return MultiLabel(_ks("map_ks", map_ks), _ks("ndcg_ks", ndcg_ks))
+
+
+def build_protocol(spec: dict[str, Any], *, where: str = "protocol") -> Protocol:
+    """A protocol from its ``{name: ..., <knob>: ...}`` spec."""
+    knobs = dict(spec)
+    name = knobs.pop("name")
+    return PROTOCOLS.build(name, where=where, **knobs)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.registry import Registry
 from dml.similarity import equality_similarity
@@ -28,6 +29,7 @@ from dml.similarity import equality_similarity
 __all__ = [
     "LOSSES",
     "MetricLoss",
+    "WrapperLoss",
     "avg_non_zero",
     "ProxyLoss",
     "check_positive",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 #: Registry of every loss, by the name used in params.yaml; ``dml.losses`` re-exports it.
-LOSSES: Registry[MetricLoss] = Registry("loss")
+LOSSES: Registry[MetricLoss] = Registry("loss", knob_prefix="loss.")
 
 # Squared distances at or below this are treated as exactly 0 (with zero gradient), so that the
 # square root never sees 0 and its gradient stays finite (the diagonal d_ii, duplicate samples).
@@ -147,6 +149,29 @@ class MetricLoss(nn.Module):
 
     #: True for losses that need class ids (proxy and classifier losses).
     needs_class_labels: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._terms: dict[str, Tensor] = {}
+
+    def forward_batch(self, output: ModelOutput, batch: Batch) -> Tensor:
+        """The loss of a training batch: the model's output and every annotation of the rows.
+
+        The default is ``self(output.embeddings, batch.labels)``; a loss that reads more
+        (attributes, per-scale labels, counts, the domain, the training progress, a head's
+        output) overrides this one method.
+        """
+        return self(output.embeddings, batch.require("labels", type(self).__name__))
+
+    def log_term(self, name: str, value: Tensor) -> None:
+        """Record a named part of the loss (detached) for the training curves."""
+        self._terms[name] = value.detach()
+
+    def pop_terms(self) -> dict[str, float]:
+        """The terms logged since the last call, as floats (and forget them)."""
+        terms = {name: float(value) for name, value in self._terms.items()}
+        self._terms.clear()
+        return terms
 
     def forward(
         self,
@@ -277,3 +302,53 @@ class ProxyLoss(MetricLoss):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, embed_dim={self.embed_dim}"
+
+
+class WrapperLoss(MetricLoss):
+    """A loss that adds a weighted term to a base loss: ``L = L_base + weight · term``.
+
+    The base is any registered loss, built from the nested ``loss.base`` knobs of params.yaml
+    (``dml.losses.build_loss``); its parameters (proxies) stay parameters of the wrapper. With
+    ``weight = 0`` the wrapper returns exactly the base loss. Subclasses write ``term``.
+    Logged terms: ``base`` and the subclass's ``term_name``.
+    """
+
+    term_name: ClassVar[str] = "term"
+
+    def __init__(self, base: MetricLoss, weight: float) -> None:
+        super().__init__()
+        if not isinstance(base, MetricLoss):
+            raise ConfigError(f"loss.base must be a loss, got {type(base).__name__}")
+        check_positive("weight", weight, allow_zero=True)
+        self.base = base
+        self.weight = float(weight)
+        self.needs_class_labels = base.needs_class_labels  # type: ignore[misc]
+
+    def forward_batch(self, output: ModelOutput, batch: Batch) -> Tensor:
+        """``base.forward_batch + weight · term``; the term is skipped when ``weight`` is 0."""
+        return self._combine(self.base.forward_batch(output, batch), output, batch)
+
+    def compute_loss(self, embeddings: Tensor, labels: Tensor | None, similarity: Tensor) -> Tensor:
+        """Called as ``loss(embeddings, labels)`` (or with a similarity): the base loss on the
+        same inputs plus the term on a bare batch (embeddings and labels only)."""
+        value = self.base(embeddings, labels, similarity=similarity)
+        output = ModelOutput(embeddings=embeddings, features=embeddings)
+        index = torch.arange(embeddings.shape[0], device=embeddings.device)
+        return self._combine(value, output, Batch(images=None, index=index, labels=labels))
+
+    def _combine(self, value: Tensor, output: ModelOutput, batch: Batch) -> Tensor:
+        self.log_term("base", value)
+        for name, part in self.base.pop_terms().items():
+            self.log_term(f"base/{name}", torch.as_tensor(part))
+        if self.weight == 0:
+            return value
+        term = self.term(output, batch)
+        self.log_term(self.term_name, term)
+        return value + self.weight * term
+
+    def term(self, output: ModelOutput, batch: Batch) -> Tensor:
+        """The added term (a scalar tensor)."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}"

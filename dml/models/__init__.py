@@ -1,40 +1,78 @@
-"""Embedding models: a trunk (backbone) followed by an embedding head."""
+"""Embedding models: a trunk (backbone), the embedding head and optional extra heads.
+
+>>> import torch
+>>> from dml.config import ModelConfig
+>>> model = build_model(ModelConfig(embed_dim=8))
+>>> out = model(torch.zeros(2, 3, 32, 32))
+>>> tuple(out.embeddings.shape), tuple(out.features.shape)
+((2, 8), (2, 256))
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from dml.batch import Batch, ModelOutput
 from dml.config import ModelConfig
-from dml.errors import IntegrityError
+from dml.context import BuildContext, build_with_context
+from dml.errors import ConfigError, IntegrityError
 from dml.models.backbones import BACKBONES
+from dml.models.heads import HEADS
+
+__all__ = ["BACKBONES", "HEADS", "EmbeddingModel", "build_model", "load_trunk_weights"]
 
 
 class EmbeddingModel(nn.Module):
-    """``trunk -> linear embedding head``; returns raw (unnormalized) embeddings.
+    """``trunk -> linear embedding head`` plus named extra heads; returns a ModelOutput.
 
-    Losses normalize as their geometry requires; extraction stores L2-normalized vectors.
+    ``condition`` names a per-sample signal of the batch (``"domain"``: the 0/1 domain flag)
+    that the trunk receives as ``trunk(images, condition=flag)``; the trunk must declare
+    ``accepts_condition = True``. Embeddings are raw (unnormalized): losses normalize as
+    their geometry requires; extraction stores L2-normalized vectors.
     """
 
-    def __init__(self, trunk: nn.Module, embed_dim: int) -> None:
+    def __init__(self, trunk: nn.Module, embed_dim: int, heads: Mapping[str, nn.Module] | None = None,
+                 condition: str | None = None) -> None:
         super().__init__()
+        if condition is not None and not getattr(trunk, "accepts_condition", False):
+            raise ConfigError(f"model.condition: {condition!r} needs a trunk that takes a "
+                              f"per-sample condition; {type(trunk).__name__} does not")
         self.trunk = trunk
         self.head = nn.Linear(trunk.out_dim, embed_dim)
+        self.heads = nn.ModuleDict(dict(heads or {}))
         self.embed_dim = embed_dim
+        self.condition = condition
 
-    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Trunk features ``[B, trunk.out_dim]``."""
-        return self.trunk(images)
+        if self.condition is None:
+            return self.trunk(images)
+        if condition is None:
+            raise ValueError(f"this model is conditioned on {self.condition!r}; pass it")
+        return self.trunk(images, condition=condition.to(images.dtype))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Embeddings ``[B, embed_dim]`` from trunk features."""
         return self.head(features)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(images))
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> ModelOutput:
+        features = self.forward_features(images, condition)
+        embeddings = self.forward_head(features)
+        heads = {name: head(features, embeddings) for name, head in self.heads.items()}
+        return ModelOutput(embeddings=embeddings, features=features, heads=heads)
+
+    def forward_batch(self, batch: Batch) -> ModelOutput:
+        """The model on a batch's images, with the batch's conditioning signal if it has one."""
+        condition = None
+        if self.condition is not None:
+            condition = batch.require(self.condition, "model.condition")
+        assert batch.images is not None
+        return self(batch.images, condition)
 
 
 def load_trunk_weights(trunk: nn.Module, path: str | Path, *, strict: bool = True) -> None:
@@ -58,9 +96,23 @@ def load_trunk_weights(trunk: nn.Module, path: str | Path, *, strict: bool = Tru
         )
 
 
-def build_model(cfg: ModelConfig) -> EmbeddingModel:
-    """Build the trunk named in ``cfg`` (random or local weights) with its embedding head."""
-    trunk = BACKBONES.build(cfg.backbone, where="model")
+def build_trunk(cfg: ModelConfig) -> nn.Module:
+    """The trunk named in ``cfg`` with its options (random, or local weights)."""
+    trunk = BACKBONES.build(cfg.backbone, where="model.backbone_options", **cfg.backbone_options)
     if cfg.weights:
         load_trunk_weights(trunk, cfg.weights, strict=cfg.pretrained_strict)
-    return EmbeddingModel(trunk, cfg.embed_dim)
+    return trunk
+
+
+def build_model(cfg: ModelConfig, context: BuildContext | None = None) -> EmbeddingModel:
+    """The model of ``cfg``: trunk, embedding head, and each head of ``cfg.heads`` built with
+    its knobs and the context's sizes (the trunk's feature size and the embed size are
+    filled in here)."""
+    trunk = build_trunk(cfg)
+    context = BuildContext(**{**(context.values() if context else {}),
+                              "embed_dim": cfg.embed_dim, "feature_dim": trunk.out_dim})
+    heads = {
+        name: build_with_context(HEADS, name, knobs, context, where=f"model.heads.{name}")
+        for name, knobs in cfg.heads.items()
+    }
+    return EmbeddingModel(trunk, cfg.embed_dim, heads, condition=cfg.condition)

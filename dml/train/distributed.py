@@ -10,12 +10,15 @@ training on the whole batch, for trunk parameters and for loss parameters (proxi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from dml.batch import Batch, ModelOutput
 
 
 def world_size() -> int:
@@ -71,21 +74,87 @@ def gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
-def gather_global_batch(
-    embeddings: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate every rank's (embeddings, labels) in rank order; identity on one process.
+def _pack(tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[tuple[str, torch.Size, torch.dtype]]]:
+    """Concatenate ``[B, ...]`` tensors of one dtype into one ``[B, K]`` matrix (and a layout)."""
+    layout = [(name, t.shape, t.dtype) for name, t in tensors.items()]
+    flat = [t.reshape(t.shape[0], -1) for t in tensors.values()]
+    return torch.cat(flat, dim=1), layout
 
-    All ranks must pass the same batch size (the m-per-class sampler guarantees it).
+
+def _unpack(packed: torch.Tensor, layout: list[tuple[str, torch.Size, torch.dtype]]) -> dict[str, torch.Tensor]:
+    out, column = {}, 0
+    for name, shape, dtype in layout:
+        width = int(torch.Size(shape[1:]).numel())
+        out[name] = packed[:, column:column + width].reshape(-1, *shape[1:]).to(dtype)
+        column += width
+    return out
+
+
+def _gather_fields(fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """All-gather ``[B, ...]`` tensors in rank order, one collective per dtype group.
+
+    Tensors that carry gradients go through the sum-and-slice all-gather (so gradients flow
+    back to this rank's slice); the rest through a plain all-gather (bool as uint8).
+    """
+    groups: dict[tuple[torch.dtype, bool], dict[str, torch.Tensor]] = {}
+    for name, tensor in fields.items():
+        grad = tensor.requires_grad
+        wire = torch.uint8 if tensor.dtype == torch.bool else tensor.dtype
+        groups.setdefault((wire, grad), {})[name] = tensor if wire == tensor.dtype else tensor.to(wire)
+    out: dict[str, torch.Tensor] = {}
+    for (_, grad), members in groups.items():
+        packed, layout = _pack(members)
+        if grad:
+            gathered = _AllGatherSumGrad.apply(packed)
+        else:
+            parts = [torch.empty_like(packed) for _ in range(world_size())]
+            with _CommunicationClock.timing(packed):
+                dist.all_gather(parts, packed.contiguous())
+            gathered = torch.cat(parts)
+        out.update(_unpack(gathered, layout))
+    return {name: out[name].to(fields[name].dtype) for name in fields}
+
+
+def _flatten(record: Batch | ModelOutput, skip: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    flat: dict[str, torch.Tensor] = {}
+    for item in dataclasses.fields(record):
+        value = getattr(record, item.name)
+        if item.name in skip:
+            continue
+        if isinstance(value, torch.Tensor):
+            flat[item.name] = value
+        elif isinstance(value, dict):
+            flat.update({f"{item.name}.{key}": t for key, t in value.items()})
+    return flat
+
+
+def _rebuild(record, flat: dict[str, torch.Tensor], **changes):
+    for item in dataclasses.fields(record):
+        value = getattr(record, item.name)
+        if isinstance(value, torch.Tensor) and item.name in flat:
+            changes[item.name] = flat[item.name]
+        elif isinstance(value, dict):
+            changes[item.name] = {key: flat[f"{item.name}.{key}"] for key in value}
+    return dataclasses.replace(record, **changes)
+
+
+def gather_global_batch(output: ModelOutput, batch: Batch) -> tuple[ModelOutput, Batch]:
+    """Every rank's model outputs and batch annotations, concatenated in rank order.
+
+    Identity on one process. Images stay local (the loss never needs another rank's pixels;
+    the gathered batch has ``images=None``). Every other tensor of the batch and every output
+    is gathered; outputs keep their gradient through :class:`_AllGatherSumGrad`, so the
+    update equals single-process training on the global batch. All ranks must pass the same
+    batch size (every sampler guarantees it).
     """
     if world_size() == 1:
-        return embeddings, labels
-    sizes = torch.tensor([embeddings.shape[0]], device=embeddings.device)
-    all_sizes = [torch.empty_like(sizes) for _ in range(world_size())]
-    gathered_labels = [torch.empty_like(labels) for _ in range(world_size())]
-    with _CommunicationClock.timing(labels):
-        dist.all_gather(all_sizes, sizes)
-        dist.all_gather(gathered_labels, labels.contiguous())
-    if len({int(s) for s in all_sizes}) != 1:
-        raise RuntimeError(f"ranks have different batch sizes {[int(s) for s in all_sizes]}")
-    return _AllGatherSumGrad.apply(embeddings), torch.cat(gathered_labels)
+        return output, batch
+    device = batch.index.device
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size())]
+    with _CommunicationClock.timing(batch.index):
+        dist.all_gather(sizes, torch.tensor([len(batch)], dtype=torch.long, device=device))
+    if len({int(s) for s in sizes}) != 1:
+        raise RuntimeError(f"ranks have different batch sizes {[int(s) for s in sizes]}")
+    gathered_output = _rebuild(output, _gather_fields(_flatten(output)))
+    gathered_batch = _rebuild(batch, _gather_fields(_flatten(batch, skip=("images",))), images=None)
+    return gathered_output, gathered_batch

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from safetensors.torch import load_file
 
 from dml.config import ModelConfig
+from dml.context import BuildContext
 from dml.errors import IntegrityError
 from dml.io import atomic_path, sha256_file
 from dml.models import EmbeddingModel, build_model
@@ -20,9 +21,14 @@ CARD_FILE = "model.json"
 
 
 def export_model(
-    model: EmbeddingModel, model_cfg: ModelConfig, out_dir: str | os.PathLike[str], **card: Any
+    model: EmbeddingModel, model_cfg: ModelConfig, out_dir: str | os.PathLike[str], *,
+    context: BuildContext | None = None, **card: Any
 ) -> Path:
-    """Write ``out_dir/{model.safetensors, model.json}`` as one atomic folder swap."""
+    """Write ``out_dir/{model.safetensors, model.json}`` as one atomic folder swap.
+
+    The card holds the model config and the build context (the sizes its heads were built
+    with), so that :func:`load_model` rebuilds the same modules.
+    """
     out_dir = Path(out_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out_dir, directory=True) as tmp:
@@ -30,6 +36,7 @@ def export_model(
         payload = {
             "model": model_cfg.model_dump(mode="json") | {"weights": None},
             "embed_dim": model.embed_dim,
+            "context": (context or BuildContext()).values(),
             "sha256": sha256_file(tmp / WEIGHTS_FILE),
             **card,
         }
@@ -55,7 +62,8 @@ def load_model(model_dir: str | os.PathLike[str]) -> tuple[EmbeddingModel, dict[
     weights = model_dir / WEIGHTS_FILE
     if not weights.is_file() or sha256_file(weights) != card.get("sha256"):
         raise IntegrityError(f"{weights} does not match the checksum in {model_dir / CARD_FILE}")
-    model = build_model(ModelConfig.model_validate(card["model"]))
+    model = build_model(ModelConfig.model_validate(card["model"]),
+                        BuildContext(**card.get("context", {})))
     try:
         model.load_state_dict(load_file(str(weights)))
     except Exception as err:  # noqa: BLE001 - shape mismatch or parse failure

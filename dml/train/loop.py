@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -22,14 +23,16 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from dml.batch import Batch
 from dml.config import RunSpec
+from dml.context import BuildContext, build_with_context
 from dml.data.dataset import ManifestDataset
-from dml.data.samplers import MPerClassBatchSampler
+from dml.data.samplers import SAMPLERS, GlobalBatchSampler
 from dml.errors import IntegrityError
 from dml.io import atomic_path
-from dml.losses import LOSSES, MetricLoss, build_loss
+from dml.losses import MetricLoss, build_loss
 from dml.models import EmbeddingModel, build_model
 from dml.train.distributed import gather_global_batch, gather_objects, take_communication_seconds
 
@@ -58,7 +61,13 @@ class Session(Protocol):
 
 @dataclass
 class LocalSession:
-    """A single process without Ray: for tests, benchmarks and in-process Tune trials."""
+    """A single process without Ray: for tests, benchmarks, in-process Tune trials and the
+    local launcher.
+
+    With ``storage`` (a run folder), every reported checkpoint is kept there as
+    ``checkpoint_<epoch>/`` (written atomically; the last ``keep`` are kept) and a new session
+    on the same folder resumes from the latest one, as a Ray Train run does from its storage.
+    """
 
     resume_from: Path | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -66,12 +75,27 @@ class LocalSession:
     world_size: int = 1
     history: list[dict[str, float]] = field(default_factory=list)
     on_report: Callable[[dict[str, float], Path | None], None] | None = None
+    storage: Path | None = None
+    keep: int = 2
 
     def checkpoint_dir(self) -> Path | None:
-        return self.resume_from
+        return self.resume_from or self.latest_checkpoint()
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint kept in ``storage`` (None without storage or checkpoints)."""
+        if self.storage is None or not self.storage.is_dir():
+            return None
+        kept = sorted(self.storage.glob("checkpoint_*"))
+        return kept[-1] if kept else None
 
     def report(self, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         self.history.append(dict(metrics))
+        if self.storage is not None and checkpoint_dir is not None:
+            epoch = int(metrics["epoch"])
+            with atomic_path(self.storage / f"checkpoint_{epoch:06d}", directory=True) as tmp:
+                shutil.copy2(checkpoint_dir / CHECKPOINT_FILE, tmp / CHECKPOINT_FILE)
+            for old in sorted(self.storage.glob("checkpoint_*"))[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
         if self.on_report is not None:
             self.on_report(metrics, checkpoint_dir)
 
@@ -108,10 +132,13 @@ class DataSpec:
 
 
 class MetricLearner(nn.Module):
-    """Model plus loss in one module, so DDP synchronises trunk, head and proxies together.
+    """Model plus loss in one module, so DDP synchronises trunk, heads and proxies together.
 
-    With ``autocast_dtype`` (bf16) the model runs under autocast; the embeddings are cast back
-    to float32 before the all-gather and the loss, whose exponentials need the range.
+    ``learner(batch)``: the model runs on the batch's images (with its conditioning signal),
+    the outputs and annotations of every rank are gathered into the global batch, and the
+    loss reads both (``forward_batch``). With ``autocast_dtype`` (bf16) the model runs under
+    autocast; its outputs are cast back to float32 before the all-gather and the loss, whose
+    exponentials need the range.
     """
 
     def __init__(self, model: EmbeddingModel, loss: MetricLoss, autocast_dtype: torch.dtype | None = None) -> None:
@@ -120,12 +147,13 @@ class MetricLearner(nn.Module):
         self.loss = loss
         self.autocast_dtype = autocast_dtype
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(images.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+    def forward(self, batch: Batch) -> torch.Tensor:
+        assert batch.images is not None
+        with torch.autocast(batch.images.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            embeddings = self.model(images)
-        embeddings, labels = gather_global_batch(embeddings.float(), labels)
-        return self.loss(embeddings, labels)
+            output = self.model.forward_batch(batch)
+        output, batch = gather_global_batch(output.float(), batch)
+        return self.loss.forward_batch(output, batch)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -137,32 +165,39 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-class _Relabelled(Dataset):
-    """Maps a dataset's class ids to 0..C-1 over the classes it contains (proxies need it)."""
-
-    def __init__(self, dataset: ManifestDataset) -> None:
-        self.dataset = dataset
-        self.classes, self.targets = np.unique(dataset.labels, return_inverse=True)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, _ = self.dataset[index]
-        return image, int(self.targets[index])
-
-
 def build_learner(
-    spec: RunSpec, num_classes: int, *, autocast_dtype: torch.dtype | None = None
+    spec: RunSpec, context: BuildContext, *, autocast_dtype: torch.dtype | None = None
 ) -> MetricLearner:
-    """The model and loss of ``spec``; proxy losses get the class count and embedding size."""
-    kwargs = dict(spec.loss_kwargs)
-    accepted = LOSSES.parameters(spec.loss_name)
-    if "num_classes" in accepted:
-        kwargs["num_classes"] = num_classes
-    if "embed_dim" in accepted:
-        kwargs["embed_dim"] = spec.model.embed_dim
-    return MetricLearner(build_model(spec.model), build_loss(spec.loss_name, **kwargs), autocast_dtype)
+    """The model and loss of ``spec``, sizes (classes, attributes, embed dim) from ``context``."""
+    model = build_model(spec.model, context)
+    context = BuildContext(**{**context.values(), "embed_dim": spec.model.embed_dim,
+                              "feature_dim": model.trunk.out_dim})
+    loss = build_loss(spec.loss, context=context, where=f"experiments.{spec.experiment}.loss")
+    return MetricLearner(model, loss, autocast_dtype)
+
+
+def build_sampler(spec: RunSpec, dataset: ManifestDataset, *, rank: int,
+                  world_size: int) -> GlobalBatchSampler:
+    """The sampler named in ``spec.train.sampler`` over ``dataset``, for this rank."""
+    cfg = spec.train.sampler
+    return build_with_context(SAMPLERS, cfg.name, cfg.knobs(), None,
+                              where=f"experiments.{spec.experiment}.train.sampler",
+                              dataset=dataset, batch_size=spec.train.batch_size, rank=rank,
+                              world_size=world_size, seed=spec.train.seed)
+
+
+def training_set(spec: RunSpec, data: DataSpec) -> ManifestDataset:
+    """The training rows of ``spec`` (its domains, minus held-out folds), labels renumbered."""
+    return ManifestDataset(
+        data.manifest,
+        data.splits,
+        split="train",
+        exclude_folds=list(data.train_exclude_folds) or None,
+        domains=spec.domains,
+        image_size=spec.model.image_size,
+        train=True,
+        relabel=True,
+    )
 
 
 def build_optimizer(learner: MetricLearner, spec: RunSpec) -> torch.optim.Optimizer:
@@ -221,25 +256,11 @@ def fit(
     cfg = spec.train
     epochs = cfg.epochs if epochs is None else epochs
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    train_set = ManifestDataset(
-        data.manifest,
-        data.splits,
-        split="train",
-        exclude_folds=list(data.train_exclude_folds) or None,
-        image_size=spec.model.image_size,
-        train=True,
-    )
-    relabelled = _Relabelled(train_set)
-    sampler = MPerClassBatchSampler(
-        relabelled.targets,
-        m=cfg.m_per_class,
-        batch_size=cfg.batch_size,
-        rank=session.rank,
-        world_size=session.world_size,
-        seed=cfg.seed,
-    )
+    train_set = training_set(spec, data)
+    context = BuildContext(**train_set.context_sizes(), embed_dim=spec.model.embed_dim)
+    sampler = build_sampler(spec, train_set, rank=session.rank, world_size=session.world_size)
     learner = build_learner(
-        spec, num_classes=len(relabelled.classes), autocast_dtype=autocast_dtype(cfg.precision, session.device)
+        spec, context, autocast_dtype=autocast_dtype(cfg.precision, session.device)
     )
     optimizer = build_optimizer(learner, spec)
     history: list[dict[str, float]] = []
@@ -258,13 +279,14 @@ def fit(
             print(f"{spec.experiment}: resuming at epoch {start_epoch} from {resume}", flush=True)
     module = session.prepare(learner)
     workers = gather_objects(session.placement())
-    loader = DataLoader(relabelled, batch_sampler=sampler, num_workers=0)
+    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=0, collate_fn=train_set.collate)
+    clock = TrainingClock(steps_per_epoch=len(sampler), epochs=epochs)
 
     for epoch in range(start_epoch, epochs):
         # Augmentation draws from a generator seeded by (seed, epoch, rank): reproducible runs.
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + session.rank)
         sampler.set_epoch(epoch)
-        metrics = train_one_epoch(module, loader, optimizer, session.device)
+        metrics = train_one_epoch(module, loader, optimizer, session.device, clock=clock, epoch=epoch)
         metrics["epoch"] = float(epoch)
         if validate is not None:
             unwrap(module).model.eval()
@@ -282,7 +304,7 @@ def fit(
                         "sampler": sampler.state_dict(),
                         "history": history,
                         "epoch": epoch,
-                        "num_classes": len(relabelled.classes),
+                        "context": context.values(),
                         "workers": workers,
                         "resumes": resumes,
                     },
@@ -291,32 +313,57 @@ def fit(
     return unwrap(module)
 
 
+@dataclass(frozen=True)
+class TrainingClock:
+    """Where a step sits in the run: global step and progress for losses with schedules."""
+
+    steps_per_epoch: int
+    epochs: int
+
+    def stamp(self, batch: Batch, epoch: int, step_in_epoch: int) -> Batch:
+        """``batch`` with its global step, epoch and progress (fraction done, in [0, 1))."""
+        step = epoch * self.steps_per_epoch + step_in_epoch
+        total = max(1, self.steps_per_epoch * self.epochs)
+        return batch.replace(step=step, epoch=epoch, progress=min(1.0, step / total))
+
+
 def train_one_epoch(
     module: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
+    *,
+    clock: TrainingClock | None = None,
+    epoch: int = 0,
 ) -> dict[str, float]:
-    """One pass over ``loader``: the mean loss, images per second, steps, and the share of the
-    epoch's time spent in the global-batch all-gather (0 on one process)."""
+    """One pass over ``loader``: the mean loss (and the mean of each term the loss logs, as
+    ``loss/<term>``), images per second, steps, and the share of the epoch's time spent in the
+    global-batch all-gather (0 on one process)."""
     module.train()
+    loss_module = unwrap(module).loss
     total, steps, images_seen = 0.0, 0, 0
+    terms: dict[str, float] = {}
     take_communication_seconds()
     start = time.perf_counter()
-    for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device)
-        loss = module(images, labels)
+    for batch in loader:
+        if clock is not None:
+            batch = clock.stamp(batch, epoch, steps)
+        batch = batch.to(device, non_blocking=True)
+        loss = module(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {steps}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += float(loss.detach())
+        for name, value in loss_module.pop_terms().items():
+            terms[name] = terms.get(name, 0.0) + value
         steps += 1
-        images_seen += images.shape[0]
+        images_seen += len(batch)
     elapsed = time.perf_counter() - start
     return {
         "loss": total / max(steps, 1),
+        **{f"loss/{name}": value / max(steps, 1) for name, value in terms.items()},
         "images_per_s": images_seen / elapsed if elapsed > 0 else math.nan,
         "steps": float(steps),
         "gather_share": take_communication_seconds() / elapsed if elapsed > 0 else math.nan,

@@ -1,15 +1,15 @@
 """Ray Train: the same loop on 1 CPU worker or N GPUs over many nodes, with resume.
 
-A run is named by its experiment and a hash of everything that determines it, so starting the
-same run again (after a crash, or a killed `dvc repro`) resumes from its latest checkpoint in
-``storage_path`` while changed parameters start a fresh run.
+A run is named by its experiment and a hash of everything that determines it: the resolved
+parameters, the content of the manifest and splits, and the source of the ``dml`` package.
+Starting the same run again after a crash or a killed `dvc repro` resumes from its latest
+checkpoint in ``storage_path``; changed parameters, data or code start a fresh run (and
+:mod:`dml.train.launch` never resumes a run that finished).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -21,18 +21,8 @@ import ray.train.torch
 from torch import nn
 
 from dml.config import RunSpec
+from dml.train.launch import run_name
 from dml.train.loop import DataSpec, describe_process, fit
-
-
-def run_name(spec: RunSpec, data: DataSpec, epochs: int) -> str:
-    """``<experiment>-<hash>``: equal inputs resume the same run, changed inputs start anew."""
-    payload = json.dumps(
-        {"spec": spec.model_dump(mode="json"), "data": asdict(data), "epochs": epochs},
-        sort_keys=True,
-    )
-    payload_hash = hashlib.sha256(payload.encode()).hexdigest()[:12]
-    return f"{spec.experiment}-{payload_hash}"
-
 
 class RayTrainSession:
     """Session adapter for a Ray Train worker."""

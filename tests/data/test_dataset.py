@@ -17,11 +17,11 @@ from .conftest import png_bytes
 def test_selection_by_split_fold_and_domain(manifest_files):
     manifest, splits_path = manifest_files
     splits = read_splits(splits_path)
-    test = ManifestDataset(manifest, splits_path, split="test")
+    test = ManifestDataset(manifest, splits_path, split="test", domains=("photo",))
     assert len(test) == 24 * 4 and set(test.domains) == {"photo"}
     assert test.num_classes == 48 and test.info.scales == ["fine", "middle", "coarse"]
-    both = ManifestDataset(manifest, splits_path, split="test", domains=("photo", "sketch"))
-    assert len(both) == 2 * len(test)
+    both = ManifestDataset(manifest, splits_path, split="test")  # every domain by default
+    assert len(both) == 2 * len(test) and set(both.domains) == {"photo", "sketch"}
     assert set(both.table.column("role").to_pylist()) == {"both"}
     train = ManifestDataset(manifest, splits_path, split="train")
     assert not set(train.labels) & set(test.labels)
@@ -34,17 +34,17 @@ def test_selection_by_split_fold_and_domain(manifest_files):
     split_of = dict(zip(splits.column("image_id").to_pylist(),
                         splits.column("split").to_pylist()))
     assert all(split_of[i] == "train" for i in train.image_ids)
-    assert train.image_ids == sorted(train.image_ids)
+    photos = ManifestDataset(manifest, splits_path, split="train", domains=("photo",))
+    assert photos.image_ids == sorted(photos.image_ids)
 
 
 def test_items_and_loader(manifest_files):
     manifest, splits_path = manifest_files
     dataset = ManifestDataset(manifest, splits_path, split="train", train=True, image_size=24)
-    image, label = dataset[3]
-    assert image.shape == (3, 24, 24) and image.dtype == torch.float32
-    assert label == int(dataset.labels[3]) and isinstance(label, int)
-    images, labels = next(iter(DataLoader(dataset, batch_size=8)))
-    assert images.shape == (8, 3, 24, 24) and labels.tolist() == dataset.labels[:8].tolist()
+    image, index = dataset[3]
+    assert image.shape == (3, 24, 24) and image.dtype == torch.float32 and index == 3
+    batch = next(iter(DataLoader(dataset, batch_size=8, collate_fn=dataset.collate)))
+    assert batch.images.shape == (8, 3, 24, 24) and batch.labels.tolist() == dataset.labels[:8].tolist()
     evaluation = ManifestDataset(manifest, splits_path, split="test", domains=("sketch",))
     assert torch.equal(evaluation[0][0], evaluation[0][0])  # cached, deterministic
     assert load_images(evaluation, [0, 2]).shape == (2, 3, 32, 32)
@@ -88,11 +88,44 @@ def test_null_label_names_manifest_and_id(tmp_path, manifest_files):
         ManifestDataset(path)
 
 
-def test_scene_manifest_is_refused(tmp_path, small_scenes):
+def test_batches_carry_every_annotation(manifest_files):
+    manifest, splits_path = manifest_files
+    dataset = ManifestDataset(manifest, splits_path, split="train", relabel=True)
+    photos, sketches = (np.flatnonzero(dataset.domains == d) for d in ("photo", "sketch"))
+    batch = dataset.collate([dataset[int(photos[0])], dataset[int(sketches[0])]])
+    assert batch.index.tolist() == [photos[0], sketches[0]]
+    assert set(batch.scales) == {"middle", "coarse"}
+    assert batch.domain.tolist() == [1, 0]  # METHODS.md's d: 1 photo, 0 sketch
+    assert batch.attributes.shape == (2, 8) and batch.attribute_mask.tolist() == [[True] * 8, [False] * 8]
+    assert batch.attributes[1].sum() == 0  # missing attributes are masked, held as 0
+    # Relabelled: every scale numbered 0..C_s-1 over the training rows; the sizes go to the build context.
+    sizes = dataset.context_sizes()
+    assert sizes["num_classes"] == len(dataset.classes["fine"]) == dataset.labels.max() + 1
+    assert sizes["scale_classes"]["coarse"] == dataset.scale_labels["coarse"].max() + 1
+    fine, middle = dataset.labels, dataset.scale_labels["middle"]
+    assert all(sizes["hierarchy"]["middle"][f] == m for f, m in zip(fine, middle))
+    assert sizes["num_attributes"] == 8 and sizes["count_classes"] == 0
+
+
+def test_a_photo_and_its_sketch_share_an_instance(manifest_files):
+    manifest, splits_path = manifest_files
+    dataset = ManifestDataset(manifest, splits_path, split="test")
+    by_id = dict(zip(dataset.image_ids, dataset.instances))
+    photo = next(i for i in dataset.image_ids if i.endswith("-photo"))
+    assert by_id[photo] == by_id[photo.replace("-photo", "-sketch")] >= 0
+
+
+def test_scene_manifest_gives_count_vectors_and_no_labels(tmp_path, small_scenes):
     table, info = small_scenes
     write_manifest(table, tmp_path / "s.parquet", info)
-    with pytest.raises(DataError, match="no 'label' column"):
-        ManifestDataset(tmp_path / "s.parquet")
+    dataset = ManifestDataset(tmp_path / "s.parquet")
+    assert dataset.labels is None and dataset.counts.shape == (len(dataset), info.num_classes())
+    first = table.column("object_counts")[0].as_py()
+    assert {i: c for i, c in enumerate(dataset.counts[0]) if c} == {o["label"]: o["count"] for o in first}
+    batch = dataset.collate([dataset[0], dataset[1]])
+    assert batch.labels is None and batch.counts.shape == (2, info.num_classes())
+    with pytest.raises(DataError, match="sampler 'm_per_class' needs a fine class label"):
+        dataset.require_labels("sampler 'm_per_class'")
 
 
 def test_labels_are_int64(manifest_files):

@@ -85,7 +85,7 @@ def test_resume_mid_epoch():
 
 def test_configuration_errors_name_the_keys():
     labels = _labels(classes=5)
-    with pytest.raises(ConfigError, match=r"train.batch_size .*train.m_per_class"):
+    with pytest.raises(ConfigError, match=r"train.batch_size .*train.sampler.m"):
         MPerClassBatchSampler(labels, m=3, batch_size=16)
     with pytest.raises(ConfigError, match=r"needs 8 distinct classes.*only 5"):
         MPerClassBatchSampler(labels, m=2, batch_size=16)

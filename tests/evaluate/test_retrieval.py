@@ -15,11 +15,11 @@ from dml.evaluate.protocols import query_gallery_index, same_set, split_query_ga
 KS = (1, 2, 4, 8)
 
 
-def reference(query, qlab, gallery=None, glab=None, ks=KS, similarity="cosine", exclude=None):
+def reference(query, qlab, gallery=None, glab=None, ks=KS, metric="cosine", exclude=None):
     """Python loop over queries: float64 scores, full argsort, metrics by loops over positions."""
     def prep(x):
         x = np.asarray(x, dtype=np.float64)
-        return x / np.linalg.norm(x, axis=1, keepdims=True) if similarity == "cosine" else x
+        return x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
 
     q = prep(query)
     self_ranking = gallery is None
@@ -94,8 +94,8 @@ def test_separate_gallery_matches_reference(seed):
 
 def test_dot_similarity_matches_reference():
     x, y = clustered(80, 5, 8, 4)
-    got = retrieval_metrics(x[:30], y[:30], x[30:] * 3.0, y[30:], similarity="dot", nmi=False)
-    assert_metrics_equal(got, reference(x[:30], y[:30], x[30:] * 3.0, y[30:], similarity="dot"))
+    got = retrieval_metrics(x[:30], y[:30], x[30:] * 3.0, y[30:], metric="dot", nmi=False)
+    assert_metrics_equal(got, reference(x[:30], y[:30], x[30:] * 3.0, y[30:], metric="dot"))
 
 
 def test_query_gallery_index_excludes_the_same_item():
@@ -231,7 +231,7 @@ def test_non_finite_is_data_error(bad):
         ({"query": np.zeros((0, 2)), "query_labels": []}, DataError, "0 rows"),
         ({"query": np.zeros((2, 2)), "query_labels": [0, 0]}, DataError, "all zeros"),
         ({"query": np.ones((2, 2)), "query_labels": [0, 0], "gallery": np.ones((2, 2))}, DataError, "together"),
-        ({"query": np.ones((2, 2)), "query_labels": [0, 0], "similarity": "l2"}, ConfigError, "similarity"),
+        ({"query": np.ones((2, 2)), "query_labels": [0, 0], "metric": "l2"}, ConfigError, "metric"),
         ({"query": np.ones((2, 2)), "query_labels": [0, 0], "ks": (0,)}, ConfigError, "ks"),
     ],
 )

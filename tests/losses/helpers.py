@@ -10,7 +10,9 @@ from dml.losses import LOSSES, MetricLoss, build_loss
 
 #: Constructor arguments a registered loss needs beyond num_classes / embed_dim. A loss added to
 #: LOSSES whose factory has other required arguments must get an entry here.
-EXTRA_KWARGS: dict[str, dict[str, Any]] = {}
+EXTRA_KWARGS: dict[str, dict[str, Any]] = {
+    "embedding_norm": {"base": {"name": "contrastive"}, "weight": 0.1},
+}
 
 
 def make_loss(name: str, num_classes: int, embed_dim: int, **kwargs: Any) -> MetricLoss:

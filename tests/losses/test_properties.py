@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from dml.errors import ConfigError
-from dml.losses import LOSSES, MetricLoss, build_loss
+from dml.losses import LOSSES, MetricLoss, build_loss, is_wrapper
 from dml.losses.triplet import TripletLoss
 from dml.similarity import equality_similarity
 
 from .helpers import make_loss, random_batch
 
 ALL = LOSSES.names()
-PAIR = [n for n in ALL if not LOSSES.get(n).needs_class_labels]
+WRAPPERS = [n for n in ALL if is_wrapper(n)]
+PAIR = [n for n in ALL if not LOSSES.get(n).needs_class_labels and n not in WRAPPERS]
 PROXY = [n for n in ALL if LOSSES.get(n).needs_class_labels]
 
 LABEL_SETS = {

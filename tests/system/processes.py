@@ -86,7 +86,7 @@ def write_params(folder: Path, *, experiment: str, train: dict | None = None, tu
     tuned.json in ``folder``: a project for running single stages."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["embed_dim"] = 16
-    params["train"].update({"batch_size": 16, "m_per_class": 4} | (train or {}))
+    params["train"].update({"batch_size": 16} | (train or {}))
     params["tune"].update(tune or {})
     params["experiments"] = {experiment: params["experiments"]["multi_similarity"]}
     folder.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -22,17 +23,27 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.dvc, pytest.mark.ray, pytest.mark.slow]
 
 
+TINY_OPTIONS = {"seed": 0, "image_size": 32, "families": 2, "types_per_family": 2, "classes_per_type": 3,
+                "images_per_class": 45}
+
+
 def tiny_params() -> dict:
+    """Two datasets (photos; photos with their sketches), an experiment on each."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["ingest"]["options"] = {"seed": 0, "image_size": 32, "families": 2, "types_per_family": 2,
-                                "classes_per_type": 3, "images_per_class": 45}
-    raw["split"]["num_folds"] = 2
+    shapes = raw["datasets"]["shapes"]
+    shapes["options"] = dict(TINY_OPTIONS)
+    shapes["split"]["num_folds"] = 2
+    sketches = {**shapes, "options": {**TINY_OPTIONS, "images_per_class": 24, "domains": ["photo", "sketch"]},
+                "protocol": {"name": "cross_domain", "query_domain": "sketch", "gallery_domain": "photo",
+                             "precision_ks": [10]}}
+    raw["datasets"] = {"shapes": shapes, "sketches": sketches}
     raw["model"]["embed_dim"] = 16
-    raw["train"].update(epochs=1, batch_size=12, m_per_class=3)
+    raw["train"].update(epochs=1, batch_size=12, sampler={"name": "m_per_class", "m": 3})
     raw["tune"]["trials"] = 0
     raw["quantize"] = {"kinds": ["pq"], "bits": [32]}
     raw["evaluate"]["grid_queries"] = 3
-    raw["experiments"] = {"tiny": raw["experiments"]["multi_similarity"]}
+    raw["experiments"] = {"tiny": raw["experiments"]["multi_similarity"],
+                          "tiny_sketch": {**raw["experiments"]["multi_similarity"], "dataset": "sketches"}}
     return raw
 
 
@@ -73,15 +84,23 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     repo, env = project
     first = run(["dvc", "repro"], repo, env)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    per_experiment = {"tune", "train", "embed", "quantize", "evaluate"}
     assert ran_stages(first.stdout) == {
-        "ingest", "preprocess", "tune@tiny", "train@tiny", "embed@tiny", "quantize@tiny", "evaluate@tiny", "report",
+        "ingest@shapes", "ingest@sketches", "preprocess@shapes", "preprocess@sketches", "report",
+        *{f"{stage}@{name}" for stage in per_experiment for name in ("tiny", "tiny_sketch")},
     }
     metrics = json.loads((repo / "metrics/tiny.json").read_text())
     assert set(metrics["float"]) >= {"recall@1", "recall@8", "map@r", "r_precision", "map", "nmi"}
     assert 0.0 < metrics["float"]["recall@1"] <= 1.0
     assert metrics["quantized"]["pq32"]["bytes_per_vector"] == 4
+    # The sketch dataset is evaluated with its own protocol: sketch queries against photos.
+    sketch = json.loads((repo / "metrics/tiny_sketch.json").read_text())
+    assert sketch["protocol"]["name"] == "cross_domain" and "precision@10" in sketch["float"]
+    manifest = pq.read_table(repo / "data/sketches/manifest.parquet", columns=["domain"])
+    assert sketch["queries"] == manifest.column("domain").to_pylist().count("sketch") // 2
     table = (repo / "results/comparison.md").read_text()
     assert "| tiny | multi_similarity |" in table
+    assert "## shapes · self_retrieval" in table and "## sketches · cross_domain" in table
     assert (repo / "plots/tiny/retrieval_grid.png").stat().st_size > 0
     assert (repo / "dvclive/tiny/plots/metrics/loss.tsv").is_file()
 
@@ -94,7 +113,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     changed = run(["dvc", "repro"], repo, env)
     assert changed.returncode == 0, changed.stderr
-    assert ran_stages(changed.stdout) == {"evaluate@tiny", "report"}
+    assert ran_stages(changed.stdout) == {"evaluate@tiny", "evaluate@tiny_sketch", "report"}
     assert "recall@8" not in json.loads((repo / "metrics/tiny.json").read_text())["float"]
 
     # A sweep point as a DVC experiment: only what depends on the swept key re-runs.
@@ -103,9 +122,31 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     exp = run(["dvc", "exp", "run", "-S", "evaluate.grid_queries=2"], repo, env)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
     # The grid is not a metric: report's inputs are unchanged, so DVC skips it too.
-    assert ran_stages(exp.stdout) == {"evaluate@tiny"}
+    assert ran_stages(exp.stdout) == {"evaluate@tiny", "evaluate@tiny_sketch"}
     shown = run(["dvc", "exp", "show", "--json"], repo, env)
     assert shown.returncode == 0 and "grid_queries" in shown.stdout
+
+
+def test_a_changed_module_retrains_and_a_forced_run_never_resumes_a_finished_one(project):
+    repo, env = project
+    loop = repo / "dml/train/loop.py"
+    loop.write_text(loop.read_text() + "\n# a change to the training code\n")
+    changed = run(["dvc", "repro"], repo, env)
+    assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
+    ran = ran_stages(changed.stdout)
+    assert {"tune@tiny", "train@tiny", "train@tiny_sketch"} <= ran
+    assert not {s for s in ran if s.startswith(("ingest", "preprocess"))}  # they do not run that module
+    output = changed.stdout + changed.stderr
+    assert "resuming at epoch" not in output and "training it again" in output
+    assert json.loads((repo / "models/tiny/model.json").read_text())["resumed_at_epochs"] == []
+
+    forced = run(["dvc", "repro", "--force", "--single-item", "train@tiny"], repo, env)
+    assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
+    assert ran_stages(forced.stdout) == {"train@tiny"}
+    output = forced.stdout + forced.stderr
+    assert "resuming at epoch" not in output and "had finished; training it again" in output
+    card = json.loads((repo / "models/tiny/model.json").read_text())
+    assert card["resumed_at_epochs"] == [] and len(card["history"]) == card["train"]["epochs"]
 
 
 def test_unknown_params_key_stops_the_stage_and_names_it(project):
@@ -114,8 +155,9 @@ def test_unknown_params_key_stops_the_stage_and_names_it(project):
     params["quantize"]["bitz"] = [8]
     bad = repo / "bad-params.yaml"
     bad.write_text(yaml.safe_dump(params))
-    out = run([sys.executable, "pipelines/quantize.py", "--params", str(bad), "--embeddings",
-               "embeddings/tiny.parquet", "--out", "indexes/elsewhere"], repo, env)
+    out = run([sys.executable, "pipelines/quantize.py", "--params", str(bad), "--experiment", "tiny",
+               "--manifest", "data/shapes/manifest.parquet", "--splits", "data/shapes/splits.parquet",
+               "--embeddings", "embeddings/tiny.parquet", "--out", "indexes/elsewhere"], repo, env)
     assert out.returncode == 2
     assert "quantize.bitz: unknown key" in out.stderr
     assert "Traceback" not in out.stderr
@@ -133,12 +175,13 @@ def test_corrupt_image_fails_ingest_with_every_bad_file_and_no_output(project, t
             Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tree / cls / f"{i}.png")
     (tree / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (tree / "dog" / "empty.jpg").write_bytes(b"")
-    params = tiny_params() | {"ingest": {"source": "folder", "on_bad": "fail", "options": {"root": str(tree)}}}
+    params = tiny_params()
+    params["datasets"]["mine"] = {"source": "folder", "on_bad": "fail", "options": {"root": str(tree)}}
     cfg = tmp_path / "params.yaml"
     cfg.write_text(yaml.safe_dump(params))
     out_path = tmp_path / "manifest.parquet"
-    out = run([sys.executable, "pipelines/ingest.py", "--params", str(cfg), "--out", str(out_path),
-               "--report", str(tmp_path / "report.json")], repo, env)
+    out = run([sys.executable, "pipelines/ingest.py", "--params", str(cfg), "--dataset", "mine",
+               "--out", str(out_path), "--report", str(tmp_path / "report.json")], repo, env)
     assert out.returncode == 2, out.stderr
     assert "broken.png" in out.stderr and "empty.jpg" in out.stderr
     assert not out_path.exists() and not (tmp_path / "report.json").exists()
@@ -178,7 +221,7 @@ def test_deterministic_stages_give_identical_hashes_when_run_again(project):
     repo, env = project
     assert run(["git", "add", "-A"], repo, env).returncode == 0
     assert run(["git", "commit", "-qm", "resumed"], repo, env).returncode == 0
-    for stage in ("ingest", "preprocess"):
+    for stage in ("ingest@shapes", "preprocess@shapes"):
         forced = run(["dvc", "repro", "--force", "--single-item", stage], repo, env)
         assert forced.returncode == 0, forced.stderr
         assert ran_stages(forced.stdout) == {stage}

@@ -25,10 +25,10 @@ EPOCHS = 4
 def spec() -> RunSpec:
     return RunSpec(
         experiment="fault",
-        loss_name="proxy_anchor",
-        loss_kwargs={},
+        dataset="fault",
+        loss={"name": "proxy_anchor"},
         model=ModelConfig(backbone="small_cnn", embed_dim=16, image_size=32),
-        train=TrainConfig(epochs=EPOCHS, batch_size=16, m_per_class=4, num_workers=2, cpus_per_worker=1,
+        train=TrainConfig(epochs=EPOCHS, batch_size=16, num_workers=2, cpus_per_worker=1,
                           max_failures=1),
     )
 

@@ -13,9 +13,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from dml.batch import Batch
 from dml.losses import LOSSES, build_loss
 from dml.train.loop import MetricLearner
 from dml.models import EmbeddingModel
+
+from losses.helpers import EXTRA_KWARGS
 
 B, D_IN, D = 8, 6, 4
 
@@ -35,7 +38,7 @@ CASES = {name: {} for name in LOSSES.names()} | {
 def make_learner(case: str) -> MetricLearner:
     torch.manual_seed(0)
     name = case.split("-")[0]
-    kwargs = dict(CASES[case])
+    kwargs = {**EXTRA_KWARGS.get(name, {}), **CASES[case]}
     if "num_classes" in LOSSES.parameters(name):
         kwargs.update(num_classes=3, embed_dim=D)
     return MetricLearner(EmbeddingModel(Flat(), D), build_loss(name, **kwargs))
@@ -48,7 +51,7 @@ def batch():
 
 def one_step(learner, x, y):
     opt = torch.optim.SGD(learner.parameters(), lr=0.1)
-    loss = learner(x, y)
+    loss = learner(Batch(images=x, index=torch.arange(len(y)), labels=y))
     opt.zero_grad()
     loss.backward()
     opt.step()

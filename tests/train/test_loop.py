@@ -5,17 +5,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from dml.batch import Batch
 from dml.config import ModelConfig, RunSpec, TrainConfig
+from dml.context import BuildContext
 from dml.train.loop import DataSpec, LocalSession, autocast_dtype, build_learner, fit, load_checkpoint
 
 
 def tiny_spec(loss: str = "multi_similarity", **train) -> RunSpec:
     return RunSpec(
         experiment="t",
-        loss_name=loss,
-        loss_kwargs={},
+        dataset="tiny",
+        loss={"name": loss},
         model=ModelConfig(backbone="small_cnn", embed_dim=16, image_size=32),
-        train=TrainConfig(**({"epochs": 2, "batch_size": 16, "m_per_class": 4} | train)),
+        train=TrainConfig(**({"epochs": 2, "batch_size": 16} | train)),
     )
 
 
@@ -59,14 +61,15 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_data, tmp_pa
 
 
 def test_bf16_autocast_runs_the_trunk_in_bf16_and_the_loss_in_fp32():
-    learner = build_learner(tiny_spec(), num_classes=4)
+    learner = build_learner(tiny_spec(), BuildContext(num_classes=4))
     trunk_dtypes, loss_dtypes = [], []
     learner.model.trunk.register_forward_hook(lambda module, args, out: trunk_dtypes.append(out.dtype))
     learner.loss.register_forward_pre_hook(lambda module, args: loss_dtypes.append(args[0].dtype))
     images, labels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(4).repeat(2)
-    full = learner(images, labels)
+    batch = Batch(images=images, index=torch.arange(8), labels=labels)
+    full = learner(batch)
     learner.autocast_dtype = torch.bfloat16
-    mixed = learner(images, labels)
+    mixed = learner(batch)
     assert trunk_dtypes == [torch.float32, torch.bfloat16]
     assert loss_dtypes == [torch.float32, torch.float32]
     torch.testing.assert_close(mixed, full, rtol=0.05, atol=0.05)

@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from dml.config import ModelConfig, RunSpec, TrainConfig
+from dml.context import BuildContext
 from dml.train.export import export_model, load_model
 from dml.train.loop import DataSpec, build_learner, load_checkpoint
-from dml.train.ray_trainer import latest_checkpoint, run_name, train_on_ray
+from dml.train.launch import run_name
+from dml.train.ray_trainer import latest_checkpoint, train_on_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -14,10 +16,10 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def spec(**train) -> RunSpec:
     return RunSpec(
         experiment="raytest",
-        loss_name="proxy_anchor",
-        loss_kwargs={"margin": 0.1},
+        dataset="tiny",
+        loss={"name": "proxy_anchor", "margin": 0.1},
         model=ModelConfig(backbone="small_cnn", embed_dim=16, image_size=32),
-        train=TrainConfig(**({"epochs": 2, "batch_size": 16, "m_per_class": 4, "num_workers": 2} | train)),
+        train=TrainConfig(**({"epochs": 2, "batch_size": 16, "num_workers": 2} | train)),
     )
 
 
@@ -39,10 +41,11 @@ def test_two_worker_run_trains_resumes_and_exports(ray_local, tiny_data, short_t
     # More epochs continue the same history; changed parameters make a different run.
     assert run_name(spec(), data, 2) != run_name(spec(lr=0.01), data, 2)
 
-    learner = build_learner(spec(), num_classes=state["num_classes"])
+    context = BuildContext(**state["context"])
+    learner = build_learner(spec(), context)
     learner.load_state_dict(state["learner"])
-    export_model(learner.model, spec().model, tmp_path / "model", experiment="raytest")
+    export_model(learner.model, spec().model, tmp_path / "model", context=context, experiment="raytest")
     model, card = load_model(tmp_path / "model")
     x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(model(x), learner.model.eval()(x))
+    torch.testing.assert_close(model(x).embeddings, learner.model.eval()(x).embeddings)
     assert card["embed_dim"] == 16

@@ -1,0 +1,54 @@
+"""Checks before compute: every component an experiment names, with its knobs, is built once
+with stand-in sizes, and every search key must name a knob of the resolved run.
+
+Unknown names, unknown knobs and bad values (a negative margin) fail here, in seconds, with
+the dotted key of params.yaml, instead of inside a training worker.
+"""
+
+from __future__ import annotations
+
+from dml.config import Params, RunSpec, resolve_run
+from dml.context import BuildContext, build_with_context
+from dml.data.samplers import LOOP_ARGUMENTS, SAMPLERS
+from dml.errors import ConfigError
+from dml.evaluate.protocols import build_protocol
+from dml.losses import build_loss
+from dml.models import BACKBONES, HEADS
+
+
+def check_run(spec: RunSpec) -> None:
+    """Build (or check the knobs of) every registered component ``spec`` names."""
+    where = f"experiments.{spec.experiment}"
+    context = BuildContext.placeholder(spec.model.embed_dim)
+    build_loss(spec.loss, context=context, where=f"{where}.loss")
+    sampler = spec.train.sampler
+    supplied = sorted(set(sampler.knobs()) & set(LOOP_ARGUMENTS))
+    if supplied:
+        raise ConfigError(f"{', '.join(f'{where}.train.sampler.{k}' for k in supplied)}: set by "
+                          "the training loop; remove it")
+    SAMPLERS.check_kwargs(sampler.name, sampler.knobs(), where=f"{where}.train.sampler")
+    BACKBONES.check_kwargs(spec.model.backbone, spec.model.backbone_options,
+                           where=f"{where}.model.backbone_options")
+    for head, knobs in spec.model.heads.items():
+        build_with_context(HEADS, head, knobs, context, where=f"{where}.model.heads.{head}")
+    build_protocol(spec.protocol, where=f"{where}.protocol")
+
+
+def check_experiment(params: Params, name: str) -> None:
+    """Check experiment ``name``'s components and each of its search keys (each must name a
+    knob of the resolved run, nested knobs such as ``loss.base.margin`` included)."""
+    exp = params.experiment(name)
+    check_run(resolve_run(params, name))
+    for key, dim in exp.search.items():
+        try:
+            check_run(resolve_run(params, name, {key: dim.example()}))
+        except ConfigError as err:
+            raise ConfigError(f"search key experiments.{name}.search.{key} names no knob of the "
+                              f"run ({err})") from None
+
+
+def check_params(params: Params) -> Params:
+    """Check every experiment of ``params``; returns ``params``."""
+    for name in params.experiments:
+        check_experiment(params, name)
+    return params

@@ -1,0 +1,78 @@
+"""Where a training run executes, and which earlier work it may resume.
+
+``train.launcher``: ``ray`` runs the loop in Ray Train workers (one or many, CPU or GPU, on a
+cluster when ``RAY_ADDRESS`` is set); ``local`` runs the same loop in this process, with
+checkpoints kept in the same run folder so that a killed run resumes too; ``auto`` picks Ray
+Train when a cluster, several workers or a GPU are asked for and the local loop otherwise (on
+a small machine, starting Ray Train's controller and worker processes takes longer than a
+small model's whole training).
+
+A run folder ``<storage>/<run name>`` is named by everything that determines the run (see
+:func:`run_name`): parameters, data and the package source. Starting
+the same run again resumes an unfinished one; a finished one (its model was exported) is
+trained again from scratch, so no stage ever hands back a model of other inputs or code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dml.config import RunSpec, TrainConfig
+from dml.io import write_json_atomic
+from dml.runtime import inputs_hash, ray_session
+from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
+
+#: Written into a run's folder once its model is exported: such a run is never resumed.
+FINISHED_MARKER = "dml-finished.json"
+
+
+def run_name(spec: RunSpec, data: DataSpec, epochs: int) -> str:
+    """``<experiment>-<hash>``: equal inputs resume the same run, changed inputs start anew."""
+    return f"{spec.experiment}-{inputs_hash({'spec': spec.model_dump(mode='json'), 'epochs': epochs}, data)}"
+
+
+def launcher(cfg: TrainConfig) -> str:
+    """``ray`` or ``local`` for ``train.launcher`` (``auto`` resolved)."""
+    if cfg.launcher != "auto":
+        return cfg.launcher
+    wants_ray = bool(os.environ.get("RAY_ADDRESS")) or cfg.num_workers > 1 or cfg.use_gpu
+    return "ray" if wants_ray else "local"
+
+
+def discard_if_finished(run_folder: Path) -> bool:
+    """Remove a finished run's folder so that it trains again from scratch; True if removed."""
+    if (run_folder / FINISHED_MARKER).is_file():
+        shutil.rmtree(run_folder)
+        return True
+    return False
+
+
+def mark_finished(run_folder: Path, **details: Any) -> None:
+    """Record that the run's model was exported (so a later start does not resume it)."""
+    write_json_atomic(run_folder / FINISHED_MARKER, details)
+
+
+def train_run(spec: RunSpec, data: DataSpec, *, storage_path: Path) -> tuple[dict[str, Any], Path]:
+    """Train ``spec`` (resuming an unfinished run of the same name) with its launcher; the
+    last checkpoint's state and the run folder."""
+    name = run_name(spec, data, spec.train.epochs)
+    folder = storage_path / name
+    if discard_if_finished(folder):
+        print(f"{spec.experiment}: run {name} had finished; training it again", flush=True)
+    if launcher(spec.train) == "local":
+        session = LocalSession(storage=folder)
+        fit(spec, data, session)
+        checkpoint = session.latest_checkpoint()
+        assert checkpoint is not None
+        return load_checkpoint(checkpoint), folder
+    from dml.train.ray_trainer import latest_checkpoint, make_trainer
+
+    with ray_session():
+        result = make_trainer(spec, data, storage_path=storage_path, name=name).fit()
+        if result.error is not None:
+            raise result.error
+        with latest_checkpoint(result) as checkpoint:
+            return load_checkpoint(checkpoint), folder

@@ -1,0 +1,180 @@
+"""Each evaluation protocol against a loop over queries on tiny data, and the options of
+retrieval_metrics that protocols use (own relevance, graded NDCG, euclidean and Hamming)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dml.errors import ConfigError, DataError
+from dml.evaluate import retrieval_metrics
+from dml.evaluate.protocols import PROTOCOLS, EvalRows, build_protocol
+
+
+def loop_metrics(query, gallery, relevant, *, own=None, metric="cosine", grades=None, ndcg_k=None, map_k=None,
+                 precision_k=None):
+    """Per query: score every gallery item, sort (ties: non-relevant first), average."""
+    def prep(x):
+        x = np.asarray(x, dtype=np.float64)
+        return x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
+
+    q, g = prep(query), prep(gallery)
+    rows = []
+    for i in range(len(q)):
+        keep = np.ones(len(g), bool)
+        if own is not None and own[i] >= 0:
+            keep[own[i]] = False
+        if metric == "euclidean":
+            scores = -((g[keep] - q[i]) ** 2).sum(1)
+        elif metric == "hamming":
+            scores = -(g[keep] != q[i]).sum(1)
+        else:
+            scores = g[keep] @ q[i]
+        rel = relevant[i][keep]
+        grade = grades[i][keep] if grades is not None else None
+        order = np.lexsort((rel, -scores))  # primary: score desc; ties: non-relevant first
+        r = rel[order]
+        R = int(r.sum())
+        if R == 0:
+            continue
+        hits = np.cumsum(r)
+        prec = hits / np.arange(1, len(r) + 1)
+        row = {"recall@1": float(r[0]), "r_precision": float(r[:R].sum() / R),
+               "map@r": float((prec[:R] * r[:R]).sum() / R), "map": float((prec * r).sum() / R)}
+        if map_k:
+            top = r[:map_k]
+            row[f"map@{map_k}"] = float((prec[:map_k] * top).sum() / top.sum()) if top.any() else 0.0
+        if precision_k:
+            row[f"precision@{precision_k}"] = float(r[:precision_k].sum() / precision_k)
+        if ndcg_k:
+            order_g = np.lexsort((grade, -scores))
+            gains = np.where(rel, grade, 0.0)
+            disc = 1 / np.log2(np.arange(2, ndcg_k + 2))
+            dcg = (gains[order_g][:ndcg_k] * disc[: len(gains[order_g][:ndcg_k])]).sum()
+            ideal = np.sort(gains)[::-1][:ndcg_k]
+            row[f"ndcg@{ndcg_k}"] = float(dcg / (ideal * disc[: len(ideal)]).sum())
+        rows.append(row)
+    return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+
+
+def check(got, expected):
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
+
+
+def tiny_rows(seed=0, n=40):
+    rng = np.random.default_rng(seed)
+    fine = rng.integers(0, 6, n)
+    rows = EvalRows(
+        ids=np.asarray([f"i{k}" for k in range(n)], dtype=object),
+        split=np.full(n, "test", dtype=object),
+        role=np.asarray(rng.choice(["query", "gallery", "both"], n), dtype=object),
+        domain=np.asarray(rng.choice(["photo", "sketch"], n), dtype=object),
+        labels={"fine": fine, "middle": fine // 2, "coarse": fine // 4},
+        counts=rng.integers(0, 3, (n, 5)).astype(np.float32),
+    )
+    vectors = rng.normal(size=(n, 4)) + fine[:, None] * 0.3
+    return rows, vectors.astype(np.float32)
+
+
+def test_registry_names():
+    assert set(PROTOCOLS.names()) == {"self_retrieval", "query_gallery", "cross_domain", "per_scale", "multilabel"}
+
+
+def test_self_retrieval_is_leave_one_out_over_every_row():
+    rows, x = tiny_rows()
+    got = build_protocol({"name": "self_retrieval"}).evaluate(rows, x, ks=(1,), nmi=False)
+    labels = rows.labels["fine"]
+    check(got, loop_metrics(x, x, labels[:, None] == labels[None, :], own=np.arange(len(x))))
+
+
+def test_query_gallery_follows_roles_and_leaves_out_each_both_row_itself():
+    rows, x = tiny_rows(1)
+    got = build_protocol({"name": "query_gallery"}).evaluate(rows, x, ks=(1,), nmi=False)
+    q = np.isin(rows.role, ["query", "both"])
+    g = np.isin(rows.role, ["gallery", "both"])
+    gallery_pos = np.cumsum(g) - 1
+    own = np.where(rows.role[q] == "both", gallery_pos[q], -1)
+    labels = rows.labels["fine"]
+    check(got, loop_metrics(x[q], x[g], labels[q][:, None] == labels[g][None, :], own=own))
+
+
+def test_cross_domain_ranks_sketches_against_photos_by_euclidean_distance():
+    rows, x = tiny_rows(2)
+    x = x * np.random.default_rng(9).uniform(0.5, 2.0, (len(x), 1)).astype(np.float32)  # norms matter
+    protocol = build_protocol({"name": "cross_domain", "precision_ks": [3]})
+    got = protocol.evaluate(rows, x, ks=(1,), nmi=False)
+    q, g = rows.domain == "sketch", rows.domain == "photo"
+    labels = rows.labels["fine"]
+    expected = loop_metrics(x[q], x[g], labels[q][:, None] == labels[g][None, :], metric="euclidean", precision_k=3)
+    check(got, expected)
+    cosine = build_protocol({"name": "cross_domain", "metric": "cosine"}).evaluate(rows, x, ks=(1,), nmi=False)
+    assert cosine["map"] != pytest.approx(got["map"])
+
+
+def test_per_scale_reports_each_scale_and_their_average():
+    rows, x = tiny_rows(3)
+    got = build_protocol({"name": "per_scale"}).evaluate(rows, x, ks=(1,), nmi=False)
+    for scale, labels in rows.labels.items():
+        check({k.split("/", 1)[1]: v for k, v in got.items() if k.startswith(f"{scale}/")},
+              loop_metrics(x, x, labels[:, None] == labels[None, :], own=np.arange(len(x))))
+    for name in ("map", "map@r", "recall@1"):
+        assert got[f"avg/{name}"] == pytest.approx(np.mean([got[f"{s}/{name}"] for s in rows.labels]))
+    with pytest.raises(DataError, match=r"no labels at scale\(s\) \['species'\]"):
+        build_protocol({"name": "per_scale", "scales": ["fine", "species"]}).evaluate(rows, x, nmi=False)
+
+
+def test_multilabel_shares_a_label_and_grades_ndcg_by_jaccard():
+    rows, x = tiny_rows(4)
+    got = build_protocol({"name": "multilabel", "map_ks": [5], "ndcg_ks": [4]}).evaluate(rows, x, ks=(1,), nmi=False)
+    q = np.isin(rows.role, ["query", "both"])
+    g = np.isin(rows.role, ["gallery", "both"])
+    gallery_pos = np.cumsum(g) - 1
+    own = np.where(rows.role[q] == "both", gallery_pos[q], -1)
+    cq, cg = rows.counts[q], rows.counts[g]
+    relevant = (cq > 0).astype(float) @ (cg > 0).astype(float).T > 0
+    mins = np.minimum(cq[:, None, :], cg[None, :, :]).sum(-1)
+    maxs = np.maximum(cq[:, None, :], cg[None, :, :]).sum(-1)
+    jaccard = np.divide(mins, maxs, out=np.zeros_like(mins), where=maxs > 0)
+    check(got, loop_metrics(x[q], x[g], relevant, own=own, grades=jaccard, ndcg_k=4, map_k=5))
+
+
+def test_quantized_gallery_replaces_the_gallery_vectors():
+    rows, x = tiny_rows(5)
+    protocol = build_protocol({"name": "cross_domain", "metric": "cosine"})
+    queries, gallery, _ = protocol.split(rows)
+    same = protocol.evaluate(rows, x, ks=(1,), gallery=x[gallery], metric="cosine", nmi=False)
+    assert same == protocol.evaluate(rows, x, ks=(1,), nmi=False)
+    with pytest.raises(DataError, match="the gallery holds 3 vectors"):
+        protocol.evaluate(rows, x, gallery=x[:3], nmi=False)
+
+
+def test_protocol_knobs_are_checked():
+    with pytest.raises(ConfigError, match=r"protocol\.metric: 'manhattan'"):
+        build_protocol({"name": "cross_domain", "metric": "manhattan"})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) protocol\.k "):
+        build_protocol({"name": "self_retrieval", "k": 3})
+    with pytest.raises(ConfigError, match=r"protocol\.ndcg_ks must be positive"):
+        build_protocol({"name": "multilabel", "ndcg_ks": [0]})
+
+
+def test_retrieval_metrics_takes_a_relevance_of_ones_own():
+    rows, x = tiny_rows(6)
+    rng = np.random.default_rng(0)
+    relevant = rng.random((10, 30)) < 0.3
+    relevant[:, 0] = True
+    got = retrieval_metrics(x[:10], gallery=x[10:], relevance=relevant, ks=(1,), nmi=False)
+    check(got, loop_metrics(x[:10], x[10:], relevant))
+    callback = retrieval_metrics(x[:10], gallery=x[10:], relevance=lambda r: __import__("torch").as_tensor(relevant)[r],
+                                 ks=(1,), nmi=False, block_bytes=5 * 30 * 3)  # streamed in blocks of 3 queries
+    assert callback == got
+
+
+def test_hamming_ranking_of_binary_codes():
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 2, (25, 16))
+    labels = rng.integers(0, 3, 25)
+    got = retrieval_metrics(codes[:8], labels[:8], codes[8:], labels[8:], metric="hamming", ks=(1,), nmi=False)
+    check(got, loop_metrics(codes[:8], codes[8:], labels[:8, None] == labels[None, 8:], metric="hamming"))
+    with pytest.raises(DataError, match="0/1 bits"):
+        retrieval_metrics(codes[:8] * 2, labels[:8], codes[8:], labels[8:], metric="hamming", nmi=False)
