@@ -1,5 +1,6 @@
-"""The train stage's driver killed mid-run (SIGKILL to its whole process group, Ray included)
-and started again: it resumes from its checkpoint; changed parameters start a fresh run."""
+"""The train stage's driver killed mid-run (SIGKILL to its whole process group, Ray included
+when it launched Ray) and started again: it resumes from its checkpoint; changed parameters
+start a fresh run. Both launchers: Ray Train, and the in-process loop the demo uses."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 EPOCHS = 4
 
 
-def test_killed_train_stage_resumes_and_changed_params_start_afresh(fault_data, short_tmp, tmp_path):
+@pytest.mark.parametrize("launcher", ["ray", "local"])
+def test_killed_train_stage_resumes_and_changed_params_start_afresh(launcher, fault_data, short_tmp, tmp_path):
     data = {"manifest": fault_data.manifest, "splits": fault_data.splits}
-    storage = short_tmp / "driver-runs"
-    train = {"epochs": EPOCHS, "num_workers": 1, "cpus_per_worker": 2, "storage_path": str(storage)}
+    storage = short_tmp / f"driver-runs-{launcher}"
+    train = {"epochs": EPOCHS, "num_workers": 1, "cpus_per_worker": 2, "storage_path": str(storage),
+             "launcher": launcher}
     write_params(tmp_path, experiment="drv", train=train)
     command = stage_command("train", "drv", data)
-    env = stage_env(short_tmp / "driver-scratch")
+    env = stage_env(short_tmp / f"driver-scratch-{launcher}")
     kill_when(command, tmp_path, env, ready=lambda: bool(checkpointed_epochs(storage)),  # driver and its Ray
               log=tmp_path / "killed.log")
     done = checkpointed_epochs(storage)
