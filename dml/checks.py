@@ -10,6 +10,7 @@ from __future__ import annotations
 from dml.config import Params, RunSpec, resolve_run
 from dml.context import BuildContext, build_with_context
 from dml.data.samplers import LOOP_ARGUMENTS, SAMPLERS
+from dml.data.transforms import check_augment
 from dml.errors import ConfigError
 from dml.evaluate.protocols import build_protocol
 from dml.losses import build_loss
@@ -19,8 +20,9 @@ from dml.models import BACKBONES, HEADS
 def check_run(spec: RunSpec) -> None:
     """Build (or check the knobs of) every registered component ``spec`` names."""
     where = f"experiments.{spec.experiment}"
-    context = BuildContext.placeholder(spec.model.embed_dim)
-    build_loss(spec.loss, context=context, where=f"{where}.loss")
+    context = BuildContext.placeholder(spec.model.embed_dim or 8)
+    if spec.loss is not None:
+        build_loss(spec.loss, context=context, where=f"{where}.loss")
     sampler = spec.train.sampler
     supplied = sorted(set(sampler.knobs()) & set(LOOP_ARGUMENTS))
     if supplied:
@@ -32,6 +34,7 @@ def check_run(spec: RunSpec) -> None:
     for head, knobs in spec.model.heads.items():
         build_with_context(HEADS, head, knobs, context, where=f"{where}.model.heads.{head}")
     build_protocol(spec.protocol, where=f"{where}.protocol")
+    check_augment(spec.train.augment, spec.model.image_size, where=f"{where}.train.augment")
 
 
 def check_experiment(params: Params, name: str) -> None:

@@ -60,7 +60,7 @@ class DatasetConfig(Section):
 class ModelConfig(Section):
     backbone: str = "small_cnn"
     backbone_options: dict[str, Any] = Field(default_factory=dict)  # the trunk factory's kwargs
-    embed_dim: int = Field(64, ge=2)
+    embed_dim: int | None = Field(64, ge=2)  # null: no projection, the trunk's features are the embedding
     image_size: int = Field(32, ge=8)
     heads: dict[str, dict[str, Any]] = Field(default_factory=dict)  # extra heads: name -> knobs
     condition: Literal["domain"] | None = None  # a per-sample signal fed to the trunk
@@ -69,7 +69,7 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(8, ge=0)  # 0: an untrained reference (the initial weights are exported)
     batch_size: int = Field(64, ge=2)  # per worker
     sampler: Component = Field(default_factory=lambda: Component(name="m_per_class", m=4))
     lr: float = Field(1e-3, gt=0)
@@ -85,6 +85,21 @@ class TrainConfig(Section):
     max_failures: int = Field(1, ge=0)
     storage_path: str | None = None  # absolute or repo-relative; default .scratch/ray_results
     seed: int = 0
+    # Validation on class-disjoint folds of the training classes (held out of training), with
+    # the experiment's evaluation protocol: model selection here, the objective in Tune.
+    val_folds: list[int] = Field(default_factory=lambda: [0])
+    val_metric: str = "map@r"  # a key of the protocol's metrics, maximised
+    select: Literal["best", "last"] = "best"  # which epoch's model is exported
+    # torchvision.transforms.v2 transforms by name with their arguments, for every domain or
+    # per domain ({photo: [...], sketch: [...]}); null: the default recipe (dml.data.transforms)
+    augment: list[dict[str, Any]] | dict[Literal["photo", "sketch"], list[dict[str, Any]]] | None = None
+    patience: int | None = Field(None, ge=1)  # stop after this many epochs without improvement
+
+    @model_validator(mode="after")
+    def _selection_needs_validation(self) -> TrainConfig:
+        if not self.val_folds and (self.select == "best" or self.patience is not None):
+            raise ValueError("select: best and patience need validation folds (val_folds)")
+        return self
 
 
 class SearchDim(Section):
@@ -116,8 +131,6 @@ class TuneConfig(Section):
     epochs: int = Field(2, ge=1)
     mode: Literal["local", "trainer"] = "local"
     scheduler: Literal["asha", "fifo"] = "asha"
-    folds: list[int] = Field(default_factory=lambda: [0])
-    metric: str = "map@r"  # a key of the experiment's protocol metrics, maximised
     cpus_per_trial: int = Field(1, ge=1)  # local mode: the trial trains in its own process
     seed: int = 0
 
@@ -150,15 +163,19 @@ class ExperimentConfig(Section):
 
     dataset: str
     domains: list[Literal["photo", "sketch"]] | None = None
-    loss: Component
+    loss: Component | None = None  # only an untrained reference (train.epochs: 0) has none
     train: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     protocol: Component | None = None
     search: dict[str, SearchDim] = Field(default_factory=dict)
+    baseline: str | None = None  # the experiment it is compared against, paired over seeds
 
 
 class Params(Section):
     seed: int = 0
+    # Every experiment is trained and evaluated once per seed (train.seed); the report gives
+    # intervals over them and paired differences against baselines on the same seeds.
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     datasets: dict[str, DatasetConfig] = Field(
         default_factory=lambda: {"shapes": DatasetConfig()})
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -169,11 +186,18 @@ class Params(Section):
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _datasets(self) -> Params:
+    def _references(self) -> Params:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: repeated values in {self.seeds}")
         for name, exp in self.experiments.items():
             if exp.dataset not in self.datasets:
                 raise ValueError(f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; "
                                  f"valid choices: {', '.join(sorted(self.datasets))}")
+            base = self.experiments.get(exp.baseline) if exp.baseline else None
+            if exp.baseline and (base is None or base.dataset != exp.dataset or exp.baseline == name):
+                same = sorted(n for n, e in self.experiments.items() if e.dataset == exp.dataset and n != name)
+                raise ValueError(f"experiments.{name}.baseline: {exp.baseline!r} is not another experiment "
+                                 f"on dataset {exp.dataset!r}; valid choices: {', '.join(same)}")
         return self
 
     def experiment(self, name: str) -> ExperimentConfig:
@@ -252,7 +276,7 @@ class RunSpec(BaseModel):
     experiment: str
     dataset: str
     domains: tuple[str, ...] | None = None
-    loss: dict[str, Any]
+    loss: dict[str, Any] | None
     protocol: dict[str, Any] = Field(default_factory=lambda: {"name": "self_retrieval"})
     model: ModelConfig
     train: TrainConfig
@@ -267,7 +291,7 @@ def resolve_run(params: Params, name: str, overrides: dict[str, Any] | None = No
     exp = params.experiment(name)
     dataset = params.dataset(exp.dataset)
     tree: dict[str, Any] = {
-        "loss": exp.loss.model_dump(mode="json"),
+        "loss": exp.loss.model_dump(mode="json") if exp.loss else None,
         "train": {**params.train.model_dump(mode="json"), **exp.train},
         "model": {**params.model.model_dump(mode="json"), **exp.model},
         "protocol": (exp.protocol or dataset.protocol).model_dump(mode="json"),
@@ -285,6 +309,8 @@ def resolve_run(params: Params, name: str, overrides: dict[str, Any] | None = No
         except ValidationError as err:
             source = f"{where} (merged over the top-level {section} section)"
             raise ConfigError(_format_validation_error(err, source, f"{section}.")) from None
+    if tree["loss"] is None and sections["train"].epochs > 0:
+        raise ConfigError(f"{where}.loss: missing; only an untrained reference (train.epochs: 0) has no loss")
     spec = RunSpec(experiment=name, dataset=exp.dataset,
                    domains=tuple(exp.domains) if exp.domains else None,
                    loss=tree["loss"], protocol=tree["protocol"], **sections)

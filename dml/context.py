@@ -28,7 +28,8 @@ class BuildContext:
       scale, ``hierarchy[scale][c]`` (empty for single-scale data);
     - ``num_attributes``: length of the attribute vectors (0 when the data has none);
     - ``count_classes``: length of the object-count vectors (0 when the data has none);
-    - ``embed_dim``: the embedding size; ``feature_dim``: the trunk's output size.
+    - ``embed_dim``: the embedding size; ``feature_dim``: the trunk's output size;
+    - ``image_size``: the side of the model's (square) input images.
     """
 
     num_classes: int = 0
@@ -38,6 +39,7 @@ class BuildContext:
     count_classes: int = 0
     embed_dim: int = 0
     feature_dim: int = 0
+    image_size: int = 0
 
     def values(self) -> dict[str, Any]:
         """Field name -> value."""
@@ -48,7 +50,7 @@ class BuildContext:
         """Small stand-in sizes, to build components once while checking params.yaml."""
         return cls(num_classes=2, scale_classes={"fine": 2, "middle": 2, "coarse": 1},
                    hierarchy={"middle": (0, 1), "coarse": (0, 0)}, num_attributes=2,
-                   count_classes=2, embed_dim=embed_dim, feature_dim=8)
+                   count_classes=2, embed_dim=embed_dim, feature_dim=8, image_size=32)
 
 
 #: Parameter names that are filled in from the context, never written in params.yaml.

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dml.stats import paired_difference, t_interval
+
 #: Order of metric names in a table (a name's K sorts numerically); others follow by name.
 ORDER = ("recall", "precision", "map@r", "r_precision", "map", "map@", "ndcg", "asi", "nmi", "ami")
 #: Short column titles.
@@ -19,10 +21,6 @@ HIDDEN = {"precision@1", "queries_without_relevant", "bytes_per_vector"}
 PREFIXED = ("recall@1", "map@r", "map", "asi")
 #: The figures shown beside each quantized index, the first two present of these.
 QUANTIZED = ("recall@1", "map@r", "avg/recall@1", "avg/map", "map", "ndcg@10")
-
-
-def _fmt(value: object) -> str:
-    return f"{100 * value:.1f}" if isinstance(value, float) else "–"
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -63,58 +61,103 @@ def metric_columns(metrics: Sequence[Mapping[str, object]]) -> list[str]:
     return sorted(keys, key=lambda k: _sort_key(k, prefixes))
 
 
-def _section(names: list[str], results: Mapping[str, Mapping]) -> list[str]:
-    columns = metric_columns([results[n]["float"] for n in names])
-    indexes = sorted({q for n in names for q in results[n].get("quantized", {})})
+Runs = Mapping[int, Mapping]  # seed -> one run's metrics.json
+
+
+def _cell(values: Sequence[float | None]) -> str:
+    """``mean ± half-width`` (95% t interval over seeds) in %, or the mean for one seed."""
+    present = [v for v in values if isinstance(v, float)]
+    if not present:
+        return "–"
+    interval = t_interval(present)
+    if interval.n < 2:
+        return f"{100 * interval.mean:.1f}"
+    return f"{100 * interval.mean:.1f} ± {100 * interval.half_width:.1f}"
+
+
+def _difference(method: Runs, baseline: Runs, key: str) -> str:
+    """The paired difference on the seeds both ran, in points, marked ``*`` where its 95%
+    interval excludes zero."""
+    pairs = {s: r["float"].get(key) for s, r in method.items()}
+    base = {s: r["float"].get(key) for s, r in baseline.items()}
+    diff = paired_difference({s: v for s, v in pairs.items() if isinstance(v, float)},
+                             {s: v for s, v in base.items() if isinstance(v, float)})
+    if diff.n == 0:
+        return "–"
+    if diff.n < 2:
+        return f"{100 * diff.mean:+.1f} (1 seed)"
+    mark = " *" if diff.excludes_zero() else ""
+    return f"{100 * diff.mean:+.1f} ± {100 * diff.half_width:.1f}{mark}"
+
+
+def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[str, str]) -> list[str]:
+    runs = {n: [results[n][s] for s in sorted(results[n])] for n in names}
+    columns = metric_columns([r["float"] for n in names for r in runs[n]])
+    indexes = sorted({q for n in names for r in runs[n] for q in r.get("quantized", {})})
     shown = [k for k in QUANTIZED if k in columns][:2]
-    header = ["experiment", "loss", *[title(k) for k in columns], "B/vec"]
+    header = ["experiment", "loss", "seeds", *[title(k) for k in columns], "B/vec"]
     header += [f"{q} {' / '.join(title(k) for k in shown)} (B/vec)" for q in indexes]
     rows = []
     for name in names:
-        res = results[name]
-        row = [name, str(res.get("loss", "?")), *[_fmt(res["float"].get(k)) for k in columns],
-               str(res.get("bytes_per_vector", "?"))]
+        first = runs[name][0]
+        row = [name, str(first.get("loss", "?")), str(len(runs[name])),
+               *[_cell([r["float"].get(k) for r in runs[name]]) for k in columns],
+               str(first.get("bytes_per_vector", "?"))]
         for q in indexes:
-            m = res.get("quantized", {}).get(q)
-            row.append(f"{' / '.join(_fmt(m.get(k)) for k in shown)} ({m.get('bytes_per_vector')})"
-                       if m else "–")
+            quantized = [r.get("quantized", {}).get(q) for r in runs[name]]
+            quantized = [m for m in quantized if m]
+            row.append(f"{' / '.join(_cell([m.get(k) for m in quantized]) for k in shown)} "
+                       f"({quantized[0].get('bytes_per_vector')})" if quantized else "–")
         rows.append(row)
+    parts = [_setup(runs[names[0]][0]), _markdown(header, rows)]
+    paired = [n for n in names if baselines.get(n) in names]
+    if paired:
+        keys = [k for k in columns if "/" not in k and k != "nmi"][:3] or columns[:3]
+        parts += ["### Against the baseline (paired over seeds)",
+                  _markdown(["experiment", "baseline", *[f"Δ {title(k)}" for k in keys]],
+                            [[n, baselines[n], *[_difference(results[n], results[baselines[n]], k) for k in keys]]
+                             for n in paired]),
+                  "Δ: mean difference in points ± half-width of its 95% t interval over the seeds "
+                  "both ran; * where the interval excludes zero."]
     detail_keys = [k for k in columns if "/" not in k and k != "nmi"][:4] or columns[:4]
     detail_rows = []
     for name in names:
-        res = results[name]
-        detail_rows.append([name, "float", *[_fmt(res["float"].get(k)) for k in detail_keys],
-                            str(res.get("bytes_per_vector", "?"))])
+        detail_rows.append([name, "float", *[_cell([r["float"].get(k) for r in runs[name]]) for k in detail_keys],
+                            str(runs[name][0].get("bytes_per_vector", "?"))])
         for q in indexes:
-            m = res.get("quantized", {}).get(q)
-            if m:
-                detail_rows.append([name, q, *[_fmt(m.get(k)) for k in detail_keys],
-                                    str(m.get("bytes_per_vector"))])
-    first = results[names[0]]
-    setup = (
+            quantized = [m for m in (r.get("quantized", {}).get(q) for r in runs[name]) if m]
+            if quantized:
+                detail_rows.append([name, q, *[_cell([m.get(k) for m in quantized]) for k in detail_keys],
+                                    str(quantized[0].get("bytes_per_vector"))])
+    return parts + ["### Float vs quantized",
+                    _markdown(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
+
+
+def _setup(first: Mapping) -> str:
+    return (
         f"Backbone {first.get('backbone', '?')}, embedding size {first.get('embed_dim', '?')}, "
         f"image size {first.get('image_size', '?')}, split {first.get('split', '?')} "
         f"({first.get('queries', '?')} queries against {first.get('gallery', '?')} gallery "
-        f"items, classes unseen in training where the split is by class). Figures in %."
+        f"items, classes unseen in training where the split is by class). Figures in %: the mean "
+        f"over seeds ± the half-width of its 95% t interval (the mean alone for one seed)."
     )
-    return [setup, _markdown(header, rows), "### Float vs quantized",
-            _markdown(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
 
 
-def comparison_table(results: Mapping[str, Mapping]) -> str:
+def comparison_table(results: Mapping[str, Runs], baselines: Mapping[str, str] | None = None) -> str:
     """Markdown: one section per (dataset, protocol), whose columns are the metrics its
-    experiments hold; one row per experiment (float figures, then each quantized index's),
-    then a float-vs-quantized table. Percentages, 1 decimal.
+    experiments hold; one row per experiment (float figures over its seeds, then each
+    quantized index's), the paired difference of each method against the baseline it names
+    (``baselines``: experiment -> baseline), then a float-vs-quantized table. Percentages.
     """
     groups: dict[tuple[str, str], list[str]] = {}
     for name in sorted(results):
-        res = results[name]
+        res = next(iter(results[name].values()))
         protocol = (res.get("protocol") or {}).get("name", "self_retrieval")
         groups.setdefault((str(res.get("dataset", "?")), protocol), []).append(name)
     parts = ["# Comparison"]
     for (dataset, protocol), names in groups.items():
         parts.append(f"## {dataset} · {protocol}")
-        parts += _section(names, results)
+        parts += _section(names, results, baselines or {})
     return "\n\n".join(parts) + "\n"
 
 

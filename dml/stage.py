@@ -37,14 +37,48 @@ def run_stage(main: Callable[[], None]) -> None:
 
 
 def stage_parser(
-    description: str | None, *, data: bool = True, experiment: bool = False
+    description: str | None, *, data: bool = True, experiment: bool = False, bound: bool = False,
+    seed: bool = False,
 ) -> argparse.ArgumentParser:
-    """Arguments the stages share: params.yaml, the manifest and splits, the experiment."""
+    """Arguments the stages share: params.yaml, the experiment, and its data: the manifest and
+    splits (``data``), or the tune stage's output that names them (``bound``: ``--tuned``);
+    ``seed``: the run's seed (``--seed``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml")
     if data:
         parser.add_argument("--manifest", required=True, help="the dataset's manifest.parquet")
         parser.add_argument("--splits", required=True, help="the dataset's splits.parquet")
+    if bound:
+        parser.add_argument("--tuned", required=True,
+                            help="the tune stage's output: tuned values and the experiment's data files")
     if experiment:
         parser.add_argument("--experiment", required=True)
+    if seed:
+        parser.add_argument("--seed", type=int, required=True, help="the run's seed (train.seed)")
     return parser
+
+
+def data_binding(manifest: str, splits: str) -> dict[str, str]:
+    """What the tune stage records of an experiment's data: the files and their SHA-256, so
+    that the per-seed stages read the same files and re-run when they change."""
+    from dml.io import sha256_file
+
+    return {"manifest": manifest, "splits": splits,
+            "manifest_sha256": sha256_file(manifest), "splits_sha256": sha256_file(splits)}
+
+
+def read_tuned(path: str) -> dict:
+    """The tune stage's output; a missing file or key is an error naming it."""
+    import json
+
+    from dml.errors import DataError
+
+    try:
+        with open(path) as handle:
+            tuned = json.load(handle)
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read the tune stage's output ({err})") from None
+    for key in ("overrides", "data"):
+        if key not in tuned:
+            raise DataError(f"{path}: no {key!r}; run the tune stage again (dvc repro)")
+    return tuned

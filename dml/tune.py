@@ -24,7 +24,7 @@ from torch import nn
 from dml.config import ExperimentConfig, Params, RunSpec, SearchDim, resolve_run
 from dml.runtime import inputs_hash
 from dml.train.loop import DataSpec, describe_process, fit
-from dml.validation import FoldValidator
+from dml.validation import held_out, monitored
 
 
 def search_space(search: dict[str, SearchDim]) -> dict[str, Any]:
@@ -71,11 +71,7 @@ def _trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     """One trial: resolve the sampled knobs over the experiment, train, validate every epoch."""
     params = Params.model_validate(context["params"])
     spec = resolve_run(params, context["experiment"], config)
-    data = DataSpec(**context["data"])
-    validator = FoldValidator(
-        data.manifest, data.splits, data.val_folds, image_size=spec.model.image_size,
-        protocol=spec.protocol, domains=spec.domains,
-    )
+    data, validator = held_out(spec, DataSpec(**context["data"]))
     if context["mode"] == "local":
         local = replace_train(spec, num_workers=1, use_gpu=False)
         fit(local, data, TuneSession(), epochs=context["epochs"], validate=validator)
@@ -128,8 +124,7 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
     exp = params.experiment(experiment)
     if cfg.trials == 0 or not exp.search:
         return {"experiment": experiment, "overrides": {}, "trials": 0, "metric": None, "value": None}
-    data = replace(data, train_exclude_folds=tuple(cfg.folds), val_folds=tuple(cfg.folds))
-    metric = f"val_{cfg.metric}"
+    metric = monitored(resolve_run(params, experiment))
     name = sweep_name(params, experiment, data)
     context = {
         "params": params.model_dump(mode="json"),

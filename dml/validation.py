@@ -1,16 +1,19 @@
 """Validation on held-out training classes with the experiment's own evaluation protocol: the
-objective of hyperparameter search (and, later, of model selection)."""
+objective of hyperparameter search and the criterion of model selection."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from dml.config import RunSpec
 from dml.data.dataset import ManifestDataset
 from dml.embed import embed_dataset
+from dml.errors import ConfigError
 from dml.evaluate.protocols import EvalRows, build_protocol
+from dml.train.loop import DataSpec
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,21 @@ class FoldValidator:
         metrics = protocol.evaluate(EvalRows.from_dataset(dataset), vectors, ks=(1,), nmi=False)
         model.train()
         return {f"val_{key}": float(value) for key, value in metrics.items()}
+
+
+def held_out(spec: RunSpec, data: DataSpec) -> tuple[DataSpec, FoldValidator | None]:
+    """The run's data with its validation folds (``train.val_folds``) held out of training,
+    and the validator of those folds; ``(data, None)`` when the run validates on no fold."""
+    folds = tuple(spec.train.val_folds)
+    if not folds:
+        return data, None
+    validator = FoldValidator(data.manifest, data.splits, folds, image_size=spec.model.image_size,
+                              protocol=spec.protocol, domains=spec.domains)
+    return replace(data, train_exclude_folds=folds, val_folds=folds), validator
+
+
+def monitored(spec: RunSpec) -> str:
+    """The history key that model selection and Tune maximise: ``val_<train.val_metric>``."""
+    if not spec.train.val_folds:
+        raise ConfigError(f"experiments.{spec.experiment}.train.val_folds is empty: nothing to validate on")
+    return f"val_{spec.train.val_metric}"

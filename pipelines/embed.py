@@ -1,6 +1,6 @@
 """Stage embed: the exported model -> embeddings.parquet for every row of its dataset and domains."""
 
-from dml.stage import hand_over, run_stage, stage_parser
+from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
@@ -12,14 +12,15 @@ from dml.train.export import load_model
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, experiment=True)
+    parser = stage_parser(__doc__, data=False, bound=True, experiment=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     spec = resolve_run(load_params(args.params), args.experiment)
+    data = read_tuned(args.tuned)["data"]
     model, card = load_model(args.model)
-    dataset, rows = experiment_rows(spec, args.manifest, args.splits,
+    dataset, rows = experiment_rows(spec, data["manifest"], data["splits"],
                                     image_size=card["model"]["image_size"])
     protocol = build_protocol(spec.protocol)
     vectors = embed_dataset(model, dataset, batch_size=args.batch_size, progress=True,

@@ -1,6 +1,6 @@
 """Stage evaluate: the experiment's protocol on the test rows, float and every quantized index."""
 
-from dml.stage import hand_over, run_stage, stage_parser
+from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
@@ -18,7 +18,7 @@ from dml.train.export import read_card
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, experiment=True)
+    parser = stage_parser(__doc__, data=False, bound=True, experiment=True, seed=True)
     parser.add_argument("--embeddings", required=True)
     parser.add_argument("--indexes", required=True)
     parser.add_argument("--model", required=True)
@@ -31,21 +31,24 @@ def main() -> None:
     protocol = build_protocol(spec.protocol)
     card = read_card(args.model)
     table, vectors, _ = read_embeddings(args.embeddings, expected_dim=card["embed_dim"])
-    rows = aligned_rows(spec, args.manifest, args.splits, table)
+    data = read_tuned(args.tuned)["data"]
+    rows = aligned_rows(spec, data["manifest"], data["splits"], table)
     indexes = {p.stem: load_index(p)[0] for p in sorted(Path(args.indexes).glob("*.faiss"))}
     report = evaluate_test_split(rows, vectors, protocol, indexes, ks=tuple(cfg.ks))
     report.update(
         experiment=args.experiment,
+        seed=args.seed,
+        selected_epoch=card.get("selected_epoch"),
         dataset=spec.dataset,
         protocol=spec.protocol,
-        loss=card["loss"]["name"],
+        loss=card["loss"]["name"] if card.get("loss") else "untrained",
         backbone=card["model"]["backbone"],
         embed_dim=card["embed_dim"],
         image_size=card["model"]["image_size"],
     )
     queries, results, correct = grid_examples(rows, vectors, protocol, cfg.grid_queries, cfg.grid_topk)
     wanted = set(queries) | {r for row in results for r in row}
-    stored = read_manifest(args.manifest, columns=["image_id", "image"])
+    stored = read_manifest(data["manifest"], columns=["image_id", "image"])
     images = {i: b for i, b in zip(*stored.to_pydict().values()) if i in wanted}
     grid = retrieval_grid([images[q] for q in queries], [[images[r] for r in row] for row in results], correct)
     with atomic_path(args.grid) as tmp:

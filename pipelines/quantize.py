@@ -4,7 +4,7 @@ budget.
 Codebooks are learned on the training-split embeddings, never on the gallery being searched.
 """
 
-from dml.stage import hand_over, run_stage, stage_parser
+from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
@@ -17,7 +17,7 @@ from dml.io import atomic_path
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, experiment=True)
+    parser = stage_parser(__doc__, data=False, bound=True, experiment=True)
     parser.add_argument("--embeddings", required=True)
     parser.add_argument("--out", required=True, help="folder of index files")
     args = parser.parse_args()
@@ -25,7 +25,8 @@ def main() -> None:
     spec = resolve_run(params, args.experiment)
     protocol = build_protocol(spec.protocol)
     table, vectors, meta = read_embeddings(args.embeddings)
-    rows = aligned_rows(spec, args.manifest, args.splits, table)
+    data = read_tuned(args.tuned)["data"]
+    rows = aligned_rows(spec, data["manifest"], data["splits"], table)
     train = vectors[rows.split == "train"]
     test = test_rows(rows)
     _, gallery_rows, _ = protocol.split(rows.subset(test))

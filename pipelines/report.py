@@ -1,4 +1,4 @@
-"""Stage report: one comparison table over every experiment's metrics.json."""
+"""Stage report: one comparison table over every experiment's metrics, per seed aggregated."""
 
 from dml.stage import hand_over, run_stage, stage_parser
 
@@ -15,16 +15,20 @@ from dml.report import comparison_table
 
 def main() -> None:
     parser = stage_parser(__doc__, data=False)
-    parser.add_argument("--metrics", default="metrics", help="folder of <experiment>.json")
+    parser.add_argument("--metrics", default="metrics", help="folder of <experiment>/seed<k>.json")
     parser.add_argument("--out", default="results/comparison.md")
     args = parser.parse_args()
+    params = load_params(args.params)
     results = {}
-    for name in load_params(args.params).experiments:
-        path = Path(args.metrics) / f"{name}.json"
-        if not path.is_file():
-            raise DataError(f"experiment {name!r} has no metrics file {path}")
-        results[name] = json.loads(path.read_text())
-    table = comparison_table(results)
+    for name in params.experiments:
+        results[name] = {}
+        for seed in params.seeds:
+            path = Path(args.metrics) / name / f"seed{seed}.json"
+            if not path.is_file():
+                raise DataError(f"experiment {name!r}, seed {seed}: no metrics file {path}")
+            results[name][seed] = json.loads(path.read_text())
+    baselines = {n: e.baseline for n, e in params.experiments.items() if e.baseline}
+    table = comparison_table(results, baselines)
     write_text_atomic(args.out, table)
     print(table)
 

@@ -1,59 +1,60 @@
-"""Stage train: fit an experiment on all training classes with Ray Train; export the model."""
+"""Stage train: fit an experiment on its training classes (validation folds held out, the
+best epoch on them selected) with its launcher; export the model. An experiment with
+``train.epochs: 0`` is an untrained reference: its initial model is exported as is."""
 
-from dml.stage import hand_over, run_stage, stage_parser
+from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
-import json
 from pathlib import Path
 
 from dml.checks import check_run
 from dml.config import load_params, resolve_run
-from dml.context import BuildContext
 from dml.runtime import storage_dir
 from dml.train.curves import write_curves
 from dml.train.export import export_model
-from dml.train.launch import mark_finished, train_run
-from dml.train.loop import DataSpec, build_learner
+from dml.train.launch import initial_model, mark_finished, selected_weights, train_run, trained_model
+from dml.train.loop import DataSpec
 
 
 def main() -> None:
-    parser = stage_parser(__doc__, experiment=True)
-    parser.add_argument("--tuned", required=True, help="best values found by the tune stage")
+    parser = stage_parser(__doc__, data=False, bound=True, experiment=True, seed=True)
     parser.add_argument("--out", required=True, help="folder of the exported model")
     parser.add_argument("--curves", required=True, help="dvclive folder for training curves")
     args = parser.parse_args()
     params = load_params(args.params)
-    with open(args.tuned) as handle:
-        tuned = json.load(handle)
-    spec = resolve_run(params, args.experiment, tuned["overrides"])
+    tuned = read_tuned(args.tuned)
+    spec = resolve_run(params, args.experiment, {**tuned["overrides"], "train.seed": args.seed})
     check_run(spec)
-    data = DataSpec(manifest=args.manifest, splits=args.splits)
+    data = DataSpec(manifest=tuned["data"]["manifest"], splits=tuned["data"]["splits"])
+    card = {"experiment": args.experiment, "seed": args.seed, "dataset": spec.dataset, "domains": spec.domains,
+            "loss": spec.loss, "protocol": spec.protocol, "train": spec.train.model_dump(mode="json")}
+    if spec.train.epochs == 0:
+        model, context = initial_model(spec, data)
+        write_curves(args.curves, [])
+        export_model(model, spec.model, args.out, context=context, history=[], workers=[],
+                     resumed_at_epochs=[], selected_epoch=None, selected_by="untrained", **card)
+        print(f"train {args.experiment}: untrained reference ({spec.model.backbone}) -> {args.out}")
+        return
     state, run_folder = train_run(spec, data, storage_path=storage_dir(spec.train.storage_path))
-    context = BuildContext(**state["context"])
-    learner = build_learner(spec, context)
-    learner.load_state_dict(state["learner"])
+    weights, epoch = selected_weights(spec, state)
+    model, context = trained_model(spec, state, weights)
     write_curves(args.curves, state["history"])
     export_model(
-        learner.model,
-        spec.model,
-        args.out,
-        context=context,
-        experiment=args.experiment,
-        dataset=spec.dataset,
-        domains=spec.domains,
-        loss=spec.loss,
-        protocol=spec.protocol,
-        train=spec.train.model_dump(mode="json"),
-        history=state["history"],
-        workers=state["workers"],
-        resumed_at_epochs=state["resumes"],
+        model, spec.model, args.out, context=context,
+        history=state["history"], workers=state["workers"], resumed_at_epochs=state["resumes"],
+        selected_epoch=epoch,
+        selected_by=state["best"]["metric"] if spec.train.select == "best" and state.get("best") else "last",
+        **card,
     )
     mark_finished(run_folder, model=str(Path(args.out).resolve()))
-    last = state["history"][-1]
+    chosen = state["history"][epoch]
     nodes = len({worker["node_id"] for worker in state["workers"]})
+    monitored = f"val_{spec.train.val_metric}"
+    validated = f", {monitored} {chosen[monitored]:.4f}" if monitored in chosen else ""
     print(f"train {args.experiment}: {len(state['history'])} epochs on {len(state['workers'])} worker(s), "
-          f"{nodes} node(s), loss {last['loss']:.4f} -> {args.out}")
+          f"{nodes} node(s); epoch {epoch} ({spec.train.select}): loss {chosen['loss']:.4f}{validated} "
+          f"-> {args.out}")
 
 
 if __name__ == "__main__":

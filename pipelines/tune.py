@@ -10,6 +10,7 @@ from dml.checks import check_experiment
 from dml.config import load_params
 from dml.io import write_json_atomic
 from dml.runtime import ray_session, storage_dir
+from dml.stage import data_binding
 from dml.train.loop import DataSpec
 from dml.tune import run_sweep
 
@@ -28,6 +29,7 @@ def main() -> None:
             best = run_sweep(
                 params, args.experiment, data, storage_path=storage_dir(params.train.storage_path)
             )
+    best["data"] = data_binding(args.manifest, args.splits)
     write_json_atomic(args.out, best)
     print(f"tune {args.experiment}: {json.dumps(best['overrides'])} ({best['metric']}={best['value']})")
 

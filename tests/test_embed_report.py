@@ -10,6 +10,7 @@ from dml.evaluate.experiment import evaluate_test_split, grid_examples
 from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.index import build_index
 from dml.report import comparison_table
+from dml.stats import paired_difference, t_interval
 
 
 def rows_of(columns) -> EvalRows:
@@ -77,12 +78,31 @@ def test_comparison_table_has_one_row_per_experiment():
     metrics = {"recall@1": 0.5, "recall@2": 0.6, "recall@4": 0.7, "recall@8": 0.8, "map@r": 0.2,
                "r_precision": 0.3, "map": 0.25, "nmi": 0.4}
     results = {
-        name: {"loss": name, "float": metrics, "bytes_per_vector": 256, "backbone": "small_cnn",
-               "embed_dim": 64, "image_size": 32, "split": "test", "queries": 10,
-               "quantized": {"pq32": metrics | {"bytes_per_vector": 4}}}
+        name: {0: {"loss": name, "float": metrics, "bytes_per_vector": 256, "backbone": "small_cnn",
+                   "embed_dim": 64, "image_size": 32, "split": "test", "queries": 10,
+                   "quantized": {"pq32": metrics | {"bytes_per_vector": 4}}}}
         for name in ("b", "a")
     }
     table = comparison_table(results)
     lines = [line for line in table.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
-    assert lines[0].startswith("| a | a | 50.0 | 60.0 | 70.0 | 80.0 | 20.0 | 30.0 | 25.0 | 40.0 | 256 | 50.0 / 20.0 (4) |")
+    assert lines[0].startswith("| a | a | 1 | 50.0 | 60.0 | 70.0 | 80.0 | 20.0 | 30.0 | 25.0 | 40.0 | 256 | 50.0 / 20.0 (4) |")
     assert len(lines) == 2 + 4  # main rows, then float + pq32 detail rows per experiment
+    assert "Against the baseline" not in table
+
+
+def test_seeds_give_intervals_and_a_named_baseline_a_paired_difference():
+    def run(r1: float) -> dict:
+        return {"loss": "x", "float": {"recall@1": r1, "map@r": r1 / 2}}
+
+    results = {"base": {0: run(0.40), 1: run(0.45), 2: run(0.35)},
+               "method": {0: run(0.411), 1: run(0.459), 2: run(0.36)},
+               "other": {0: run(0.30), 1: run(0.60), 2: run(0.40)}}
+    table = comparison_table(results, {"method": "base", "other": "base"})
+    base_row = next(line for line in table.splitlines() if line.startswith("| base |"))
+    ci = t_interval([0.40, 0.45, 0.35])
+    assert f"| 3 | {100 * ci.mean:.1f} ± {100 * ci.half_width:.1f} |" in base_row
+    method = next(line for line in table.splitlines() if line.startswith("| method | base |"))
+    diff = paired_difference({0: 0.411, 1: 0.459, 2: 0.36}, {0: 0.40, 1: 0.45, 2: 0.35})
+    assert f"+{100 * diff.mean:.1f} ± {100 * diff.half_width:.1f} *" in method  # excludes zero: marked
+    other = next(line for line in table.splitlines() if line.startswith("| other | base |"))
+    assert "*" not in other  # a noisy difference is shown, unmarked

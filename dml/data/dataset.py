@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from dml.batch import DOMAIN_CODES, Batch
 from dml.data.manifest import DOMAINS, SPLITS, manifest_columns, read_info, read_manifest
 from dml.data.splits import align, read_splits
-from dml.data.transforms import build_transforms
+from dml.data.transforms import AugmentSpec, build_transforms, domain_augments
 from dml.errors import ConfigError, DataError
 
 #: Decoded images are cached up to this many bytes per dataset (per DataLoader worker).
@@ -72,6 +72,7 @@ class ManifestDataset(Dataset):
         image_size: int = 32,
         train: bool = False,
         relabel: bool = False,
+        augment: AugmentSpec | Mapping[str, AugmentSpec] | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.manifest_path = Path(manifest_path)
@@ -147,7 +148,9 @@ class ManifestDataset(Dataset):
         self.num_classes = self.info.num_classes()
         self.image_size = image_size
         self.train = train
-        self.transform = build_transforms(image_size, train=train)
+        recipes = domain_augments(augment, DOMAINS)
+        self.transforms = {domain: build_transforms(image_size, train=train, augment=recipe)
+                           for domain, recipe in recipes.items()}
         self._read_annotations(selected, relabel)
 
         self._image_columns = [c for c in ("image", "path") if c in present]
@@ -312,7 +315,7 @@ class ManifestDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index = int(index) % len(self)
-        return self.transform(self.image_array(index)), index
+        return self.transforms[self.domains[index]](self.image_array(index)), index
 
 
 def load_images(dataset: ManifestDataset, indices: Sequence[int] | np.ndarray) -> torch.Tensor:

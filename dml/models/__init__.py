@@ -36,16 +36,17 @@ class EmbeddingModel(nn.Module):
     their geometry requires; extraction stores L2-normalized vectors.
     """
 
-    def __init__(self, trunk: nn.Module, embed_dim: int, heads: Mapping[str, nn.Module] | None = None,
+    def __init__(self, trunk: nn.Module, embed_dim: int | None, heads: Mapping[str, nn.Module] | None = None,
                  condition: str | None = None) -> None:
         super().__init__()
         if condition is not None and not getattr(trunk, "accepts_condition", False):
             raise ConfigError(f"model.condition: {condition!r} needs a trunk that takes a "
                               f"per-sample condition; {type(trunk).__name__} does not")
         self.trunk = trunk
-        self.head = nn.Linear(trunk.out_dim, embed_dim)
+        # No embed_dim: no projection, the trunk's features are the embedding (raw pixels).
+        self.head = nn.Identity() if embed_dim is None else nn.Linear(trunk.out_dim, embed_dim)
         self.heads = nn.ModuleDict(dict(heads or {}))
-        self.embed_dim = embed_dim
+        self.embed_dim = trunk.out_dim if embed_dim is None else embed_dim
         self.condition = condition
 
     def forward_features(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,7 +99,8 @@ def load_trunk_weights(trunk: nn.Module, path: str | Path, *, strict: bool = Tru
 
 def build_trunk(cfg: ModelConfig) -> nn.Module:
     """The trunk named in ``cfg`` with its options (random, or local weights)."""
-    trunk = BACKBONES.build(cfg.backbone, where="model.backbone_options", **cfg.backbone_options)
+    trunk = build_with_context(BACKBONES, cfg.backbone, cfg.backbone_options,
+                               BuildContext(image_size=cfg.image_size), where="model.backbone_options")
     if cfg.weights:
         load_trunk_weights(trunk, cfg.weights, strict=cfg.pretrained_strict)
     return trunk
@@ -109,8 +111,8 @@ def build_model(cfg: ModelConfig, context: BuildContext | None = None) -> Embedd
     its knobs and the context's sizes (the trunk's feature size and the embed size are
     filled in here)."""
     trunk = build_trunk(cfg)
-    context = BuildContext(**{**(context.values() if context else {}),
-                              "embed_dim": cfg.embed_dim, "feature_dim": trunk.out_dim})
+    context = BuildContext(**{**(context.values() if context else {}), "image_size": cfg.image_size,
+                              "embed_dim": cfg.embed_dim or trunk.out_dim, "feature_dim": trunk.out_dim})
     heads = {
         name: build_with_context(HEADS, name, knobs, context, where=f"model.heads.{name}")
         for name, knobs in cfg.heads.items()

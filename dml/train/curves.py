@@ -8,7 +8,9 @@ from dvclive import Live
 
 from dml.io import atomic_path
 
-CURVE_KEYS = ("loss", "images_per_s", "val_map@r", "val_recall@1")
+def is_curve(key: str) -> bool:
+    """The per-epoch values worth a plot: the loss and its terms, throughput, validation."""
+    return key in ("loss", "images_per_s") or key.startswith(("loss/", "val_"))
 
 
 def write_curves(folder: str | os.PathLike[str], history: list[dict[str, float]]) -> None:
@@ -16,8 +18,8 @@ def write_curves(folder: str | os.PathLike[str], history: list[dict[str, float]]
     with atomic_path(folder, directory=True) as tmp:
         live = Live(dir=str(tmp), save_dvc_exp=False, dvcyaml=None, report=None)
         for metrics in history:
-            for key in CURVE_KEYS:
-                if key in metrics:
-                    live.log_metric(key.replace("@", "_at_"), float(metrics[key]))
+            for key, value in metrics.items():
+                if is_curve(key):
+                    live.log_metric(key.replace("@", "_at_"), float(value))
             live.next_step()
         live.end()

@@ -20,10 +20,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dml.config import RunSpec, TrainConfig
+from dml.context import BuildContext
 from dml.io import write_json_atomic
+from dml.models import EmbeddingModel, build_model
 from dml.runtime import inputs_hash, ray_session
-from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
+from dml.train.loop import DataSpec, LocalSession, build_learner, fit, load_checkpoint, training_set
+from dml.validation import held_out
 
 #: Written into a run's folder once its model is exported: such a run is never resumed.
 FINISHED_MARKER = "dml-finished.json"
@@ -50,28 +55,54 @@ def discard_if_finished(run_folder: Path) -> bool:
     return False
 
 
+def selected_weights(spec: RunSpec, state: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The learner weights that ``train.select`` exports from a run's last checkpoint, and
+    their epoch."""
+    if spec.train.select == "best" and state.get("best") and state["best"]["learner"] is not None:
+        return state["best"]["learner"], int(state["best"]["epoch"])
+    return state["learner"], int(state["epoch"])
+
+
+def trained_model(spec: RunSpec, state: dict[str, Any], weights: dict[str, Any]) -> tuple[EmbeddingModel, BuildContext]:
+    """The model of a run's checkpoint ``state`` with ``weights`` (a learner state dict)."""
+    context = BuildContext(**state["context"])
+    learner = build_learner(spec, context)
+    learner.load_state_dict(weights)
+    return learner.model, context
+
+
+def initial_model(spec: RunSpec, data: DataSpec) -> tuple[EmbeddingModel, BuildContext]:
+    """The model a run of ``spec`` starts from (same seed, same sizes), untrained."""
+    torch.manual_seed(spec.train.seed)  # as fit() does before building the learner
+    train_set = training_set(spec, held_out(spec, data)[0])
+    context = BuildContext(**train_set.context_sizes())
+    return build_model(spec.model, context), context
+
+
 def mark_finished(run_folder: Path, **details: Any) -> None:
     """Record that the run's model was exported (so a later start does not resume it)."""
     write_json_atomic(run_folder / FINISHED_MARKER, details)
 
 
 def train_run(spec: RunSpec, data: DataSpec, *, storage_path: Path) -> tuple[dict[str, Any], Path]:
-    """Train ``spec`` (resuming an unfinished run of the same name) with its launcher; the
-    last checkpoint's state and the run folder."""
+    """Train ``spec`` (resuming an unfinished run of the same name) with its launcher, its
+    validation folds held out of training and validated every epoch; the last checkpoint's
+    state (with the best epoch's weights under ``best``) and the run folder."""
+    data, validate = held_out(spec, data)
     name = run_name(spec, data, spec.train.epochs)
     folder = storage_path / name
     if discard_if_finished(folder):
         print(f"{spec.experiment}: run {name} had finished; training it again", flush=True)
     if launcher(spec.train) == "local":
         session = LocalSession(storage=folder)
-        fit(spec, data, session)
+        fit(spec, data, session, validate=validate)
         checkpoint = session.latest_checkpoint()
         assert checkpoint is not None
         return load_checkpoint(checkpoint), folder
     from dml.train.ray_trainer import latest_checkpoint, make_trainer
 
     with ray_session():
-        result = make_trainer(spec, data, storage_path=storage_path, name=name).fit()
+        result = make_trainer(spec, data, storage_path=storage_path, name=name, validate=validate).fit()
         if result.error is not None:
             raise result.error
         with latest_checkpoint(result) as checkpoint:

@@ -30,7 +30,7 @@ from dml.config import RunSpec
 from dml.context import BuildContext, build_with_context
 from dml.data.dataset import ManifestDataset
 from dml.data.samplers import SAMPLERS, GlobalBatchSampler
-from dml.errors import IntegrityError
+from dml.errors import ConfigError, IntegrityError
 from dml.io import atomic_path
 from dml.losses import MetricLoss, build_loss
 from dml.models import EmbeddingModel, build_model
@@ -170,8 +170,10 @@ def build_learner(
 ) -> MetricLearner:
     """The model and loss of ``spec``, sizes (classes, attributes, embed dim) from ``context``."""
     model = build_model(spec.model, context)
-    context = BuildContext(**{**context.values(), "embed_dim": spec.model.embed_dim,
-                              "feature_dim": model.trunk.out_dim})
+    context = BuildContext(**{**context.values(), "embed_dim": model.embed_dim,
+                              "feature_dim": model.trunk.out_dim, "image_size": spec.model.image_size})
+    if spec.loss is None:
+        raise ConfigError(f"experiments.{spec.experiment}.loss: missing; nothing to train with")
     loss = build_loss(spec.loss, context=context, where=f"experiments.{spec.experiment}.loss")
     return MetricLearner(model, loss, autocast_dtype)
 
@@ -197,6 +199,7 @@ def training_set(spec: RunSpec, data: DataSpec) -> ManifestDataset:
         image_size=spec.model.image_size,
         train=True,
         relabel=True,
+        augment=spec.train.augment,
     )
 
 
@@ -251,7 +254,9 @@ def fit(
 
     Resumes from ``session.checkpoint_dir()`` when given. Each epoch ends with one
     ``session.report`` carrying the epoch's metrics (plus ``validate``'s, if given) and a
-    checkpoint written by rank 0.
+    checkpoint written by rank 0. With ``validate``, the checkpoint also keeps the weights of
+    the best epoch by ``val_<train.val_metric>`` (key ``best``: what ``train.select: best``
+    exports), and training stops once ``train.patience`` epochs pass without improvement.
     """
     cfg = spec.train
     epochs = cfg.epochs if epochs is None else epochs
@@ -265,6 +270,7 @@ def fit(
     optimizer = build_optimizer(learner, spec)
     history: list[dict[str, float]] = []
     resumes: list[int] = []  # epochs at which this run restarted from a checkpoint
+    selection = BestEpoch(f"val_{cfg.val_metric}", cfg.patience) if validate is not None else None
     start_epoch = 0
     resume = session.checkpoint_dir()
     if resume is not None:
@@ -275,6 +281,10 @@ def fit(
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
         resumes = [*state["resumes"], start_epoch]
+        if selection is not None:
+            selection.load_state_dict(state.get("best"))
+        if selection is not None and selection.should_stop(start_epoch - 1):
+            return learner  # the run had stopped early; nothing left to do
         if session.rank == 0:
             print(f"{spec.experiment}: resuming at epoch {start_epoch} from {resume}", flush=True)
     module = session.prepare(learner)
@@ -291,6 +301,8 @@ def fit(
         if validate is not None:
             unwrap(module).model.eval()
             metrics.update(validate(unwrap(module).model))
+        if selection is not None:
+            selection.update(epoch, metrics, unwrap(module))
         history.append(metrics)
         with tempfile.TemporaryDirectory(prefix="dml-ckpt-") as tmp:
             folder = None
@@ -307,10 +319,53 @@ def fit(
                         "context": context.values(),
                         "workers": workers,
                         "resumes": resumes,
+                        "best": selection.state_dict() if selection is not None else None,
                     },
                 )
             session.report(metrics, folder)
+        if selection is not None and selection.should_stop(epoch):
+            if session.rank == 0:
+                print(f"{spec.experiment}: stopping early after epoch {epoch}: no gain in "
+                      f"{selection.metric} since epoch {selection.epoch}", flush=True)
+            break
     return unwrap(module)
+
+
+class BestEpoch:
+    """Model selection on validation: the best epoch by ``metric`` (maximised; the earliest on
+    ties; a NaN never counts) with its weights, and early stopping after ``patience`` epochs
+    without improvement."""
+
+    def __init__(self, metric: str, patience: int | None = None) -> None:
+        self.metric = metric
+        self.patience = patience
+        self.epoch = -1
+        self.value = -math.inf
+        self.weights: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, metrics: dict[str, float], learner: nn.Module) -> bool:
+        """Record ``epoch``'s validation ``metrics``; keep ``learner``'s weights if it is the
+        best so far. True when it is."""
+        if self.metric not in metrics:
+            raise ConfigError(f"train.val_metric: the validation gives no {self.metric!r}; "
+                              f"it gives: {', '.join(sorted(k for k in metrics if k.startswith('val_')))}")
+        value = float(metrics[self.metric])
+        if not value > self.value:  # also False for NaN
+            return False
+        self.epoch, self.value = epoch, value
+        self.weights = {k: v.detach().to("cpu", copy=True) for k, v in learner.state_dict().items()}
+        return True
+
+    def should_stop(self, epoch: int) -> bool:
+        """True when ``patience`` epochs have passed since the best one, as of ``epoch``."""
+        return self.patience is not None and self.epoch >= 0 and epoch - self.epoch >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "epoch": self.epoch, "value": self.value, "learner": self.weights}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.epoch, self.value, self.weights = int(state["epoch"]), float(state["value"]), state["learner"]
 
 
 @dataclass(frozen=True)

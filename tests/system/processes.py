@@ -81,9 +81,10 @@ def kill_when(command: list[str], cwd: Path, env: dict[str, str], ready: Callabl
     kill_group(proc)
 
 
-def write_params(folder: Path, *, experiment: str, train: dict | None = None, tune: dict | None = None) -> None:
-    """params.yaml (the repo's, made small, with ``train`` / ``tune`` overrides) and an empty
-    tuned.json in ``folder``: a project for running single stages."""
+def write_params(folder: Path, *, experiment: str, data: dict[str, str], train: dict | None = None,
+                 tune: dict | None = None) -> None:
+    """params.yaml (the repo's, made small, with ``train`` / ``tune`` overrides) and a tuned.json
+    without tuned values, naming ``data``, in ``folder``: a project for running single stages."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["embed_dim"] = 16
     params["train"].update({"batch_size": 16} | (train or {}))
@@ -91,15 +92,15 @@ def write_params(folder: Path, *, experiment: str, train: dict | None = None, tu
     params["experiments"] = {experiment: params["experiments"]["multi_similarity"]}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    (folder / "tuned.json").write_text(json.dumps({"overrides": {}}))
+    (folder / "tuned.json").write_text(json.dumps({"overrides": {}, "data": dict(data)}))
 
 
 def stage_command(stage: str, experiment: str, data: dict[str, str]) -> list[str]:
     """The command line of the train or tune stage, run in a folder made by ``write_params``."""
-    outputs = {"train": ["--tuned", "tuned.json", "--out", "model", "--curves", "curves"],
-               "tune": ["--out", "best.json"]}[stage]
+    arguments = {"train": ["--tuned", "tuned.json", "--seed", "0", "--out", "model", "--curves", "curves"],
+                 "tune": ["--manifest", data["manifest"], "--splits", data["splits"], "--out", "best.json"]}[stage]
     return [sys.executable, str(REPO / f"pipelines/{stage}.py"), "--experiment", experiment, "--params", "params.yaml",
-            "--manifest", data["manifest"], "--splits", data["splits"], *outputs]
+            *arguments]
 
 
 def checkpointed_epochs(storage: Path) -> dict[int, dict]:

@@ -21,7 +21,7 @@ def test_killed_train_stage_resumes_and_changed_params_start_afresh(launcher, fa
     storage = short_tmp / f"driver-runs-{launcher}"
     train = {"epochs": EPOCHS, "num_workers": 1, "cpus_per_worker": 2, "storage_path": str(storage),
              "launcher": launcher}
-    write_params(tmp_path, experiment="drv", train=train)
+    write_params(tmp_path, experiment="drv", data=data, train=train)
     command = stage_command("train", "drv", data)
     env = stage_env(short_tmp / f"driver-scratch-{launcher}")
     kill_when(command, tmp_path, env, ready=lambda: bool(checkpointed_epochs(storage)),  # driver and its Ray
@@ -39,7 +39,7 @@ def test_killed_train_stage_resumes_and_changed_params_start_afresh(launcher, fa
     assert f"resuming at epoch {resumed_at}" in again.stdout + again.stderr
 
     # Changed parameters: a different run, trained from scratch.
-    write_params(tmp_path, experiment="drv", train=train | {"epochs": 1, "lr": 0.002})
+    write_params(tmp_path, experiment="drv", data=data, train=train | {"epochs": 1, "lr": 0.002})
     fresh = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
     card = json.loads((tmp_path / "model/model.json").read_text())

@@ -84,25 +84,27 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     repo, env = project
     first = run(["dvc", "repro"], repo, env)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    per_experiment = {"tune", "train", "embed", "quantize", "evaluate"}
+    per_seed = {"train", "embed", "quantize", "evaluate"}
     assert ran_stages(first.stdout) == {
         "ingest@shapes", "ingest@sketches", "preprocess@shapes", "preprocess@sketches", "report",
-        *{f"{stage}@{name}" for stage in per_experiment for name in ("tiny", "tiny_sketch")},
+        "tune@tiny", "tune@tiny_sketch",
+        *{f"{stage}@{name}-0" for stage in per_seed for name in ("tiny", "tiny_sketch")},
     }
-    metrics = json.loads((repo / "metrics/tiny.json").read_text())
+    metrics = json.loads((repo / "metrics/tiny/seed0.json").read_text())
     assert set(metrics["float"]) >= {"recall@1", "recall@8", "map@r", "r_precision", "map", "nmi"}
     assert 0.0 < metrics["float"]["recall@1"] <= 1.0
     assert metrics["quantized"]["pq32"]["bytes_per_vector"] == 4
     # The sketch dataset is evaluated with its own protocol: sketch queries against photos.
-    sketch = json.loads((repo / "metrics/tiny_sketch.json").read_text())
+    sketch = json.loads((repo / "metrics/tiny_sketch/seed0.json").read_text())
     assert sketch["protocol"]["name"] == "cross_domain" and "precision@10" in sketch["float"]
     manifest = pq.read_table(repo / "data/sketches/manifest.parquet", columns=["domain"])
     assert sketch["queries"] == manifest.column("domain").to_pylist().count("sketch") // 2
     table = (repo / "results/comparison.md").read_text()
-    assert "| tiny | multi_similarity |" in table
+    assert "| tiny | multi_similarity | 1 |" in table
     assert "## shapes · self_retrieval" in table and "## sketches · cross_domain" in table
-    assert (repo / "plots/tiny/retrieval_grid.png").stat().st_size > 0
-    assert (repo / "dvclive/tiny/plots/metrics/loss.tsv").is_file()
+    assert (repo / "plots/tiny/seed0/retrieval_grid.png").stat().st_size > 0
+    assert (repo / "dvclive/tiny/seed0/plots/metrics/loss.tsv").is_file()
+    assert (repo / "dvclive/tiny/seed0/plots/metrics/val_map_at_r.tsv").is_file()  # the validation curve
 
     again = run(["dvc", "repro"], repo, env)
     assert again.returncode == 0, again.stderr
@@ -113,8 +115,8 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     changed = run(["dvc", "repro"], repo, env)
     assert changed.returncode == 0, changed.stderr
-    assert ran_stages(changed.stdout) == {"evaluate@tiny", "evaluate@tiny_sketch", "report"}
-    assert "recall@8" not in json.loads((repo / "metrics/tiny.json").read_text())["float"]
+    assert ran_stages(changed.stdout) == {"evaluate@tiny-0", "evaluate@tiny_sketch-0", "report"}
+    assert "recall@8" not in json.loads((repo / "metrics/tiny/seed0.json").read_text())["float"]
 
     # A sweep point as a DVC experiment: only what depends on the swept key re-runs.
     assert run(["git", "add", "-A"], repo, env).returncode == 0
@@ -122,7 +124,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     exp = run(["dvc", "exp", "run", "-S", "evaluate.grid_queries=2"], repo, env)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
     # The grid is not a metric: report's inputs are unchanged, so DVC skips it too.
-    assert ran_stages(exp.stdout) == {"evaluate@tiny", "evaluate@tiny_sketch"}
+    assert ran_stages(exp.stdout) == {"evaluate@tiny-0", "evaluate@tiny_sketch-0"}
     shown = run(["dvc", "exp", "show", "--json"], repo, env)
     assert shown.returncode == 0 and "grid_queries" in shown.stdout
 
@@ -134,18 +136,18 @@ def test_a_changed_module_retrains_and_a_forced_run_never_resumes_a_finished_one
     changed = run(["dvc", "repro"], repo, env)
     assert changed.returncode == 0, changed.stdout[-3000:] + changed.stderr[-3000:]
     ran = ran_stages(changed.stdout)
-    assert {"tune@tiny", "train@tiny", "train@tiny_sketch"} <= ran
+    assert {"tune@tiny", "train@tiny-0", "train@tiny_sketch-0"} <= ran
     assert not {s for s in ran if s.startswith(("ingest", "preprocess"))}  # they do not run that module
     output = changed.stdout + changed.stderr
     assert "resuming at epoch" not in output and "training it again" in output
-    assert json.loads((repo / "models/tiny/model.json").read_text())["resumed_at_epochs"] == []
+    assert json.loads((repo / "models/tiny/seed0/model.json").read_text())["resumed_at_epochs"] == []
 
-    forced = run(["dvc", "repro", "--force", "--single-item", "train@tiny"], repo, env)
+    forced = run(["dvc", "repro", "--force", "--single-item", "train@tiny-0"], repo, env)
     assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
-    assert ran_stages(forced.stdout) == {"train@tiny"}
+    assert ran_stages(forced.stdout) == {"train@tiny-0"}
     output = forced.stdout + forced.stderr
     assert "resuming at epoch" not in output and "had finished; training it again" in output
-    card = json.loads((repo / "models/tiny/model.json").read_text())
+    card = json.loads((repo / "models/tiny/seed0/model.json").read_text())
     assert card["resumed_at_epochs"] == [] and len(card["history"]) == card["train"]["epochs"]
 
 
@@ -156,8 +158,8 @@ def test_unknown_params_key_stops_the_stage_and_names_it(project):
     bad = repo / "bad-params.yaml"
     bad.write_text(yaml.safe_dump(params))
     out = run([sys.executable, "pipelines/quantize.py", "--params", str(bad), "--experiment", "tiny",
-               "--manifest", "data/shapes/manifest.parquet", "--splits", "data/shapes/splits.parquet",
-               "--embeddings", "embeddings/tiny.parquet", "--out", "indexes/elsewhere"], repo, env)
+               "--tuned", "tuned/tiny.json", "--embeddings", "embeddings/tiny/seed0.parquet",
+               "--out", "indexes/elsewhere"], repo, env)
     assert out.returncode == 2
     assert "quantize.bitz: unknown key" in out.stderr
     assert "Traceback" not in out.stderr
@@ -198,21 +200,21 @@ def test_interrupted_repro_leaves_no_partial_output_and_the_next_one_completes(p
 
     log = repo.parent / "interrupted.log"
     # Killed 3 s into the train stage: Ray is starting or training.
-    kill_when(["dvc", "repro"], repo, env, ready=lambda: "Running stage 'train@tiny'" in log.read_text(),
+    kill_when(["dvc", "repro"], repo, env, ready=lambda: "Running stage 'train@tiny-0'" in log.read_text(),
               log=log, delay=3, timeout=300)
 
     # Stages that finished before the kill (tune) are recorded; the killed one and all after it are not.
     after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    for stage in ("train@tiny", "embed@tiny", "quantize@tiny", "evaluate@tiny", "report"):
+    for stage in ("train@tiny-0", "embed@tiny-0", "quantize@tiny-0", "evaluate@tiny-0", "report"):
         assert after[stage] == lock[stage], f"dvc.lock changed for {stage}"
-    if (repo / "models/tiny").exists():  # DVC removes a stage's outputs before running it
-        load_model(repo / "models/tiny")  # whole and verified, or not there at all
-    assert not list((repo / "models").glob(".tiny.*")), "a temporary model folder was left behind"
+    if (repo / "models/tiny/seed0").exists():  # DVC removes a stage's outputs before running it
+        load_model(repo / "models/tiny/seed0")  # whole and verified, or not there at all
+    assert not list((repo / "models/tiny").glob(".seed0.*")), "a temporary model folder was left behind"
 
     again = run(["dvc", "repro"], repo, env)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert {"train@tiny", "embed@tiny", "quantize@tiny", "evaluate@tiny"} <= ran_stages(again.stdout)
-    load_model(repo / "models/tiny")
+    assert {"train@tiny-0", "embed@tiny-0", "quantize@tiny-0", "evaluate@tiny-0"} <= ran_stages(again.stdout)
+    load_model(repo / "models/tiny/seed0")
     status = run(["dvc", "status"], repo, env)
     assert "up to date" in status.stdout
 
@@ -227,3 +229,28 @@ def test_deterministic_stages_give_identical_hashes_when_run_again(project):
         assert ran_stages(forced.stdout) == {stage}
     diff = run(["git", "diff", "--stat", "dvc.lock"], repo, env)
     assert diff.stdout == "", f"output hashes changed on a clean re-run:\n{diff.stdout}"
+
+
+def test_each_seed_is_a_run_of_its_own_cached_apart(project):
+    repo, env = project
+    assert run(["git", "add", "-A"], repo, env).returncode == 0
+    assert run(["git", "commit", "-qm", "one seed"], repo, env).returncode == 0
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["seeds"] = [0, 1]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    two = run(["dvc", "repro"], repo, env)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    # seed 0's runs are reused as they are; only seed 1's run, and the report
+    assert ran_stages(two.stdout) == {"report", *{f"{stage}@{name}-1" for stage in ("train", "embed", "quantize", "evaluate")
+                                                   for name in ("tiny", "tiny_sketch")}}
+    cards = [json.loads((repo / f"models/tiny/seed{s}/model.json").read_text()) for s in (0, 1)]
+    assert [c["seed"] for c in cards] == [0, 1] and cards[0]["sha256"] != cards[1]["sha256"]
+    table = (repo / "results/comparison.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| tiny | "))
+    assert row.startswith("| tiny | multi_similarity | 2 |") and " ± " in row
+
+    params["seeds"] = [1]  # dropping a seed re-runs nothing but the report
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    one = run(["dvc", "repro"], repo, env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert ran_stages(one.stdout) == {"report"}

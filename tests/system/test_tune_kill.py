@@ -37,8 +37,8 @@ def finished(trials: dict[str, list[dict]]) -> set[str]:
 def test_killed_sweep_completes_every_trial_once(fault_data, short_tmp, tmp_path):
     data = {"manifest": fault_data.manifest, "splits": fault_data.splits}
     storage = short_tmp / "tune-runs"
-    write_params(tmp_path, experiment="tk", train={"storage_path": str(storage)},
-                 tune={"trials": TRIALS, "epochs": EPOCHS, "scheduler": "fifo", "folds": [0]})
+    write_params(tmp_path, experiment="tk", data=data, train={"storage_path": str(storage)},
+                 tune={"trials": TRIALS, "epochs": EPOCHS, "scheduler": "fifo"})
     command = stage_command("tune", "tk", data)
     env = stage_env(short_tmp / "tune-scratch")
     kill_when(command, tmp_path, env, ready=lambda: bool(finished(trial_results(storage))),
