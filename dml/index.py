@@ -163,6 +163,9 @@ def build_index(
         _quiet(index.pq.cp)
         index.train(train)
     elif kind == "opq":
+        if train.shape[0] < d:  # faiss's rotation learning crashes the process below that
+            raise DataError(f"an opq index of {d}-d vectors needs at least {d} training vectors "
+                            f"to learn its rotation, got {train.shape[0]}")
         opq = faiss.OPQMatrix(d, m)
         opq.niter = OPQ_ITERATIONS
         opq_pq = faiss.ProductQuantizer(d, m, CODEBOOK_BITS)  # the PQ used while learning the rotation

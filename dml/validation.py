@@ -44,7 +44,7 @@ class FoldValidator:
             train=False,
         )
         protocol = build_protocol(self.protocol)
-        device = next(model.parameters()).device
+        device = next(model.parameters(), torch.empty(0)).device  # (a pixels model has none)
         vectors = embed_dataset(model, dataset, batch_size=self.batch_size, device=device,
                                 normalize=protocol.metric == "cosine")
         metrics = protocol.evaluate(EvalRows.from_dataset(dataset), vectors, ks=(1,), nmi=False)

@@ -10,6 +10,7 @@ hand_over()  # run in the warm interpreter when `dml run` serves one: no import 
 
 from dml.config import load_params, resolve_run
 from dml.embed import read_embeddings
+from dml.errors import DataError
 from dml.evaluate.experiment import aligned_rows, test_rows
 from dml.evaluate.protocols import build_protocol
 from dml.index import build_index, save_index
@@ -35,10 +36,14 @@ def main() -> None:
     with atomic_path(args.out, directory=True) as folder:
         recipes = [("flat", None)] + [(k, b) for k in params.quantize.kinds for b in params.quantize.bits]
         for kind, bits in recipes:
-            index = build_index(train, kind, bits=bits, metric=metric, seed=params.seed)
+            name = kind if bits is None else f"{kind}{bits}"
+            try:
+                index = build_index(train, kind, bits=bits, metric=metric, seed=params.seed)
+            except DataError as err:  # this data cannot train this index: say so, build the rest
+                print(f"quantize {args.experiment}: {name}: skipped: {err}")
+                continue
             index.reset()  # keep the learned codebooks, index the gallery only
             index.add(gallery)
-            name = kind if bits is None else f"{kind}{bits}"
             save_index(index, folder / f"{name}.faiss", info={
                 "kind": kind, "bits": bits, "source": args.embeddings, "embed_dim": meta["embed_dim"]})
             print(f"quantize {args.experiment}: {name}: {index.ntotal} vectors")

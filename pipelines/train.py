@@ -15,6 +15,7 @@ from dml.train.curves import write_curves
 from dml.train.export import export_model
 from dml.train.launch import initial_model, mark_finished, selected_weights, train_run, trained_model
 from dml.train.loop import DataSpec
+from dml.validation import held_out
 
 
 def main() -> None:
@@ -31,8 +32,10 @@ def main() -> None:
             "loss": spec.loss, "protocol": spec.protocol, "train": spec.train.model_dump(mode="json")}
     if spec.train.epochs == 0:
         model, context = initial_model(spec, data)
-        write_curves(args.curves, [])
-        export_model(model, spec.model, args.out, context=context, history=[], workers=[],
+        _, validate = held_out(spec, data)
+        history = [{"epoch": 0.0, **validate(model)}] if validate is not None else []
+        write_curves(args.curves, history)
+        export_model(model, spec.model, args.out, context=context, history=history, workers=[],
                      resumed_at_epochs=[], selected_epoch=None, selected_by="untrained", **card)
         print(f"train {args.experiment}: untrained reference ({spec.model.backbone}) -> {args.out}")
         return

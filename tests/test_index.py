@@ -86,6 +86,13 @@ def test_dim_not_divisible_is_config_error():
         build_index(unit_rows(100, 32, 3), "pq", bits=32)
 
 
+def test_opq_with_fewer_vectors_than_dimensions_is_a_clear_error():
+    # faiss's OPQ rotation learning aborts the whole process there; refuse it first
+    x = np.random.default_rng(0).standard_normal((300, 512)).astype(np.float32)
+    with pytest.raises(DataError, match="512-d vectors needs at least 512 training vectors to learn its rotation, got 300"):
+        build_index(x, "opq", bits=32)
+
+
 def test_search_dimension_mismatch_names_both(indexes):
     with pytest.raises(DataError, match=rf"query dimension 8 .* index dimension {DIM}"):
         search(indexes["flat"], unit_rows(3, 8, 4), 5)

@@ -14,7 +14,8 @@ def is_curve(key: str) -> bool:
 
 
 def write_curves(folder: str | os.PathLike[str], history: list[dict[str, float]]) -> None:
-    """Write one dvclive step per epoch into ``folder`` (replaced whole, atomically)."""
+    """Write one dvclive step per epoch into ``folder`` (replaced whole, atomically). An
+    untrained reference has no epochs: its folder holds an empty summary and no curve."""
     with atomic_path(folder, directory=True) as tmp:
         live = Live(dir=str(tmp), save_dvc_exp=False, dvcyaml=None, report=None)
         for metrics in history:
@@ -23,3 +24,6 @@ def write_curves(folder: str | os.PathLike[str], history: list[dict[str, float]]
                     live.log_metric(key.replace("@", "_at_"), float(value))
             live.next_step()
         live.end()
+        (tmp / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+        if not (tmp / "metrics.json").exists():
+            (tmp / "metrics.json").write_text("{}\n")
