@@ -64,15 +64,24 @@ def metric_columns(metrics: Sequence[Mapping[str, object]]) -> list[str]:
 Runs = Mapping[int, Mapping]  # seed -> one run's metrics.json
 
 
-def _cell(values: Sequence[float | None]) -> str:
-    """``mean ± half-width`` (95% t interval over seeds) in %, or the mean for one seed."""
+def _cell(values: Sequence[float | None], bootstrap: Sequence[float] | None = None) -> str:
+    """``mean ± half-width`` in %: the 95% t interval over seeds, or for one seed the 95%
+    bootstrap interval over queries when given (marked ``ᵇ``), else the mean alone."""
     present = [v for v in values if isinstance(v, float)]
     if not present:
         return "–"
     interval = t_interval(present)
     if interval.n < 2:
+        if bootstrap is not None and len(present) == 1:
+            return f"{100 * interval.mean:.1f} ± {100 * (bootstrap[1] - bootstrap[0]) / 2:.1f}ᵇ"
         return f"{100 * interval.mean:.1f}"
     return f"{100 * interval.mean:.1f} ± {100 * interval.half_width:.1f}"
+
+
+def _float_cell(runs: Sequence[Mapping], key: str) -> str:
+    """A float figure of an experiment over its runs (seeds)."""
+    bootstrap = runs[0].get("float_bootstrap_ci", {}).get(key) if len(runs) == 1 else None
+    return _cell([r["float"].get(key) for r in runs], bootstrap)
 
 
 def _difference(method: Runs, baseline: Runs, key: str) -> str:
@@ -101,7 +110,7 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
     for name in names:
         first = runs[name][0]
         row = [name, str(first.get("loss", "?")), str(len(runs[name])),
-               *[_cell([r["float"].get(k) for r in runs[name]]) for k in columns],
+               *[_float_cell(runs[name], k) for k in columns],
                str(first.get("bytes_per_vector", "?"))]
         for q in indexes:
             quantized = [r.get("quantized", {}).get(q) for r in runs[name]]
@@ -139,7 +148,8 @@ def _setup(first: Mapping) -> str:
         f"image size {first.get('image_size', '?')}, split {first.get('split', '?')} "
         f"({first.get('queries', '?')} queries against {first.get('gallery', '?')} gallery "
         f"items, classes unseen in training where the split is by class). Figures in %: the mean "
-        f"over seeds ± the half-width of its 95% t interval (the mean alone for one seed)."
+        f"over seeds ± the half-width of its 95% t interval; with one seed, ± the half-width of "
+        f"the 95% bootstrap interval over queries (ᵇ)."
     )
 
 

@@ -64,6 +64,8 @@ def test_test_split_evaluation_float_equals_exact_index():
         assert report["exact_index"][key] == pytest.approx(report["float"][key], abs=1e-6)
     assert report["quantized"]["pq32"]["bytes_per_vector"] == 4
     assert report["bytes_per_vector"] == 64
+    low, high = report["float_bootstrap_ci"]["map@r"]  # one run's interval over its queries
+    assert low <= report["float"]["map@r"] <= high and set(report["float_bootstrap_ci"]) >= {"recall@1", "map"}
 
 
 def test_grid_examples_exclude_the_query_itself():
@@ -88,6 +90,8 @@ def test_comparison_table_has_one_row_per_experiment():
     assert lines[0].startswith("| a | a | 1 | 50.0 | 60.0 | 70.0 | 80.0 | 20.0 | 30.0 | 25.0 | 40.0 | 256 | 50.0 / 20.0 (4) |")
     assert len(lines) == 2 + 4  # main rows, then float + pq32 detail rows per experiment
     assert "Against the baseline" not in table
+    one_run = {"a": {0: {"loss": "a", "float": {"recall@1": 0.5}, "float_bootstrap_ci": {"recall@1": [0.46, 0.54]}}}}
+    assert "| a | a | 1 | 50.0 ± 4.0ᵇ |" in comparison_table(one_run)
 
 
 def test_seeds_give_intervals_and_a_named_baseline_a_paired_difference():

@@ -84,6 +84,7 @@ def retrieval_metrics(
     nmi: bool = True,
     seed: int = 0,
     query_gallery_index: ArrayLike | torch.Tensor | None = None,
+    per_query: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Exact retrieval metrics of ``query`` against ``gallery`` (or against itself), plus NMI.
 
@@ -114,6 +115,8 @@ def retrieval_metrics(
             holds the same item as each query, or -1. That row is left out of the query's
             ranking, as the query itself is with no gallery (roles "both", see
             ``dml.evaluate.protocols``).
+        per_query: a dict to fill with each query's value of each metric (NaN for a query
+            without a relevant item), for intervals over queries.
 
     Returns:
         ``recall@K`` for each K (DML sense: a relevant item among the top K; K beyond the
@@ -204,16 +207,18 @@ def retrieval_metrics(
         relevance = label_relevance(q_labels, g_labels)
     grades = _matrix_callback(grades, "grades", shape, q.device, torch.float64)
 
-    per_query = per_query_metrics(
+    values_per_query = per_query_metrics(
         q, g, relevance, ks=ks, exclude=exclude, block_bytes=block_bytes, metric=metric,
         map_ks=tuple(map_ks), precision_ks=tuple(precision_ks), grades=grades,
         ndcg_ks=tuple(ndcg_ks),
     )
-    valid = ~np.isnan(per_query["map"])
+    valid = ~np.isnan(values_per_query["map"])
     result = {
         name: float(np.nanmean(values[valid])) if valid.any() else float("nan")
-        for name, values in per_query.items()
+        for name, values in values_per_query.items()
     }
+    if per_query is not None:  # each query's value (NaN where it has no relevant item)
+        per_query.update({name: np.where(valid, values, np.nan) for name, values in values_per_query.items()})
     if nmi:
         result["nmi"] = clustering_nmi(q.cpu().numpy(), q_labels.cpu().numpy(), seed=seed)
     result["queries_without_relevant"] = float((~valid).sum())

@@ -15,6 +15,7 @@ from dml.data.dataset import ManifestDataset
 from dml.errors import DataError
 from dml.evaluate.protocols import EvalRows, Protocol
 from dml.index import decode_gallery, describe_index
+from dml.stats import bootstrap_interval
 
 
 def experiment_rows(spec: RunSpec, manifest: str, splits: str,
@@ -61,7 +62,10 @@ def evaluate_test_split(
     mask = test_rows(rows)
     rows, vectors = rows.subset(mask), vectors[mask]
     queries, gallery, _ = protocol.split(rows)
-    floats = protocol.evaluate(rows, vectors, ks=ks)
+    per_query: dict[str, np.ndarray] = {}
+    floats = protocol.evaluate(rows, vectors, ks=ks, per_query=per_query)
+    # The spread due to the finite query set: the interval of a single run (one seed).
+    intervals = {key: bootstrap_interval(values) for key, values in per_query.items()}
     quantized_metric = "dot" if protocol.metric == "cosine" else protocol.metric
     quantized = {}
     for name, index in indexes.items():
@@ -77,6 +81,7 @@ def evaluate_test_split(
         "gallery": int(len(gallery)),
         "bytes_per_vector": int(4 * vectors.shape[1]),
         "float": floats,
+        "float_bootstrap_ci": {k: [i.low, i.high] for k, i in intervals.items() if i.n >= 2},
         "quantized": {k: v for k, v in quantized.items() if k != "flat"},
         "exact_index": quantized.get("flat"),
     }

@@ -218,11 +218,12 @@ class Protocol:
 
     def evaluate(self, rows: EvalRows, vectors: np.ndarray, *, ks: Sequence[int] = (1, 2, 4, 8),
                  gallery: np.ndarray | None = None, metric: str | None = None, nmi: bool = True,
-                 seed: int = 0) -> dict[str, float]:
+                 seed: int = 0, per_query: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         """Metrics of ``vectors`` (aligned with ``rows``) under this protocol.
 
         ``gallery`` replaces the gallery rows' vectors (a gallery decoded from quantization
         codes, ranked with ``metric``, e.g. ``"dot"``); NMI is computed on the float queries.
+        ``per_query`` is filled with each task's per-query values, under the same keys.
         """
         from dml.evaluate import retrieval_metrics
 
@@ -235,15 +236,18 @@ class Protocol:
                             f"gallery has {len(gallery_rows)} rows")
         out: dict[str, float] = {}
         for task in self.tasks(rows, queries, gallery_rows):
+            values: dict[str, np.ndarray] = {}
             metrics = retrieval_metrics(
                 vectors[queries], task.query_labels, gallery_vectors,
                 None if task.relevance is not None else task.gallery_labels,
                 relevance=task.relevance, grades=task.grades, ks=ks, map_ks=self.map_ks,
                 precision_ks=self.precision_ks, ndcg_ks=self.ndcg_ks if task.grades else (),
                 metric=metric or self.metric, nmi=nmi and task.nmi and task.query_labels is not None,
-                seed=seed, query_gallery_index=own,
+                seed=seed, query_gallery_index=own, per_query=values,
             )
             out.update({task.prefix + key: value for key, value in metrics.items()})
+            if per_query is not None:
+                per_query.update({task.prefix + key: v for key, v in values.items()})
         return self.summarize(out)
 
     def summarize(self, metrics: dict[str, float]) -> dict[str, float]:
