@@ -1,7 +1,7 @@
 """Training throughput and scaling: Ray Train with 1, 2, ... workers against an in-process loop.
 
     .venv/bin/python benchmarks/bench_train.py [--workers 1 2] [--epochs 3] [--loss multi_similarity]
-        [--batch-size 64] [--m-per-class 8] [--use-gpu]
+        [--batch-size 64] [--m-per-class 8] [--use-gpu] [--backbone small_cnn] [--image-size 32]
 
 Every run trains the same model on the same synthetic data; the figure of merit is images/s
 over the epochs after the first (which pays for start-up), reported as a ratio to the
@@ -24,9 +24,8 @@ from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.io import write_json_atomic
-from dml.runtime import available_cpus, ray_session
+from dml.runtime import available_cpus
 from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
-from dml.train.ray_trainer import latest_checkpoint, train_on_ray
 
 
 def steady(history: list[dict], key: str) -> float:
@@ -38,17 +37,18 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]
     """Images/s and all-gather share of the in-process loop and of each Ray Train worker count."""
     import torch
 
-    ingest("synthetic", {"seed": 0}, work / "manifest.parquet")
+    ingest("synthetic", {"seed": 0, "image_size": args.image_size}, work / "manifest.parquet")
     pq.write_table(make_splits(pq.read_table(work / "manifest.parquet")), work / "splits.parquet")
     data = DataSpec(manifest=str(work / "manifest.parquet"), splits=str(work / "splits.parquet"))
 
     def spec(workers: int, cpus: int) -> RunSpec:
         return RunSpec(
             experiment=f"bench{workers}",
-            loss_name=args.loss,
-            loss_kwargs={},
-            model=ModelConfig(),
-            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, m_per_class=args.m_per_class,
+            dataset="synthetic",
+            loss={"name": args.loss},
+            model=ModelConfig(backbone=args.backbone, image_size=args.image_size),
+            train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                              sampler={"name": "m_per_class", "m": args.m_per_class}, val_folds=[], select="last",
                               num_workers=workers, cpus_per_worker=cpus, use_gpu=args.use_gpu,
                               max_failures=0),
         )
@@ -56,6 +56,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]
     session = LocalSession(device=torch.device("cuda" if args.use_gpu else "cpu"))
     fit(spec(1, args.cpus), data, session)
     rows = {"in-process, 1 process": {"images_per_s": steady(session.history, "images_per_s"), "gather_share": 0.0}}
+    if not args.workers:
+        return rows
+    from dml.runtime import ray_session
+    from dml.train.ray_trainer import latest_checkpoint, train_on_ray
+
     with ray_session():
         for workers in args.workers:
             result = train_on_ray(spec(workers, max(1, args.cpus // workers)), data, storage_path=work / "runs")
@@ -71,7 +76,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2],
+                        help="Ray Train worker counts to measure (none: the in-process loop alone)")
+    parser.add_argument("--backbone", default="small_cnn")
+    parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--cpus", type=int, default=available_cpus(), help="CPUs shared by the workers")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--loss", default="multi_similarity")
@@ -91,7 +99,8 @@ def main() -> None:
         print(f"{name:<28} {row['images_per_s']:>10.1f} {row['ratio']:>7.2f} {row['gather_share']:>10.1%}")
     write_json_atomic(args.out, {"runs": rows, "reference": "in-process, 1 process", "epochs": args.epochs,
                                  "loss": args.loss, "batch_size": args.batch_size, "m_per_class": args.m_per_class,
-                                 "cpus": args.cpus, "gpu": args.use_gpu})
+                                 "cpus": args.cpus, "gpu": args.use_gpu,
+                                 "backbone": args.backbone, "image_size": args.image_size})
 
 
 if __name__ == "__main__":

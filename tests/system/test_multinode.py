@@ -70,7 +70,7 @@ def two_nodes(short_tmp: Path):
 def test_train_stage_spreads_two_workers_over_two_nodes(two_nodes, tiny_data, short_tmp, tmp_path):
     address, node_ids, env = two_nodes
     write_params(tmp_path, experiment="mn", data=tiny_data,
-                 train={"epochs": 1, "num_workers": 2, "cpus_per_worker": 1, "storage_path": str(short_tmp / "mn-runs")})
+                 train={"epochs": 1, "num_workers": 2, "batch_size": 8, "cpus_per_worker": 1, "storage_path": str(short_tmp / "mn-runs")})
     command = stage_command("train", "mn", tiny_data)
     out = subprocess.run(
         command, cwd=tmp_path, env=env | {"RAY_ADDRESS": address, "DML_SCRATCH": str(short_tmp / "mn-scratch")},

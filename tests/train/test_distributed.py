@@ -58,15 +58,19 @@ def one_step(learner, x, y):
     return loss.detach()
 
 
-def worker(rank: int, port: int, case: str, out: str) -> None:
+def worker(rank: int, port: int, out: str) -> None:
+    """One SGD step of every case on this rank's half of the batch, in one process group."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    learner = make_learner(case)
-    ddp = DistributedDataParallel(learner)
-    x, y = batch()
-    half = slice(rank * B // 2, (rank + 1) * B // 2)
-    loss = one_step(ddp, x[half], y[half])
-    torch.save({"loss": loss, "state": learner.state_dict()}, out.format(rank=rank))
+    results = {}
+    for case in sorted(CASES):
+        learner = make_learner(case)
+        ddp = DistributedDataParallel(learner)
+        x, y = batch()
+        half = slice(rank * B // 2, (rank + 1) * B // 2)
+        loss = one_step(ddp, x[half], y[half])
+        results[case] = {"loss": loss, "state": learner.state_dict()}
+    torch.save(results, out.format(rank=rank))
     dist.destroy_process_group()
 
 
@@ -76,15 +80,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def two_worker_steps(tmp_path_factory) -> list[dict]:
+    """Each rank's results for every case: two processes are started once for all of them."""
+    out = str(tmp_path_factory.mktemp("distributed") / "rank{rank}.pt")
+    mp.spawn(worker, args=(free_port(), out), nprocs=2, join=True)
+    return [torch.load(out.format(rank=rank), weights_only=True) for rank in (0, 1)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_two_workers_equal_one_worker(case, tmp_path):
-    out = str(tmp_path / "rank{rank}.pt")
-    mp.spawn(worker, args=(free_port(), case, out), nprocs=2, join=True)
+def test_two_workers_equal_one_worker(case, two_worker_steps):
     single = make_learner(case)
     loss = one_step(single, *batch())
-    for rank in (0, 1):  # every rank holds the same weights and proxies after the step
-        distributed = torch.load(out.format(rank=rank), weights_only=True)
+    for ranks in two_worker_steps:  # every rank holds the same weights and proxies after the step
+        distributed = ranks[case]
         torch.testing.assert_close(distributed["loss"], loss)
         for key, value in single.state_dict().items():
             torch.testing.assert_close(distributed["state"][key], value, rtol=1e-5, atol=1e-6)
