@@ -14,7 +14,9 @@ PIP_NOISE := is ignored: it is neither
 
 # uv installs the pinned stack in well under a minute where pip takes about three. It does
 # not read pip's configuration, so the indexes, find-links and constraint file that pip is
-# configured with here are handed to it; pip is the fallback.
+# configured with here are handed to it; pip is the fallback. Bytecode is compiled at install
+# (as pip does): where PYTHONDONTWRITEBYTECODE is set, every process (each stage, each Ray
+# worker) would otherwise compile torch and Ray from source, doubling its start-up.
 define PIP_TO_UV
 import shlex, sys
 flags = {"extra-index-url": "--extra-index-url", "index-url": "--index-url",
@@ -37,7 +39,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip uv 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
-	$(VENV)/bin/uv pip install --quiet --python $(PYTHON) -e '.[test]' \
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PYTHON) -e '.[test]' \
 	    $$(python3 -m pip config list 2>/dev/null | python3 -c "$$PIP_TO_UV") \
 	  || $(PYTHON) -m pip install --quiet -e '.[test]' 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(PYTHON) -c "import dml, torch, ray, faiss, dvc"
@@ -49,7 +51,7 @@ demo: setup
 	dml report
 
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=15
 
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow"

@@ -10,6 +10,7 @@ searcher is restored with their results.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -165,20 +166,34 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
     errors = [r.error for r in results if r.error is not None]
     if len(errors) == len(results):
         raise RuntimeError(f"every trial of {name} failed; first error: {errors[0]}")
-    best = results.get_best_result(metric=metric, mode="max", scope="all")
+    rows = ranked_trials(results, metric, tuple(exp.search))
+    if not rows:
+        raise RuntimeError(f"no trial of {name} reported {metric}")
     return {
         "experiment": experiment,
-        "overrides": {key: best.config[key] for key in exp.search},
+        "overrides": dict(rows[0]["config"]),
         "trials": len(results),
         "failed_trials": len(errors),
         "metric": metric,
-        "value": float(best.metrics[metric]) if best.metrics and metric in best.metrics else None,
-        "all": sorted(
-            (
-                {"config": {k: r.config[k] for k in exp.search}, metric: r.metrics.get(metric)}
-                for r in results
-                if r.metrics and r.error is None
-            ),
-            key=lambda row: -(row[metric] or 0.0),
-        ),
+        "value": rows[0][metric],
+        "all": rows,
     }
+
+
+def trial_score(result: Any, metric: str) -> float | None:
+    """A trial's score: its best validation ``metric`` over the epochs it reported (the epoch
+    that model selection would export), None when it reported none."""
+    frame = result.metrics_dataframe
+    if frame is not None and metric in frame and frame[metric].notna().any():
+        return float(frame[metric].max())
+    value = (result.metrics or {}).get(metric)
+    return None if value is None else float(value)
+
+
+def ranked_trials(results: Any, metric: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The finished trials, best first: by score, ties broken by the configuration itself (its
+    JSON), so that the same trials always give the same winner whatever order they ran in."""
+    rows = [{"config": {k: r.config[k] for k in keys}, metric: trial_score(r, metric)}
+            for r in results if r.error is None]
+    rows = [row for row in rows if row[metric] is not None]
+    return sorted(rows, key=lambda row: (-row[metric], json.dumps(row["config"], sort_keys=True)))

@@ -63,3 +63,22 @@ def test_trainer_mode_trial_drives_a_torch_trainer(ray_local, tiny_data, short_t
     assert 0.0 < best["value"] <= 1.0
     # The trial's TorchTrainer run lives beside the sweep, named after it.
     assert any(p.name.startswith("tune-ms-") and "-" in p.name[8:] for p in (short_tmp / "tune-trainer").iterdir())
+
+
+def test_the_winner_is_the_best_epoch_of_the_best_trial_and_ties_do_not_depend_on_order():
+    import pandas as pd
+    from types import SimpleNamespace
+
+    from dml.tune import ranked_trials
+
+    def trial(margin, curve, error=None):
+        frame = pd.DataFrame({"val_map@r": curve})
+        return SimpleNamespace(config={"loss.margin": margin}, error=error, metrics={"val_map@r": curve[-1]},
+                               metrics_dataframe=frame)
+
+    trials = [trial(0.2, [0.3, 0.5]), trial(0.1, [0.5, 0.4]), trial(0.3, [0.2, 0.45]), trial(0.9, [0.9], error="x")]
+    for order in (trials, trials[::-1]):
+        rows = ranked_trials(order, "val_map@r", ("loss.margin",))
+        # 0.1 and 0.2 tie at 0.5 (0.1 at its first epoch): the smaller configuration wins both times
+        assert [r["config"]["loss.margin"] for r in rows] == [0.1, 0.2, 0.3]
+        assert [r["val_map@r"] for r in rows] == [0.5, 0.5, 0.45]

@@ -45,6 +45,29 @@ def _embeddings(x: ArrayLike | torch.Tensor, name: str, metric: str) -> torch.Te
     return t
 
 
+def _cutoffs(ks: int | Sequence[int]) -> tuple[int, ...]:
+    """``ks`` as a tuple of ints: one cutoff may be given as a bare int."""
+    return (int(ks),) if isinstance(ks, (int, np.integer)) else tuple(int(k) for k in ks)
+
+
+def _label_ids(query_labels: ArrayLike | torch.Tensor | None,
+               gallery_labels: ArrayLike | torch.Tensor | None) -> tuple:
+    """Labels that are not numbers (class names, any hashable objects) mapped to integer ids,
+    one vocabulary for query and gallery so that equal names stay equal; numbers unchanged."""
+    arrays = [None if y is None or isinstance(y, torch.Tensor) else np.asarray(y) for y in (query_labels, gallery_labels)]
+    named = [a for a in arrays if a is not None and a.dtype.kind in "OUS"]
+    if not named:
+        return query_labels, gallery_labels
+    given = [a for a in arrays if a is not None]
+    if len(named) != len(given):
+        raise DataError("query_labels and gallery_labels must both be names or both be numbers")
+    if any(a.ndim != 1 for a in named):
+        raise DataError("labels must be 1-D [rows]")
+    _, ids = np.unique(np.concatenate([a.astype(str) for a in named]), return_inverse=True)
+    split = np.split(ids, [len(named[0])])
+    return split[0], (split[1] if len(named) == 2 else gallery_labels)
+
+
 def _labels(y: ArrayLike | torch.Tensor, name: str, n_rows: int, device: torch.device) -> torch.Tensor:
     t = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y))
     if t.dim() != 1:
@@ -75,10 +98,10 @@ def retrieval_metrics(
     *,
     relevance: Relevance | ArrayLike | torch.Tensor | None = None,
     grades: Grades | ArrayLike | torch.Tensor | None = None,
-    ks: Sequence[int] = (1, 2, 4, 8),
-    map_ks: Sequence[int] = (),
-    precision_ks: Sequence[int] = (),
-    ndcg_ks: Sequence[int] = (),
+    ks: int | Sequence[int] = (1, 2, 4, 8),
+    map_ks: int | Sequence[int] = (),
+    precision_ks: int | Sequence[int] = (),
+    ndcg_ks: int | Sequence[int] = (),
     metric: str = "cosine",
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     nmi: bool = True,
@@ -128,15 +151,16 @@ def retrieval_metrics(
     Queries with no relevant item in the gallery (a class seen once when ranking a set
     against itself, a query class absent from the gallery) have no defined retrieval score:
     they are left out of every retrieval average and counted in
-    ``queries_without_relevant`` (a float, like every value). With none left, the averages
-    are NaN. Ranking is exact over the whole gallery (no top-k cap); a non-relevant item with
+    ``queries_without_relevant`` (a float, like every value). With none left, nothing is
+    defined: that is an error. Labels may be integers or names (strings, any objects: mapped
+    to ids over query and gallery together); ``ks`` may be a single int. Ranking is exact over the whole gallery (no top-k cap); a non-relevant item with
     exactly the same score as a relevant one ranks ahead of it.
 
     Raises:
         DataError: embeddings not 2-D or not float, non-finite values, a zero row under
             cosine similarity, query and gallery dims differing (the message gives both
-            shapes), labels not 1-D integers or of the wrong length, no query, neither labels
-            nor a relevance.
+            shapes), labels not 1-D or of the wrong length, float labels, no query, neither
+            labels nor a relevance, no query with a relevant item.
         ConfigError: unknown ``metric``, non-positive ``ks`` or ``block_bytes``.
 
     >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.8], [0.6, 0.6]])
@@ -154,7 +178,7 @@ def retrieval_metrics(
     """
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
-    ks = tuple(int(k) for k in ks)
+    ks, map_ks, precision_ks, ndcg_ks = (_cutoffs(k) for k in (ks, map_ks, precision_ks, ndcg_ks))
     for name, values in (("ks", ks), ("map_ks", map_ks), ("precision_ks", precision_ks),
                          ("ndcg_ks", ndcg_ks)):
         if (name == "ks" and not values) or (values and min(int(k) for k in values) < 1):
@@ -170,6 +194,7 @@ def retrieval_metrics(
     if nmi and query_labels is None:
         raise DataError("nmi=True needs query_labels")
 
+    query_labels, gallery_labels = _label_ids(query_labels, gallery_labels)
     q = _embeddings(query, "query", metric)
     if q.shape[0] == 0:
         raise DataError("no query embeddings (query has 0 rows)")
@@ -213,6 +238,10 @@ def retrieval_metrics(
         ndcg_ks=tuple(ndcg_ks),
     )
     valid = ~np.isnan(values_per_query["map"])
+    if not valid.any():
+        raise DataError(f"none of the {len(valid)} queries has a relevant item in the "
+                        f"{'gallery' if gallery is not None else 'rest of the query set'}: every retrieval "
+                        "metric is undefined (check the labels, the relevance, or the query/gallery split)")
     result = {
         name: float(np.nanmean(values[valid])) if valid.any() else float("nan")
         for name, values in values_per_query.items()

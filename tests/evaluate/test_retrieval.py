@@ -138,10 +138,9 @@ def test_query_inside_gallery_is_excluded():
 
 
 def test_lone_query():
-    got = retrieval_metrics(np.ones((1, 4)), [3], ks=(1,))
-    assert got["queries_without_relevant"] == 1.0
-    assert math.isnan(got["recall@1"]) and math.isnan(got["map@r"])
-    assert got["nmi"] == pytest.approx(1.0)
+    # alone, it has nothing to retrieve: no metric is defined, and that is said
+    with pytest.raises(DataError, match="none of the 1 queries has a relevant item in the rest of the query set"):
+        retrieval_metrics(np.ones((1, 4)), [3], ks=(1,))
     # a lone query against a gallery: ranking [non (0.99), rel (0.5)] -> recall@1 0, AP 1/2
     gallery = np.array([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.9]])
     got = retrieval_metrics(np.ones((1, 4)), [3], gallery, [3, 4], ks=(1, 2))
@@ -238,3 +237,22 @@ def test_non_finite_is_data_error(bad):
 def test_input_validation(kwargs, error, match):
     with pytest.raises(error, match=match):
         retrieval_metrics(**kwargs)
+
+
+def test_class_names_and_a_single_k_are_accepted():
+    x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.2, 0.8]])
+    by_id = retrieval_metrics(x, [0, 0, 1, 1], ks=(1,), nmi=False)
+    assert retrieval_metrics(x, ["cat", "cat", "dog", "dog"], ks=1, nmi=False) == by_id
+    gallery = np.array([[0.0, 1.0], [1.0, 0.1], [1.0, 0.0]])
+    # one vocabulary for both sides: "dog" in the gallery is the queries' "dog"
+    named = retrieval_metrics(x[:1], np.array(["dog"], dtype=object), gallery, ["dog", "cat", "dog"], ks=(1, 2),
+                              nmi=False)
+    assert named == retrieval_metrics(x[:1], [1], gallery, [1, 0, 1], ks=(1, 2), nmi=False)
+    with pytest.raises(DataError, match="both be names or both be numbers"):
+        retrieval_metrics(x[:1], ["dog"], gallery, [1, 0, 1], nmi=False)
+
+
+def test_no_query_with_a_relevant_item_is_an_error():
+    gallery = np.array([[0.0, 1.0], [1.0, 0.0]])
+    with pytest.raises(DataError, match="none of the 2 queries has a relevant item in the gallery"):
+        retrieval_metrics(np.eye(2), [0, 1], gallery, [2, 3], nmi=False)
