@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from dml.checks import check_run
-from dml.config import load_params, resolve_run
+from dml.config import Params, load_params, resolve_run
 from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.io import write_json_atomic
@@ -50,9 +50,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def dataset_files(params_path: str, dataset: str, work: Path) -> DataSpec:
+def dataset_files(params: Params, dataset: str, work: Path) -> DataSpec:
     """The dataset's manifest and splits as the ingest and preprocess stages make them."""
-    params = load_params(params_path)
     cfg = params.dataset(dataset)
     manifest = work / "manifest.parquet"
     ingest(cfg.source, cfg.options, manifest, on_bad=cfg.on_bad)
@@ -63,10 +62,10 @@ def dataset_files(params_path: str, dataset: str, work: Path) -> DataSpec:
     return DataSpec(manifest=str(manifest), splits=str(work / "splits.parquet"))
 
 
-def validation_score(params_path: str, experiment: str, overrides: dict[str, Any], seed: int, data: DataSpec,
+def validation_score(params: Params, experiment: str, overrides: dict[str, Any], seed: int, data: DataSpec,
                      storage: Path) -> tuple[float, int]:
     """The selected epoch's validation metric of one training run, and that epoch."""
-    spec = resolve_run(load_params(params_path), experiment, {**overrides, "train.seed": seed})
+    spec = resolve_run(params, experiment, {**overrides, "train.seed": seed})
     check_run(spec)
     state, _ = train_run(spec, data, storage_path=storage)
     _, epoch = selected_weights(spec, state)
@@ -94,13 +93,13 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="dml-recipes-") as tmp:
         work = Path(tmp)
-        data = dataset_files(args.params, dataset, work)
+        data = dataset_files(params, dataset, work)
         for recipe in args.recipes:
             started = time.perf_counter()
             runs = [
                 {"experiment": name, "seed": seed, "score": score, "epoch": epoch}
                 for name in args.experiments for seed in args.seeds
-                for score, epoch in [validation_score(args.params, name, RECIPES[recipe], seed, data,
+                for score, epoch in [validation_score(params, name, RECIPES[recipe], seed, data,
                                                       work / "runs")]
             ]
             scores = [run["score"] for run in runs]

@@ -54,18 +54,18 @@ def _label_ids(query_labels: ArrayLike | torch.Tensor | None,
                gallery_labels: ArrayLike | torch.Tensor | None) -> tuple:
     """Labels that are not numbers (class names, any hashable objects) mapped to integer ids,
     one vocabulary for query and gallery so that equal names stay equal; numbers unchanged."""
-    arrays = [None if y is None or isinstance(y, torch.Tensor) else np.asarray(y) for y in (query_labels, gallery_labels)]
-    named = [a for a in arrays if a is not None and a.dtype.kind in "OUS"]
-    if not named:
+    given = [y if isinstance(y, torch.Tensor) else np.asarray(y)  # a tensor always holds numbers
+             for y in (query_labels, gallery_labels) if y is not None]
+    named = [isinstance(y, np.ndarray) and y.dtype.kind in "OUS" for y in given]
+    if not any(named):
         return query_labels, gallery_labels
-    given = [a for a in arrays if a is not None]
-    if len(named) != len(given):
+    if not all(named):
         raise DataError("query_labels and gallery_labels must both be names or both be numbers")
-    if any(a.ndim != 1 for a in named):
+    if any(y.ndim != 1 for y in given):
         raise DataError("labels must be 1-D [rows]")
-    _, ids = np.unique(np.concatenate([a.astype(str) for a in named]), return_inverse=True)
-    split = np.split(ids, [len(named[0])])
-    return split[0], (split[1] if len(named) == 2 else gallery_labels)
+    _, ids = np.unique(np.concatenate([y.astype(str) for y in given]), return_inverse=True)
+    query_ids, gallery_ids = np.split(ids, [len(given[0])])
+    return query_ids, (gallery_ids if gallery_labels is not None else None)
 
 
 def _labels(y: ArrayLike | torch.Tensor, name: str, n_rows: int, device: torch.device) -> torch.Tensor:
@@ -153,8 +153,9 @@ def retrieval_metrics(
     they are left out of every retrieval average and counted in
     ``queries_without_relevant`` (a float, like every value). With none left, nothing is
     defined: that is an error. Labels may be integers or names (strings, any objects: mapped
-    to ids over query and gallery together); ``ks`` may be a single int. Ranking is exact over the whole gallery (no top-k cap); a non-relevant item with
-    exactly the same score as a relevant one ranks ahead of it.
+    to ids over query and gallery together); ``ks`` may be a single int. Ranking is exact
+    over the whole gallery (no top-k cap); a non-relevant item with exactly the same score as
+    a relevant one ranks ahead of it.
 
     Raises:
         DataError: embeddings not 2-D or not float, non-finite values, a zero row under
@@ -181,7 +182,7 @@ def retrieval_metrics(
     ks, map_ks, precision_ks, ndcg_ks = (_cutoffs(k) for k in (ks, map_ks, precision_ks, ndcg_ks))
     for name, values in (("ks", ks), ("map_ks", map_ks), ("precision_ks", precision_ks),
                          ("ndcg_ks", ndcg_ks)):
-        if (name == "ks" and not values) or (values and min(int(k) for k in values) < 1):
+        if (name == "ks" and not values) or (values and min(values) < 1):
             raise ConfigError(f"{name} must be positive integers, got {tuple(values)}")
     if int(block_bytes) < 1:
         raise ConfigError(f"block_bytes must be positive, got {block_bytes}")
@@ -234,18 +235,14 @@ def retrieval_metrics(
 
     values_per_query = per_query_metrics(
         q, g, relevance, ks=ks, exclude=exclude, block_bytes=block_bytes, metric=metric,
-        map_ks=tuple(map_ks), precision_ks=tuple(precision_ks), grades=grades,
-        ndcg_ks=tuple(ndcg_ks),
+        map_ks=map_ks, precision_ks=precision_ks, grades=grades, ndcg_ks=ndcg_ks,
     )
     valid = ~np.isnan(values_per_query["map"])
     if not valid.any():
         raise DataError(f"none of the {len(valid)} queries has a relevant item in the "
                         f"{'gallery' if gallery is not None else 'rest of the query set'}: every retrieval "
                         "metric is undefined (check the labels, the relevance, or the query/gallery split)")
-    result = {
-        name: float(np.nanmean(values[valid])) if valid.any() else float("nan")
-        for name, values in values_per_query.items()
-    }
+    result = {name: float(np.nanmean(values[valid])) for name, values in values_per_query.items()}
     if per_query is not None:  # each query's value (NaN where it has no relevant item)
         per_query.update({name: np.where(valid, values, np.nan) for name, values in values_per_query.items()})
     if nmi:

@@ -250,6 +250,8 @@ def test_class_names_and_a_single_k_are_accepted():
     assert named == retrieval_metrics(x[:1], [1], gallery, [1, 0, 1], ks=(1, 2), nmi=False)
     with pytest.raises(DataError, match="both be names or both be numbers"):
         retrieval_metrics(x[:1], ["dog"], gallery, [1, 0, 1], nmi=False)
+    with pytest.raises(DataError, match="both be names or both be numbers"):  # a tensor holds numbers
+        retrieval_metrics(x[:1], torch.tensor([1]), gallery, ["dog", "cat", "dog"], nmi=False)
 
 
 def test_no_query_with_a_relevant_item_is_an_error():
