@@ -58,10 +58,12 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]
 
 
-def test_truncated_checkpoint_is_refused_by_name(tmp_path):
+@pytest.mark.parametrize("kept", [0.5, 0.0], ids=["half", "empty"])
+def test_truncated_checkpoint_is_refused_by_name(tmp_path, kept):
+    """An empty file (a copy caught before its first byte) raises EOFError with no message."""
     save_checkpoint(tmp_path, {"epoch": 0, "w": torch.ones(1000)})
     data = (tmp_path / CHECKPOINT_FILE).read_bytes()
-    (tmp_path / CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])
+    (tmp_path / CHECKPOINT_FILE).write_bytes(data[: int(len(data) * kept)])
     with pytest.raises(IntegrityError, match=rf"checkpoint .*{CHECKPOINT_FILE} is refused"):
         load_checkpoint(tmp_path)
 

@@ -231,9 +231,10 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types for bad files
+        reason = next(iter(str(err).splitlines()), "")  # an empty file raises EOFError("")
         raise IntegrityError(
             f"checkpoint {path} is refused: truncated, corrupt, or holds more than tensors and "
-            f"plain values ({type(err).__name__}: {str(err).splitlines()[0]})"
+            f"plain values ({type(err).__name__}: {reason})"
         ) from None
 
 
