@@ -29,6 +29,9 @@ def check_run(spec: RunSpec) -> None:
         raise ConfigError(f"{', '.join(f'{where}.train.sampler.{k}' for k in supplied)}: set by "
                           "the training loop; remove it")
     SAMPLERS.check_kwargs(sampler.name, sampler.knobs(), where=f"{where}.train.sampler")
+    if spec.model.backbone not in BACKBONES:
+        raise ConfigError(f"{where}.model.backbone: unknown backbone {spec.model.backbone!r}; "
+                          f"valid choices: {', '.join(BACKBONES.names())}")
     BACKBONES.check_kwargs(spec.model.backbone, spec.model.backbone_options,
                            where=f"{where}.model.backbone_options")
     for head, knobs in spec.model.heads.items():

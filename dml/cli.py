@@ -8,29 +8,62 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from dml.errors import DataError
 from dml.stage import run_stage
 
 
 def _check(args: argparse.Namespace) -> None:
     from dml.checks import check_params
-    from dml.config import load_params
+    from dml.config import load_params, resolve_run
+    from dml.preflight import preflight, preflight_tune, print_notices
+    from dml.train.loop import DataSpec
 
     params = check_params(load_params(args.params))
-    print(f"{args.params}: valid; experiments: {', '.join(params.experiments) or '(none)'}")
+    checked, missing = [], []
+    for name, exp in params.experiments.items():
+        folder = Path(args.data) / exp.dataset
+        data = DataSpec(manifest=str(folder / "manifest.parquet"), splits=str(folder / "splits.parquet"))
+        if not (Path(data.manifest).is_file() and Path(data.splits).is_file()):
+            missing.append(exp.dataset)
+            continue
+        print_notices(preflight_tune(params, name, data).notices)
+        spec = resolve_run(params, name)
+        print_notices(preflight(spec, data, world_size=spec.train.num_workers).notices)
+        checked.append(name)
+    for dataset in dict.fromkeys(missing):
+        print_notices([f"{args.data}/{dataset} is not built yet, so no experiment on it was checked "
+                       f"against its data: `dvc repro preprocess@{dataset}` builds it in seconds"])
+    against = f"; checked against their data: {', '.join(checked)}" if checked else ""
+    print(f"{args.params}: valid; experiments: {', '.join(params.experiments) or '(none)'}{against}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from dml.embed import read_embeddings
     from dml.evaluate import retrieval_metrics
 
     table, vectors, _ = read_embeddings(args.embeddings)
-    mask = [s == args.split for s in table.column("split").to_pylist()]
+    splits = np.asarray(table.column("split").to_pylist(), dtype=object)
+    present = sorted(set(splits))
+    if args.split not in present:
+        raise DataError(f"{args.embeddings}: no rows of split {args.split!r}; "
+                        f"splits present: {', '.join(present)}")
+    mask = splits == args.split
     labels = table.column("label").to_numpy()[mask]
     print(json.dumps(retrieval_metrics(vectors[mask], labels), indent=2))
 
 
 def _report(args: argparse.Namespace) -> None:
-    print(Path(args.table).read_text())
+    table = Path(args.table)
+    if not table.is_file():
+        hint = ("run `make demo` or `dvc repro` first" if Path("dvc.yaml").is_file()
+                else "run dml report in the project folder (where dvc.yaml is), or give --table")
+        raise DataError(f"{table}: no comparison table yet; {hint}")
+    print(table.read_text())
+    page = table.with_name("report.html")
+    if page.is_file():
+        print(f"figures and retrieval grids: {page}")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -42,19 +75,24 @@ def _run(args: argparse.Namespace) -> None:
     raise SystemExit(run_command(command, warm=not args.cold, ray=args.ray))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``dml check | evaluate | report``: quick access to the library from a shell."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dml`` argument parser: one sub-command per job, each option with its help."""
     parser = argparse.ArgumentParser(prog="dml", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate params.yaml")
-    check.add_argument("--params", default="params.yaml")
+    check = sub.add_parser("check", help="validate params.yaml and check each experiment against "
+                           "its data, in seconds, before any training")
+    check.add_argument("--params", default="params.yaml", help="the parameters file")
+    check.add_argument("--data", default="data", help="folder of the datasets' manifest.parquet "
+                       "and splits.parquet (data/<dataset>/), checked against when present")
     check.set_defaults(func=_check)
     evaluate = sub.add_parser("evaluate", help="retrieval metrics of an embeddings.parquet")
-    evaluate.add_argument("embeddings")
-    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("embeddings", help="an embed stage output, e.g. embeddings/contrastive/seed0.parquet")
+    evaluate.add_argument("--split", default="test", help="the rows to evaluate, each against "
+                          "the others (default: test)")
     evaluate.set_defaults(func=_evaluate)
     report = sub.add_parser("report", help="print the comparison table")
-    report.add_argument("--table", default="results/comparison.md")
+    report.add_argument("--table", default="results/comparison.md",
+                        help="the report stage's table (default: results/comparison.md)")
     report.set_defaults(func=_report)
     run = sub.add_parser("run", help="run a command (dvc repro) with a warm interpreter for its "
                          "stages and, with --ray, one local Ray head for all of them")
@@ -64,7 +102,12 @@ def main(argv: list[str] | None = None) -> None:
                      "its libraries itself")
     run.add_argument("command_line", nargs=argparse.REMAINDER, help="-- command ...")
     run.set_defaults(func=_run)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``dml check | evaluate | report | run``: quick access to the library from a shell."""
+    args = build_parser().parse_args(argv)
     run_stage(lambda: args.func(args))
 
 

@@ -218,16 +218,17 @@ class Params(Section):
 
 
 def _format_validation_error(err: ValidationError, source: str, prefix: str = "") -> str:
-    lines = [f"invalid parameters in {source}:"]
+    """One line: ``<source>: <dotted key>: <problem>``, problems joined by ``; ``."""
+    problems = []
     for item in err.errors():
         key = prefix + ".".join(str(p) for p in item["loc"])
-        msg = item["msg"]
+        msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
         elif item["type"] == "literal_error":
             msg = f"{msg} (got {item.get('input')!r})"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
+        problems.append(f"{key}: {msg}" if key else msg)
+    return f"{source}: {'; '.join(problems)}"
 
 
 def parse_params(raw: dict[str, Any], *, source: str = "params.yaml") -> Params:

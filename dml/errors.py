@@ -15,3 +15,10 @@ class DataError(DmlError, ValueError):
 
 class IntegrityError(DmlError, ValueError):
     """A saved artefact (model, index, checkpoint) fails its checksum or shape check."""
+
+
+class Interrupted(DmlError):
+    """The user stopped the run (Ctrl-C); finished work is kept and the next run resumes."""
+
+    #: What a shell reports for a command ended by SIGINT.
+    exit_status = 130

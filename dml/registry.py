@@ -41,18 +41,20 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._factories
 
-    def get(self, name: str) -> Callable[..., T]:
-        """The factory for ``name``; unknown names list the valid ones."""
+    def get(self, name: str, *, where: str = "") -> Callable[..., T]:
+        """The factory for ``name``; unknown names list the valid ones (under the dotted key
+        ``<where>.name`` when given)."""
         try:
             return self._factories[name]
         except KeyError:
+            key = f"{where}.name: " if where else ""
             raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
+                f"{key}unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
             ) from None
 
-    def parameters(self, name: str) -> dict[str, inspect.Parameter]:
+    def parameters(self, name: str, *, where: str = "") -> dict[str, inspect.Parameter]:
         """Keyword parameters the factory for ``name`` accepts."""
-        signature = inspect.signature(self.get(name))
+        signature = inspect.signature(self.get(name, where=where))
         return {
             key: p
             for key, p in signature.parameters.items()
@@ -61,7 +63,7 @@ class Registry(Generic[T]):
 
     def check_kwargs(self, name: str, kwargs: Mapping[str, Any], *, where: str = "") -> None:
         """Raise ConfigError naming any key that ``name``'s factory does not accept."""
-        accepted = self.parameters(name)
+        accepted = self.parameters(name, where=where)
         unknown = sorted(set(kwargs) - set(accepted))
         if unknown:
             prefix = f"{where}." if where else ""

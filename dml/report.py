@@ -1,12 +1,18 @@
-"""Comparison tables over experiments and retrieval grids for looking at results."""
+"""Comparison tables over experiments (markdown and self-contained HTML from the same rows) and
+retrieval grids for looking at results."""
 
 from __future__ import annotations
 
+import base64
+import html
 import io
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from dml.stats import paired_difference, t_interval
 
@@ -19,14 +25,69 @@ TITLES = {"recall": "R", "precision": "P", "map@r": "MAP@R", "r_precision": "RP"
 HIDDEN = {"precision@1", "queries_without_relevant", "bytes_per_vector"}
 #: Metrics shown per prefix (per scale) in a table; the unprefixed protocol shows them all.
 PREFIXED = ("recall@1", "map@r", "map", "asi")
-#: The figures shown beside each quantized index, the first two present of these.
-QUANTIZED = ("recall@1", "map@r", "avg/recall@1", "avg/map", "map", "ndcg@10")
+#: The headline figures (beside each quantized index, in the comparison chart, in the summary
+#: metrics file that `dvc exp show` lists): the first two present of these.
+HEADLINE = ("recall@1", "map@r", "avg/recall@1", "avg/map", "map", "ndcg@10")
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A section title; ``level`` 1 is the document's."""
+
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's header and rows of cells: rendered as markdown or as HTML from the same rows."""
+
+    header: Sequence[str]
+    rows: Sequence[Sequence[str]]
+
+
+Block = Heading | Table | str  # a str is a paragraph
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def to_markdown(blocks: Sequence[Block]) -> str:
+    """The blocks as one markdown document."""
+    def render(block: Block) -> str:
+        if isinstance(block, Heading):
+            return f"{'#' * block.level} {block.text}"
+        if isinstance(block, Table):
+            return _markdown(block.header, block.rows)
+        return block
+    return "\n\n".join(render(b) for b in blocks) + "\n"
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in table.rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def to_html(blocks: Sequence[Block]) -> str:
+    """The blocks as an HTML fragment (escaped text, real tables)."""
+    def render(block: Block) -> str:
+        if isinstance(block, Heading):
+            return f"<h{block.level}>{html.escape(block.text)}</h{block.level}>"
+        if isinstance(block, Table):
+            return _html_table(block)
+        return f"<p>{html.escape(block)}</p>"
+    return "\n".join(render(b) for b in blocks)
+
+
+# ----------------------------------------------------------------------------- columns
 
 
 def _sort_key(key: str, prefixes: list[str]) -> tuple:
@@ -61,27 +122,76 @@ def metric_columns(metrics: Sequence[Mapping[str, object]]) -> list[str]:
     return sorted(keys, key=lambda k: _sort_key(k, prefixes))
 
 
+def headline_metrics(columns: Sequence[str]) -> list[str]:
+    """The two headline figures among ``columns`` (e.g. R@1 and MAP@R): shown beside each
+    quantized index, in the comparison chart and in the summary metrics file."""
+    return [k for k in HEADLINE if k in columns][:2]
+
+
+def summary_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """The few numbers of an evaluation that `dvc exp show` lists: its float headline figures
+    (the details stay in the evaluation file beside it)."""
+    floats = evaluation["float"]
+    return {key: round(float(floats[key]), 4) for key in headline_metrics(list(floats))}
+
+
+# ----------------------------------------------------------------------------- figures over seeds
+
+
 Runs = Mapping[int, Mapping]  # seed -> one run's metrics.json
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A figure over runs and its 95% interval: ``kind`` ``t`` (over seeds), ``bootstrap``
+    (one seed, over queries) or ``""`` (no interval: ``low`` and ``high`` are None)."""
+
+    mean: float
+    low: float | None = None
+    high: float | None = None
+    kind: str = ""
+
+
+def estimate(values: Sequence[float | None], bootstrap: Sequence[float] | None = None) -> Estimate | None:
+    """The mean of the present ``values`` (one per seed) with the 95% t interval over seeds,
+    or for one seed the bootstrap interval over queries when given; None when none is present."""
+    present = [v for v in values if isinstance(v, float)]
+    if not present:
+        return None
+    interval = t_interval(present)
+    if interval.n >= 2:
+        return Estimate(interval.mean, interval.low, interval.high, "t")
+    if bootstrap is not None and len(present) == 1:
+        return Estimate(interval.mean, float(bootstrap[0]), float(bootstrap[1]), "bootstrap")
+    return Estimate(interval.mean)
+
+
+def float_estimate(runs: Sequence[Mapping], key: str) -> Estimate | None:
+    """A float figure of an experiment over its runs (seeds); a single run carries the
+    bootstrap interval of its metrics file (``float_bootstrap_ci``)."""
+    bootstrap = runs[0].get("float_bootstrap_ci", {}).get(key) if len(runs) == 1 else None
+    return estimate([r["float"].get(key) for r in runs], bootstrap)
+
+
+def _format(e: Estimate | None) -> str:
+    """``mean ± half-width`` in %, the bootstrap's marked ``ᵇ``; the mean alone without interval."""
+    if e is None:
+        return "–"
+    if e.low is None or e.high is None:
+        return f"{100 * e.mean:.1f}"
+    mark = "ᵇ" if e.kind == "bootstrap" else ""
+    return f"{100 * e.mean:.1f} ± {100 * (e.high - e.low) / 2:.1f}{mark}"
 
 
 def _cell(values: Sequence[float | None], bootstrap: Sequence[float] | None = None) -> str:
     """``mean ± half-width`` in %: the 95% t interval over seeds, or for one seed the 95%
     bootstrap interval over queries when given (marked ``ᵇ``), else the mean alone."""
-    present = [v for v in values if isinstance(v, float)]
-    if not present:
-        return "–"
-    interval = t_interval(present)
-    if interval.n < 2:
-        if bootstrap is not None and len(present) == 1:
-            return f"{100 * interval.mean:.1f} ± {100 * (bootstrap[1] - bootstrap[0]) / 2:.1f}ᵇ"
-        return f"{100 * interval.mean:.1f}"
-    return f"{100 * interval.mean:.1f} ± {100 * interval.half_width:.1f}"
+    return _format(estimate(values, bootstrap))
 
 
 def _float_cell(runs: Sequence[Mapping], key: str) -> str:
     """A float figure of an experiment over its runs (seeds)."""
-    bootstrap = runs[0].get("float_bootstrap_ci", {}).get(key) if len(runs) == 1 else None
-    return _cell([r["float"].get(key) for r in runs], bootstrap)
+    return _format(float_estimate(runs, key))
 
 
 def _difference(method: Runs, baseline: Runs, key: str) -> str:
@@ -99,11 +209,19 @@ def _difference(method: Runs, baseline: Runs, key: str) -> str:
     return f"{100 * diff.mean:+.1f} ± {100 * diff.half_width:.1f}{mark}"
 
 
-def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[str, str]) -> list[str]:
-    runs = {n: [results[n][s] for s in sorted(results[n])] for n in names}
+# ----------------------------------------------------------------------------- comparison
+
+
+def seed_runs(results: Mapping[str, Runs], names: Sequence[str]) -> dict[str, list[Mapping]]:
+    """Each experiment's runs in seed order."""
+    return {n: [results[n][s] for s in sorted(results[n])] for n in names}
+
+
+def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[str, str]) -> list[Block]:
+    runs = seed_runs(results, names)
     columns = metric_columns([r["float"] for n in names for r in runs[n]])
     indexes = sorted({q for n in names for r in runs[n] for q in r.get("quantized", {})})
-    shown = [k for k in QUANTIZED if k in columns][:2]
+    shown = headline_metrics(columns)
     header = ["experiment", "loss", "seeds", *[title(k) for k in columns], "B/vec"]
     header += [f"{q} {' / '.join(title(k) for k in shown)} (B/vec)" for q in indexes]
     rows = []
@@ -118,14 +236,14 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
             row.append(f"{' / '.join(_cell([m.get(k) for m in quantized]) for k in shown)} "
                        f"({quantized[0].get('bytes_per_vector')})" if quantized else "–")
         rows.append(row)
-    parts = [_setup(runs[names[0]][0]), _markdown(header, rows)]
+    parts: list[Block] = [_setup(runs[names[0]][0]), Table(header, rows)]
     paired = [n for n in names if baselines.get(n) in names]
     if paired:
         keys = [k for k in columns if "/" not in k and k != "nmi"][:3] or columns[:3]
-        parts += ["### Against the baseline (paired over seeds)",
-                  _markdown(["experiment", "baseline", *[f"Δ {title(k)}" for k in keys]],
-                            [[n, baselines[n], *[_difference(results[n], results[baselines[n]], k) for k in keys]]
-                             for n in paired]),
+        parts += [Heading(3, "Against the baseline (paired over seeds)"),
+                  Table(["experiment", "baseline", *[f"Δ {title(k)}" for k in keys]],
+                        [[n, baselines[n], *[_difference(results[n], results[baselines[n]], k) for k in keys]]
+                         for n in paired]),
                   "Δ: mean difference in points ± half-width of its 95% t interval over the seeds "
                   "both ran; * where the interval excludes zero."]
     detail_keys = [k for k in columns if "/" not in k and k != "nmi"][:4] or columns[:4]
@@ -138,8 +256,8 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
             if quantized:
                 detail_rows.append([name, q, *[_cell([m.get(k) for m in quantized]) for k in detail_keys],
                                     str(quantized[0].get("bytes_per_vector"))])
-    return parts + ["### Float vs quantized",
-                    _markdown(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
+    return parts + [Heading(3, "Float vs quantized"),
+                    Table(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
 
 
 def _setup(first: Mapping) -> str:
@@ -153,22 +271,137 @@ def _setup(first: Mapping) -> str:
     )
 
 
-def comparison_table(results: Mapping[str, Runs], baselines: Mapping[str, str] | None = None) -> str:
-    """Markdown: one section per (dataset, protocol), whose columns are the metrics its
-    experiments hold; one row per experiment (float figures over its seeds, then each
-    quantized index's), the paired difference of each method against the baseline it names
-    (``baselines``: experiment -> baseline), then a float-vs-quantized table. Percentages.
-    """
+def sections(results: Mapping[str, Runs]) -> dict[tuple[str, str], list[str]]:
+    """The experiments compared together, by (dataset, protocol name), names sorted."""
     groups: dict[tuple[str, str], list[str]] = {}
     for name in sorted(results):
         res = next(iter(results[name].values()))
         protocol = (res.get("protocol") or {}).get("name", "self_retrieval")
         groups.setdefault((str(res.get("dataset", "?")), protocol), []).append(name)
-    parts = ["# Comparison"]
-    for (dataset, protocol), names in groups.items():
-        parts.append(f"## {dataset} · {protocol}")
-        parts += _section(names, results, baselines or {})
-    return "\n\n".join(parts) + "\n"
+    return groups
+
+
+def comparison_blocks(results: Mapping[str, Runs], baselines: Mapping[str, str] | None = None) -> list[Block]:
+    """The comparison as blocks: one section per (dataset, protocol), whose columns are the
+    metrics its experiments hold; one row per experiment (float figures over its seeds, then
+    each quantized index's), the paired difference of each method against the baseline it
+    names (``baselines``: experiment -> baseline), then a float-vs-quantized table. Percentages.
+    """
+    blocks: list[Block] = [Heading(1, "Comparison")]
+    for (dataset, protocol), names in sections(results).items():
+        blocks.append(Heading(2, f"{dataset} · {protocol}"))
+        blocks += _section(names, results, baselines or {})
+    return blocks
+
+
+def comparison_table(results: Mapping[str, Runs], baselines: Mapping[str, str] | None = None) -> str:
+    """The comparison (:func:`comparison_blocks`) as markdown."""
+    return to_markdown(comparison_blocks(results, baselines))
+
+
+# ----------------------------------------------------------------------------- HTML report
+
+_CSS = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 80em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; display: block; overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
+th { background: #f2f2f2; }
+td:first-child, th:first-child { text-align: left; }
+figure { margin: 1.5em 0; }
+figcaption { font-size: 0.9em; color: #555; }
+img { max-width: 100%; }
+"""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _figure(caption: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def report_html(blocks: Sequence[Block], figures: Mapping[str, bytes], grids: Mapping[str, bytes]) -> str:
+    """One self-contained HTML page: the comparison tables, then the figures, then the
+    retrieval grids (``caption -> PNG bytes``), images embedded as data URIs and the style
+    inline, so that it shows everything offline."""
+    parts = [to_html(blocks)]
+    if figures:
+        parts += ["<h2>Figures</h2>", *[_figure(c, png) for c, png in figures.items()]]
+    if grids:
+        parts += ["<h2>Retrieval grids</h2>", *[_figure(c, png) for c, png in grids.items()]]
+    body = "\n".join(parts)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>dml report</title><style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+
+
+# ----------------------------------------------------------------------------- retrieval grid
+
+QUERY_FRAME, SAME_CLASS, OTHER_CLASS = (40, 40, 40), (0, 170, 0), (220, 0, 0)
+_PAD = 4  # pixels between tiles and around the grid
+
+
+def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> str:
+    """``text`` cut to ``width`` pixels, ending in ``…`` when cut."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int, max_lines: int) -> list[str]:
+    """``text`` in at most ``max_lines`` lines of ``width`` pixels, broken after ``-``, ``_``,
+    ``/`` or a space (class names such as ``circle-red-solid-ar100``); the rest is cut."""
+    lines: list[str] = []
+    for token in re.split(r"(?<=[-_/ ])", text):
+        if lines and font.getlength(lines[-1] + token) <= width:
+            lines[-1] += token
+        else:
+            lines.append(token)
+    kept = [_fit(line, font, width) for line in lines[:max_lines]]
+    if len(lines) > max_lines:
+        kept[-1] = _fit(kept[-1].rstrip("…") + "…", font, width)
+    return kept
+
+
+def _captions(names: Sequence[str] | None, scores: Sequence[float] | None, font, width: int,
+              max_lines: int) -> list[list[str]]:
+    """Caption lines of one grid row: each tile's score (``query`` for the first tile), so
+    that the scores of a row line up, then its class name."""
+    count = len(names) if names is not None else (len(scores) + 1 if scores is not None else 0)
+    out = []
+    for c in range(count):
+        lines = [] if scores is None else ["query" if c == 0 else f"{float(scores[c - 1]):.3f}"]
+        out.append(lines + (_wrap(str(names[c]), font, width, max_lines) if names is not None else []))
+    return out
+
+
+def _legend_items(score_name: str | None) -> list[tuple[tuple[int, int, int] | None, str]]:
+    items = [(QUERY_FRAME, "first column: the query"), (SAME_CLASS, "same class as the query"),
+             (OTHER_CLASS, "another class")]
+    return items + ([(None, f"number: {score_name}")] if score_name else [])
+
+
+def _legend_layout(items, font, width: int, line: int) -> tuple[list[tuple[int, int]], int]:
+    """Positions of the legend items, left to right, wrapped to ``width``; and its height."""
+    swatch, gap = line, 12
+    x, y, places = _PAD, 0, []
+    for colour, text in items:
+        size = (swatch + 4 if colour else 0) + int(font.getlength(text))
+        if x > _PAD and x + size > width - _PAD:
+            x, y = _PAD, y + line + 2
+        places.append((x, y))
+        x += size + gap
+    return places, y + line + 2
+
+
+def _draw_legend(draw: ImageDraw.ImageDraw, items, places, top: int, font, line: int) -> None:
+    for (colour, text), (x, y) in zip(items, places):
+        y += top
+        if colour:
+            draw.rectangle([x, y + 1, x + line - 2, y + line - 1], outline=colour, width=2)
+            x += line + 4
+        draw.text((x, y), text, fill=(0, 0, 0), font=font)
 
 
 def retrieval_grid(
@@ -176,25 +409,42 @@ def retrieval_grid(
     result_images: Sequence[Sequence[bytes]],
     correct: np.ndarray,
     *,
-    cell: int = 64,
+    query_names: Sequence[str] | None = None,
+    result_names: Sequence[Sequence[str]] | None = None,
+    scores: np.ndarray | None = None,
+    score_name: str = "similarity to the query",
+    cell: int = 80,
     border: int = 3,
+    name_lines: int = 3,
 ) -> Image.Image:
     """A grid: one row per query (first column), its top results beside it; a green border
-    marks a result of the query's class, a red one a wrong result.
+    marks a result of the query's class, a red one a wrong result. Under each tile its class
+    name (``query_names``, ``result_names``, wrapped to ``name_lines`` lines) and each
+    result's score (``scores[r, c]``, described in the legend as ``score_name``); a legend at
+    the bottom says what the borders mean. PIL's built-in font: nothing is downloaded.
     """
+    if (query_names is None) != (result_names is None):
+        raise ValueError("give both query_names and result_names, or neither")
+    font = ImageFont.load_default()
+    line = sum(font.getmetrics())
     rows, cols = len(query_images), 1 + (len(result_images[0]) if result_images else 0)
-    pad = 4
-    grid = Image.new("RGB", (cols * (cell + pad) + pad, rows * (cell + pad) + pad), "white")
+    captions = [_captions(None if query_names is None else [query_names[r], *result_names[r]],
+                          None if scores is None else scores[r], font, cell, name_lines)
+                for r in range(rows)]
+    strip = max((len(lines) for row in captions for lines in row), default=0) * line
+    step_y = cell + strip + _PAD + (2 if strip else 0)
+    width = cols * (cell + _PAD) + _PAD
+    items = _legend_items(score_name if scores is not None else None)
+    places, legend_height = _legend_layout(items, font, width, line)
+    grid = Image.new("RGB", (width, rows * step_y + _PAD + legend_height), "white")
     draw = ImageDraw.Draw(grid)
     for r in range(rows):
-        tiles = [query_images[r], *result_images[r]]
-        for c, data in enumerate(tiles):
-            x, y = pad + c * (cell + pad), pad + r * (cell + pad)
-            tile = Image.open(io.BytesIO(data)).convert("RGB").resize((cell, cell))
-            grid.paste(tile, (x, y))
-            if c == 0:
-                draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(40, 40, 40), width=1)
-            else:
-                colour = (0, 170, 0) if correct[r, c - 1] else (220, 0, 0)
-                draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=colour, width=border)
+        for c, data in enumerate([query_images[r], *result_images[r]]):
+            x, y = _PAD + c * (cell + _PAD), _PAD + r * step_y
+            grid.paste(Image.open(io.BytesIO(data)).convert("RGB").resize((cell, cell)), (x, y))
+            colour = QUERY_FRAME if c == 0 else SAME_CLASS if correct[r, c - 1] else OTHER_CLASS
+            draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=colour, width=1 if c == 0 else border)
+            for i, text in enumerate(captions[r][c] if captions[r] else []):
+                draw.text((x, y + cell + 2 + i * line), text, fill=(0, 0, 0), font=font)
+    _draw_legend(draw, items, places, rows * step_y + _PAD, font, line)
     return grid

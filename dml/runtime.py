@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from dml.errors import ConfigError
 from dml.io import sha256_file, source_fingerprint
 from dml.warm import SOCKET_ENV
 
@@ -47,6 +49,25 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+#: Loggers whose lines below these levels say nothing a user acts on: Ray's start-up lines
+#: (its warnings, such as a resource request no node can meet, stay), Tune's result-file notes,
+#: Ray Train's controller polling, Optuna's "new study" line.
+NOISY_LOGGERS = {"ray": logging.WARNING, "ray.tune": logging.ERROR, "ray.train": logging.ERROR,
+                 "ray.data": logging.ERROR, "optuna": logging.ERROR}
+
+
+def quiet_frameworks() -> None:
+    """Keep the console for people: frameworks' own logging at the levels of NOISY_LOGGERS."""
+    for name, level in NOISY_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+    except ImportError:  # pragma: no cover - optuna is a dependency
+        pass
+
+
 @contextlib.contextmanager
 def ray_session() -> Iterator[None]:
     """Connect to $RAY_ADDRESS, or start a local Ray instance with its files under scratch."""
@@ -57,21 +78,57 @@ def ray_session() -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    quiet_frameworks()
+    # Workers' own prints (progress, errors) reach the console; Ray's INFO chatter does not.
+    quiet = {"log_to_driver": True, "logging_level": logging.WARNING,
+             "logging_config": ray.LoggingConfig(log_level="WARNING")}
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **quiet)
     else:
         temp = scratch_dir() / "ray"
         ray.init(
             num_cpus=available_cpus(),
             include_dashboard=False,
             _temp_dir=str(temp),
-            log_to_driver=True,
+            **quiet,
         )
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def check_fits_a_node(key: str, cpus: float) -> None:
+    """ConfigError when a Tune trial or a Ray Train worker asks more CPUs than the largest node
+    of a Ray cluster that cannot grow: Ray would wait for such a node forever."""
+    largest = fixed_cluster_node_cpus()
+    if largest is not None and cpus > largest:
+        raise ConfigError(f"{key}: {cpus:g} CPUs asked, but the largest node of the Ray cluster "
+                          f"has {largest:g}; lower {key} or start larger nodes")
+
+
+def fixed_cluster_node_cpus() -> float | None:
+    """CPUs of the largest live node when the cluster cannot add nodes, else None (unknown).
+
+    A cluster cannot grow when this process started it (a local instance), or when Ray's
+    autoscaler reports it read-only: started by hand (``ray start``), one node type per node,
+    named ``node_<id>``. An autoscaling cluster (its head often has no CPUs) is never judged.
+    """
+    import ray
+    from ray._private import ray_constants, worker
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    started_here = worker._global_node is not None and worker._global_node.head
+    if not started_here:
+        try:
+            report = json.loads(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or "{}")
+            types = set(report["autoscaler_report"]["node_type_mapping"].values())
+        except Exception:  # noqa: BLE001 - no report yet, another layout, a client connection
+            return None
+        if not types or not all(name.startswith("node_") for name in types):
+            return None
+    return max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
 
 
 def inputs_hash(payload: dict[str, Any], data: Any) -> str:

@@ -28,12 +28,18 @@ def hand_over() -> None:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage; user errors print one clear message (no traceback) and exit 2."""
+    """Run a stage; user errors print one clear message (no traceback) and exit 2, Ctrl-C
+    prints one line and exits 130."""
+    from dml.errors import Interrupted
+
     try:
         main()
+    except KeyboardInterrupt:
+        print("interrupted; run it again to resume", file=sys.stderr)
+        raise SystemExit(Interrupted.exit_status) from None
     except DmlError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        print(f"{'' if isinstance(err, Interrupted) else 'error: '}{err}", file=sys.stderr)
+        raise SystemExit(getattr(err, "exit_status", 2)) from None
 
 
 def stage_parser(

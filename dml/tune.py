@@ -23,7 +23,8 @@ from ray.tune.search.optuna import OptunaSearch
 from torch import nn
 
 from dml.config import ExperimentConfig, Params, RunSpec, SearchDim, resolve_run
-from dml.runtime import inputs_hash
+from dml.errors import Interrupted
+from dml.runtime import check_fits_a_node, inputs_hash
 from dml.train.loop import DataSpec, describe_process, fit
 from dml.validation import held_out, monitored
 
@@ -71,7 +72,7 @@ class TuneSession:
 def _trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     """One trial: resolve the sampled knobs over the experiment, train, validate every epoch."""
     params = Params.model_validate(context["params"])
-    spec = resolve_run(params, context["experiment"], config)
+    spec = resolve_run(params, context["experiment"], {**context["fixed"], **config})
     data, validator = held_out(spec, DataSpec(**context["data"]))
     if context["mode"] == "local":
         local = replace_train(spec, num_workers=1, use_gpu=False)
@@ -96,6 +97,29 @@ def _trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
         raise result.error
 
 
+class TrialLines(tune.Callback):
+    """One console line per finished trial: its sampled knobs, its best score and epochs
+    (Tune's own tables are off: ``verbose=0``)."""
+
+    def __init__(self, experiment: str, metric: str, total: int) -> None:
+        self.experiment, self.metric, self.total = experiment, metric, total
+
+    def _line(self, trials: list, trial: Any, outcome: str) -> None:
+        knobs = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in sorted(trial.config.items()))
+        number = trials.index(trial) + 1 if trial in trials else "?"  # resumed sweeps count on
+        print(f"tune {self.experiment}: trial {number}/{self.total} ({knobs}): {outcome}", flush=True)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        best = trial.metric_analysis.get(self.metric, {}).get("max")
+        epochs = (trial.last_result or {}).get("training_iteration", 0)
+        score = "no score" if best is None else f"{self.metric} {best:.4f}"
+        self._line(trials, trial, f"{score} after {epochs} epoch(s)")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, trial, f"failed ({trial.error_file or 'see the trial folder'})")
+
+
 def replace_train(spec: RunSpec, **changes: Any) -> RunSpec:
     """A copy of ``spec`` with some train fields changed."""
     return spec.model_copy(update={"train": spec.train.model_copy(update=changes)})
@@ -116,10 +140,13 @@ def sweep_name(params: Params, experiment: str, data: DataSpec) -> str:
     return f"tune-{experiment}-{inputs_hash(payload, data)}"
 
 
-def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: Path) -> dict[str, Any]:
+def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: Path,
+              fixed: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) the sweep for ``experiment``; return the best overrides and their score.
 
-    With ``tune.trials == 0`` or an empty search space nothing runs and the overrides are empty.
+    ``fixed``: dotted overrides every trial runs with (a batch fitted to the data by
+    :mod:`dml.preflight`). With ``tune.trials == 0`` or an empty search space nothing runs and
+    the overrides are empty.
     """
     cfg = params.tune
     exp = params.experiment(experiment)
@@ -130,6 +157,7 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
     context = {
         "params": params.model_dump(mode="json"),
         "experiment": experiment,
+        "fixed": dict(fixed or {}),
         "data": asdict(data),
         "epochs": cfg.epochs,
         "mode": cfg.mode,
@@ -138,7 +166,12 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
     }
     trainable = tune.with_parameters(_trial, context=context)
     # A "trainer" trial only drives a TorchTrainer whose workers hold the real resources.
-    resources = {"cpu": cfg.cpus_per_trial} if cfg.mode == "local" else {"cpu": 0.01}
+    if cfg.mode == "local":
+        resources = {"cpu": cfg.cpus_per_trial}
+        check_fits_a_node("tune.cpus_per_trial", cfg.cpus_per_trial)
+    else:
+        resources = {"cpu": 0.01}
+        check_fits_a_node("train.cpus_per_worker", resolve_run(params, experiment).train.cpus_per_worker)
     trainable = tune.with_resources(trainable, resources)
     path = storage_path / name
     if tune.Tuner.can_restore(str(path)):
@@ -160,9 +193,11 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
                 num_samples=cfg.trials,
                 max_concurrent_trials=1,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=1),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=0,
+                                      callbacks=[TrialLines(experiment, metric, cfg.trials)]),
         )
     results = tuner.fit()
+    stop_if_interrupted(results, experiment, cfg.trials)
     errors = [r.error for r in results if r.error is not None]
     if len(errors) == len(results):
         raise RuntimeError(f"every trial of {name} failed; first error: {errors[0]}")
@@ -180,6 +215,17 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
     }
 
 
+def stop_if_interrupted(results: Any, experiment: str, trials: int) -> None:
+    """Raise :class:`~dml.errors.Interrupted` when fewer than ``trials`` trials ended
+    (failed, or reported ``done``: finished or stopped by the scheduler): Tune returned from an
+    interrupted sweep. Trial status cannot tell: Tune marks the trials it stops on SIGINT
+    TERMINATED, as it does finished ones."""
+    ended = sum(1 for r in results if r.error is not None or (r.metrics or {}).get("done"))
+    if ended < trials:
+        raise Interrupted(f"tune {experiment}: interrupted after {ended} of {trials} trial(s); "
+                          "the finished ones are kept, run the stage again to resume the sweep")
+
+
 def trial_score(result: Any, metric: str) -> float | None:
     """A trial's score: its best validation ``metric`` over the epochs it reported (the epoch
     that model selection would export), None when it reported none."""
@@ -194,6 +240,6 @@ def ranked_trials(results: Any, metric: str, keys: tuple[str, ...]) -> list[dict
     """The finished trials, best first: by score, ties broken by the configuration itself (its
     JSON), so that the same trials always give the same winner whatever order they ran in."""
     rows = [{"config": {k: r.config[k] for k in keys}, metric: trial_score(r, metric)}
-            for r in results if r.error is None]
+            for r in results if r.error is None and r.config is not None]  # None: never reported
     rows = [row for row in rows if row[metric] is not None]
     return sorted(rows, key=lambda row: (-row[metric], json.dumps(row["config"], sort_keys=True)))

@@ -6,15 +6,62 @@ hand_over()  # run in the warm interpreter when `dml run` serves one: no import 
 
 from pathlib import Path
 
+import numpy as np
+
 from dml.config import load_params, resolve_run
-from dml.data.manifest import read_manifest
+from dml.data.manifest import read_info, read_manifest
 from dml.embed import read_embeddings
 from dml.evaluate.experiment import aligned_rows, evaluate_test_split, grid_examples
-from dml.evaluate.protocols import build_protocol
+from dml.evaluate.protocols import EvalRows, Protocol, build_protocol
 from dml.index import load_index
 from dml.io import atomic_path, write_json_atomic
-from dml.report import retrieval_grid
+from dml.report import retrieval_grid, summary_metrics
 from dml.train.export import read_card
+
+
+def class_names(rows: EvalRows, manifest: str) -> dict[str, str] | None:
+    """Each row's fine class name, from the label table of the manifest's metadata (the one
+    data/<dataset>/labels.json lists); None where the rows have no class labels (scenes)."""
+    info = read_info(manifest)
+    labels = rows.labels.get(info.fine)
+    if labels is None:
+        return None
+    names = info.class_names[info.fine]
+    return {image: names[int(label)] for image, label in zip(rows.ids, labels)}
+
+
+def pair_scores(rows: EvalRows, vectors: np.ndarray, metric: str, queries: list[str],
+                results: list[list[str]]) -> np.ndarray:
+    """``[Q, K]``: each result's cosine similarity to its query, or euclidean distance where
+    the protocol ranks by distance (what the grid's ranking is by)."""
+    at = {image: i for i, image in enumerate(rows.ids)}
+    q = vectors[[at[i] for i in queries]].astype(np.float64)[:, None, :]
+    g = vectors[[[at[i] for i in row] for row in results]].astype(np.float64)
+    if metric == "euclidean":
+        return np.linalg.norm(q - g, axis=-1)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-12)
+    g = g / np.linalg.norm(g, axis=-1, keepdims=True).clip(1e-12)
+    return (q * g).sum(-1)
+
+
+def write_grid(path: str, rows: EvalRows, vectors: np.ndarray, protocol: Protocol, manifest: str,
+               n_queries: int, top_k: int) -> None:
+    """The retrieval grid PNG: test queries and their top results, captioned with their class
+    names and each result's score."""
+    queries, results, correct = grid_examples(rows, vectors, protocol, n_queries, top_k)
+    wanted = set(queries) | {r for row in results for r in row}
+    stored = read_manifest(manifest, columns=["image_id", "image"])
+    images = {i: b for i, b in zip(*stored.to_pydict().values()) if i in wanted}
+    names = class_names(rows, manifest)
+    grid = retrieval_grid(
+        [images[q] for q in queries], [[images[r] for r in row] for row in results], correct,
+        query_names=None if names is None else [names[q] for q in queries],
+        result_names=None if names is None else [[names[r] for r in row] for row in results],
+        scores=pair_scores(rows, vectors, protocol.metric, queries, results),
+        score_name=f"{'euclidean distance' if protocol.metric == 'euclidean' else 'cosine similarity'} to the query",
+    )
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")
 
 
 def main() -> None:
@@ -22,7 +69,9 @@ def main() -> None:
     parser.add_argument("--embeddings", required=True)
     parser.add_argument("--indexes", required=True)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="the evaluation, every figure (JSON)")
+    parser.add_argument("--summary", required=True,
+                        help="its headline figures (JSON): the metrics `dvc exp show` lists")
     parser.add_argument("--grid", required=True)
     args = parser.parse_args()
     params = load_params(args.params)
@@ -46,16 +95,12 @@ def main() -> None:
         embed_dim=card["embed_dim"],
         image_size=card["model"]["image_size"],
     )
-    queries, results, correct = grid_examples(rows, vectors, protocol, cfg.grid_queries, cfg.grid_topk)
-    wanted = set(queries) | {r for row in results for r in row}
-    stored = read_manifest(data["manifest"], columns=["image_id", "image"])
-    images = {i: b for i, b in zip(*stored.to_pydict().values()) if i in wanted}
-    grid = retrieval_grid([images[q] for q in queries], [[images[r] for r in row] for row in results], correct)
-    with atomic_path(args.grid) as tmp:
-        grid.save(tmp, format="PNG")
+    write_grid(args.grid, rows, vectors, protocol, data["manifest"], cfg.grid_queries, cfg.grid_topk)
     write_json_atomic(args.out, report)
-    headline = {k: v for k, v in report["float"].items() if "@" in k or k in ("map", "nmi")}
-    print(f"evaluate {args.experiment}: " + ", ".join(f"{k}={v:.3f}" for k, v in list(headline.items())[:8]))
+    summary = summary_metrics(report)
+    write_json_atomic(args.summary, summary)
+    print(f"evaluate {args.experiment} seed {args.seed}: "
+          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary.items()))
 
 
 if __name__ == "__main__":

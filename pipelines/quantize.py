@@ -33,6 +33,7 @@ def main() -> None:
     _, gallery_rows, _ = protocol.split(rows.subset(test))
     gallery = vectors[test][gallery_rows]
     metric = "ip" if protocol.metric == "cosine" else "l2"
+    built, skipped = [], []
     with atomic_path(args.out, directory=True) as folder:
         recipes = [("flat", None)] + [(k, b) for k in params.quantize.kinds for b in params.quantize.bits]
         for kind, bits in recipes:
@@ -40,13 +41,15 @@ def main() -> None:
             try:
                 index = build_index(train, kind, bits=bits, metric=metric, seed=params.seed)
             except DataError as err:  # this data cannot train this index: say so, build the rest
-                print(f"quantize {args.experiment}: {name}: skipped: {err}")
+                skipped.append(f"{name} ({err})")
                 continue
             index.reset()  # keep the learned codebooks, index the gallery only
             index.add(gallery)
             save_index(index, folder / f"{name}.faiss", info={
                 "kind": kind, "bits": bits, "source": args.embeddings, "embed_dim": meta["embed_dim"]})
-            print(f"quantize {args.experiment}: {name}: {index.ntotal} vectors")
+            built.append(name)
+    print(f"quantize {args.experiment}: {', '.join(built)} over {len(gallery)} gallery vectors"
+          + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))
 
 
 if __name__ == "__main__":

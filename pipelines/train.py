@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dml.checks import check_run
 from dml.config import load_params, resolve_run
+from dml.preflight import preflight, print_notices
 from dml.runtime import storage_dir
 from dml.train.curves import write_curves
 from dml.train.export import export_model
@@ -28,6 +29,9 @@ def main() -> None:
     spec = resolve_run(params, args.experiment, {**tuned["overrides"], "train.seed": args.seed})
     check_run(spec)
     data = DataSpec(manifest=tuned["data"]["manifest"], splits=tuned["data"]["splits"])
+    checked = preflight(spec, data, world_size=spec.train.num_workers)
+    print_notices(checked.notices)
+    spec = checked.spec
     card = {"experiment": args.experiment, "seed": args.seed, "dataset": spec.dataset, "domains": spec.domains,
             "loss": spec.loss, "protocol": spec.protocol, "train": spec.train.model_dump(mode="json")}
     if spec.train.epochs == 0:

@@ -9,6 +9,7 @@ import json
 from dml.checks import check_experiment
 from dml.config import load_params
 from dml.io import write_json_atomic
+from dml.preflight import preflight_tune, print_notices
 from dml.runtime import ray_session, storage_dir
 from dml.stage import data_binding
 from dml.train.loop import DataSpec
@@ -22,13 +23,15 @@ def main() -> None:
     params = load_params(args.params)
     check_experiment(params, args.experiment)
     data = DataSpec(manifest=args.manifest, splits=args.splits)
+    checked = preflight_tune(params, args.experiment, data)
+    print_notices(checked.notices)
+    fixed = {"train.batch_size": checked.spec.train.batch_size}
     if params.tune.trials == 0:
-        best = run_sweep(params, args.experiment, data, storage_path=storage_dir(None))
+        best = run_sweep(params, args.experiment, data, storage_path=storage_dir(None), fixed=fixed)
     else:
         with ray_session():
-            best = run_sweep(
-                params, args.experiment, data, storage_path=storage_dir(params.train.storage_path)
-            )
+            best = run_sweep(params, args.experiment, data, fixed=fixed,
+                             storage_path=storage_dir(params.train.storage_path))
     best["data"] = data_binding(args.manifest, args.splits)
     write_json_atomic(args.out, best)
     print(f"tune {args.experiment}: {json.dumps(best['overrides'])} ({best['metric']}={best['value']})")

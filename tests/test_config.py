@@ -159,3 +159,30 @@ def test_protocol_comes_from_the_dataset_unless_the_experiment_names_one():
     raw["experiments"]["contrastive"]["protocol"] = {"name": "cross_domain", "query_domain": "drawing"}
     with pytest.raises(ConfigError, match=r"experiments\.contrastive\.protocol\.query_domain: 'drawing'"):
         check_params(parse_params(raw))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda raw: raw.update(epochz=3), "params.yaml: epochz: unknown key"),
+    (lambda raw: raw["quantize"].update(bits=[12]),
+     "params.yaml: quantize.bits: bit budgets must be positive multiples of 8, got [12]"),
+    (lambda raw: (raw.update(epochz=3), raw["train"].update(lrr=1)),
+     "params.yaml: train.lrr: unknown key; epochz: unknown key"),
+    (lambda raw: raw["experiments"]["proxy_anchor"]["loss"].update(margin=-0.1),
+     "experiments.proxy_anchor.loss.margin must be >= 0, got -0.1"),
+    (lambda raw: raw["experiments"]["proxy_anchor"]["loss"].update(name="proxy_anchorz"),
+     "experiments.proxy_anchor.loss.name: unknown loss 'proxy_anchorz'; valid choices: binomial_deviance, "
+     "contrastive, cosface, embedding_norm, multi_similarity, normalized_softmax, proxy_anchor, triplet"),
+    (lambda raw: raw["experiments"]["proxy_anchor"].update(train={"sampler": {"name": "m_per_clas"}}),
+     "experiments.proxy_anchor.train.sampler.name: unknown sampler 'm_per_clas'; valid choices: m_per_class, random"),
+    (lambda raw: raw["experiments"]["proxy_anchor"].update(model={"backbone": "vgg"}),
+     "experiments.proxy_anchor.model.backbone: unknown backbone 'vgg'; valid choices: pixels, resnet18, "
+     "resnet34, resnet50, small_cnn"),
+], ids=["top-level key", "pydantic value error", "two keys", "loss knob", "loss name", "sampler name", "backbone"])
+def test_config_errors_are_one_line_naming_the_dotted_key(change, message):
+    """The exact text a user reads: the dotted key (with its experiment), the problem, the
+    valid choices; one line, no pydantic prefix."""
+    raw = base()
+    change(raw)
+    with pytest.raises(ConfigError) as err:
+        check_params(parse_params(raw))
+    assert str(err.value) == message

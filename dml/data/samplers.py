@@ -197,9 +197,13 @@ class RandomBatchSampler(GlobalBatchSampler):
         return order[: len(self) * self.global_batch].reshape(len(self), -1).astype(np.int64)
 
 
+#: Images per class in an m_per_class batch, unless ``train.sampler.m`` says otherwise.
+DEFAULT_M = 4
+
+
 @SAMPLERS.register("m_per_class")
 def m_per_class(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
-                m: int = 4) -> MPerClassBatchSampler:
+                m: int = DEFAULT_M) -> MPerClassBatchSampler:
     """``m`` images of each of ``batch_size // m`` fine classes per batch (the default)."""
     return MPerClassBatchSampler(dataset.require_labels("sampler 'm_per_class'"), m=m,
                                  batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
@@ -211,3 +215,27 @@ def random(dataset: Any, *, batch_size: int, rank: int, world_size: int,
     """Uniformly shuffled batches, without regard to classes."""
     return RandomBatchSampler(len(dataset), batch_size=batch_size, rank=rank,
                               world_size=world_size, seed=seed)
+
+
+def fitting_batch_size(name: str, knobs: dict[str, Any], dataset: Any, *, batch_size: int,
+                       world_size: int, where: str = "train") -> tuple[int, str]:
+    """The largest per-worker batch, at most ``batch_size``, that sampler ``name`` can fill
+    from ``dataset``'s rows, and why it is smaller (empty when it is not).
+
+    Only ``m_per_class`` has such a limit: ``batch_size x world_size / m`` distinct classes per
+    global batch. A ConfigError when not even one class per worker is available.
+    """
+    if name != "m_per_class":
+        return batch_size, ""
+    m = int(knobs.get("m", DEFAULT_M))
+    classes = len(np.unique(dataset.require_labels(f"sampler {name!r}")))
+    needed = batch_size * world_size // max(m, 1)
+    if needed <= classes:
+        return batch_size, ""
+    reason = (f"m_per_class with m={m} needs {needed} classes per global batch of {batch_size} x "
+              f"{world_size} worker(s), the training rows have {classes}")
+    fitting = (classes // world_size) * m
+    if fitting < m:
+        raise ConfigError(f"{where}: {reason}: fewer classes than workers; lower "
+                          f"{where}.num_workers or use more classes")
+    return fitting, reason

@@ -73,7 +73,7 @@ def build_loss(spec: str | Mapping[str, Any], /, *, context: BuildContext | None
             raise ConfigError(f"{where}.name is missing; valid choices: {', '.join(LOSSES.names())}")
         name = spec.pop("name")
         knobs = {**spec, **knobs}
-    parameters = LOSSES.parameters(name)
+    parameters = LOSSES.parameters(name, where=where)
     if is_wrapper(name):
         base = knobs.get(BASE_KNOB)
         if not isinstance(base, Mapping):

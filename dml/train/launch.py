@@ -26,7 +26,7 @@ from dml.config import RunSpec, TrainConfig
 from dml.context import BuildContext
 from dml.io import write_json_atomic
 from dml.models import EmbeddingModel, build_model
-from dml.runtime import inputs_hash, ray_session
+from dml.runtime import check_fits_a_node, inputs_hash, ray_session
 from dml.train.loop import DataSpec, LocalSession, build_learner, fit, load_checkpoint, training_set
 from dml.validation import held_out
 
@@ -102,6 +102,7 @@ def train_run(spec: RunSpec, data: DataSpec, *, storage_path: Path) -> tuple[dic
     from dml.train.ray_trainer import latest_checkpoint, make_trainer
 
     with ray_session():
+        check_fits_a_node("train.cpus_per_worker", spec.train.cpus_per_worker)
         result = make_trainer(spec, data, storage_path=storage_path, name=name, validate=validate).fit()
         if result.error is not None:
             raise result.error

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from dml.batch import Batch
 from dml.config import RunSpec
@@ -297,7 +298,9 @@ def fit(
         # Augmentation draws from a generator seeded by (seed, epoch, rank): reproducible runs.
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + session.rank)
         sampler.set_epoch(epoch)
-        metrics = train_one_epoch(module, loader, optimizer, session.device, clock=clock, epoch=epoch)
+        bar = f"{spec.experiment} epoch {epoch + 1}/{epochs}" if session.rank == 0 else None
+        metrics = train_one_epoch(module, loader, optimizer, session.device, clock=clock, epoch=epoch,
+                                  progress=bar)
         metrics["epoch"] = float(epoch)
         if validate is not None:
             unwrap(module).model.eval()
@@ -391,17 +394,24 @@ def train_one_epoch(
     *,
     clock: TrainingClock | None = None,
     epoch: int = 0,
+    progress: str | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``: the mean loss (and the mean of each term the loss logs, as
     ``loss/<term>``), images per second, steps, and the share of the epoch's time spent in the
-    global-batch all-gather (0 on one process)."""
+    global-batch all-gather (0 on one process).
+
+    ``progress``: the title of a progress bar with the running loss and images/s, shown on a
+    terminal only (and cleared when the epoch ends).
+    """
     module.train()
     loss_module = unwrap(module).loss
     total, steps, images_seen = 0.0, 0, 0
     terms: dict[str, float] = {}
     take_communication_seconds()
     start = time.perf_counter()
-    for batch in loader:
+    bar = tqdm(loader, desc=progress, unit="step", leave=False, dynamic_ncols=True,
+               disable=True if progress is None else None)
+    for batch in bar:
         if clock is not None:
             batch = clock.stamp(batch, epoch, steps)
         batch = batch.to(device, non_blocking=True)
@@ -416,6 +426,9 @@ def train_one_epoch(
             terms[name] = terms.get(name, 0.0) + value
         steps += 1
         images_seen += len(batch)
+        bar.set_postfix(loss=f"{total / steps:.4f}",
+                        img_s=f"{images_seen / max(time.perf_counter() - start, 1e-9):.0f}", refresh=False)
+    bar.close()
     elapsed = time.perf_counter() - start
     return {
         "loss": total / max(steps, 1),

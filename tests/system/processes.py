@@ -21,16 +21,27 @@ REPO = Path(__file__).resolve().parents[2]
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group, read from /proc."""
-    members = []
+    return [pid for pid, group, _ in _live_processes() if group == pgid]
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes of a session, read from /proc: a process started with
+    ``start_new_session`` and every descendant, also those in process groups of their own (as
+    Ray's workers are)."""
+    return [pid for pid, _, session in _live_processes() if session == sid]
+
+
+def _live_processes() -> list[tuple[int, int, int]]:
+    """(pid, process group, session) of every live (non-zombie) process."""
+    live = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited while we looked
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        if fields[0] != "Z":
+            live.append((int(stat.parent.name), int(fields[2]), int(fields[3])))
+    return live
 
 
 def stop_group(proc: subprocess.Popen) -> None:

@@ -81,14 +81,34 @@ def warm_repro(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess
     return run(["dml", "run", "--", "dvc", "repro", *args], repo, env)
 
 
+#: Stages that are not work: the params check (runs when params.yaml changes) and the source
+#: fingerprints (run on every repro, and re-run ingest only when the files changed).
+BOOKKEEPING = ("check", "source@")
+
+
 def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+    """The stages a `dvc repro` ran, bookkeeping aside."""
+    names = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+    return {name for name in names if not name.startswith(BOOKKEEPING)}
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with ``prefix``, split as a shell would."""
+    import shlex
+
+    line = next(line for line in (REPO / "README.md").read_text().splitlines() if line.startswith(prefix))
+    return shlex.split(line, comments=True)
+
+
+def write_params(repo: Path, params: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     repo, env = project
     first = warm_repro(repo, env)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    assert "Running stage 'check'" in first.stdout and "Running stage 'source@shapes'" in first.stdout
     per_seed = {"train", "embed", "quantize", "evaluate"}
     assert ran_stages(first.stdout) == {
         "ingest@shapes", "ingest@sketches", "preprocess@shapes", "preprocess@sketches", "report",
@@ -128,10 +148,21 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     assert run(["git", "commit", "-qm", "pipeline results"], repo, env).returncode == 0
     exp = run(["dvc", "exp", "run", "-S", "evaluate.grid_queries=2"], repo, env)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
-    # The grid is not a metric: report's inputs are unchanged, so DVC skips it too.
-    assert ran_stages(exp.stdout) == {"evaluate@tiny-0", "evaluate@tiny_sketch-0"}
+    # The report page shows the retrieval grids, so it is made again with them.
+    assert ran_stages(exp.stdout) == {"evaluate@tiny-0", "evaluate@tiny_sketch-0", "report"}
     shown = run(["dvc", "exp", "show", "--json"], repo, env)
     assert shown.returncode == 0 and "grid_queries" in shown.stdout
+    # The README's comparison line fits a terminal: the changed knob and the headline figures.
+    compare = readme_command("dvc exp show --only-changed")
+    table = run([*compare, "--no-pager"], repo, env | {"COLUMNS": "200"})
+    assert table.returncode == 0, table.stderr
+    assert "grid_queries" in table.stdout, table.stdout
+    assert max(map(len, table.stdout.splitlines())) <= 120, table.stdout
+    # The metrics DVC compares are the headline figures; the details stay out of its tables.
+    listed = run(["dvc", "metrics", "show", "--json"], repo, env)
+    files = json.loads(listed.stdout)[""]["data"]  # "": the workspace
+    assert set(files) == {"metrics/tiny/seed0.summary.json", "metrics/tiny_sketch/seed0.summary.json"}
+    assert set(files["metrics/tiny/seed0.summary.json"]["data"]) == {"recall@1", "map@r"}
 
 
 def test_a_changed_module_retrains_and_a_forced_run_never_resumes_a_finished_one(project):
@@ -173,6 +204,48 @@ def test_unknown_params_key_stops_the_stage_and_names_it(project):
     assert "quantize.bitz: unknown key" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (repo / "indexes/elsewhere").exists()
+
+
+def test_unknown_top_level_key_fails_repro_before_any_stage_and_names_it(project):
+    repo, env = project
+    saved = (repo / "params.yaml").read_text()
+    write_params(repo, {**yaml.safe_load(saved), "epochz": 3})
+    try:
+        out = run(["dvc", "repro"], repo, env)
+    finally:
+        (repo / "params.yaml").write_text(saved)
+    assert out.returncode != 0
+    assert "error: params.yaml: epochz: unknown key" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert ran_stages(out.stdout) == set()
+
+
+def test_an_edited_image_re_runs_ingest_and_an_untouched_folder_does_not(project, tmp_path):
+    from PIL import Image
+
+    repo, env = project
+    tree = repo / "mine"
+    for cls in ("cat", "dog"):
+        (tree / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tree / cls / f"{i}.png")
+    saved = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(saved)
+    params["datasets"]["mine"] = {"source": "folder", "options": {"root": "mine"}}
+    write_params(repo, params)
+    try:
+        first = run(["dvc", "repro", "ingest@mine"], repo, env)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        assert ran_stages(first.stdout) == {"ingest@mine"}
+        untouched = run(["dvc", "repro", "ingest@mine"], repo, env)
+        assert untouched.returncode == 0 and ran_stages(untouched.stdout) == set()
+        Image.new("RGB", (8, 8), (0, 0, 255)).save(tree / "dog" / "1.png")
+        edited = run(["dvc", "repro", "ingest@mine"], repo, env)
+        assert edited.returncode == 0, edited.stderr[-3000:]
+        assert ran_stages(edited.stdout) == {"ingest@mine"}
+    finally:
+        (repo / "params.yaml").write_text(saved)
+        shutil.rmtree(tree)
 
 
 def test_corrupt_image_fails_ingest_with_every_bad_file_and_no_output(project, tmp_path):
@@ -224,8 +297,9 @@ def test_interrupted_repro_leaves_no_partial_output_and_the_next_one_completes(p
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert {"train@tiny-0", "embed@tiny-0", "quantize@tiny-0", "evaluate@tiny-0"} <= ran_stages(again.stdout)
     load_model(repo / "models/tiny/seed0")
-    status = run(["dvc", "status"], repo, env)
-    assert "up to date" in status.stdout
+    status = run(["dvc", "status", "--json"], repo, env)
+    stale = {stage for stage in json.loads(status.stdout) if not stage.startswith(BOOKKEEPING)}
+    assert not stale, status.stdout  # (the source fingerprints always report "always changed")
 
 
 def test_deterministic_stages_give_identical_hashes_when_run_again(project):
