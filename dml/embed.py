@@ -43,7 +43,8 @@ def embed_dataset(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
                         collate_fn=dataset.collate)
     parts = []
-    for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
+    for batch in tqdm(loader, desc="embed", unit="batch", leave=False,
+                      disable=None if progress else True):  # None: on a terminal only
         embeddings = model.forward_batch(batch.to(device)).embeddings.float()
         parts.append((F.normalize(embeddings, dim=1) if normalize else embeddings).cpu())
     if not parts:

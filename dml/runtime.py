@@ -57,7 +57,9 @@ NOISY_LOGGERS = {"ray": logging.WARNING, "ray.tune": logging.ERROR, "ray.train":
 
 
 def quiet_frameworks() -> None:
-    """Keep the console for people: frameworks' own logging at the levels of NOISY_LOGGERS."""
+    """Keep the console for people: frameworks' own logging at the levels of NOISY_LOGGERS,
+    and Tune's classic reporter, which (unlike its newer one) prints nothing at verbose=0."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for name, level in NOISY_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
     try:

@@ -72,7 +72,9 @@ def main() -> None:
     write_text_atomic(args.html, html)
     table = to_markdown(blocks)
     write_text_atomic(args.out, table)
-    print(table)
+    seeds = sum(len(runs) for runs in results.values())
+    print(f"report: {len(results)} experiments, {seeds} runs -> {args.out}, {args.html} "
+          f"({len(pictures)} figures; `dml report` prints the table)")
 
 
 if __name__ == "__main__":

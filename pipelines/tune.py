@@ -4,8 +4,6 @@ from dml.stage import hand_over, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
-import json
-
 from dml.checks import check_experiment
 from dml.config import load_params
 from dml.io import write_json_atomic
@@ -34,7 +32,12 @@ def main() -> None:
                              storage_path=storage_dir(params.train.storage_path))
     best["data"] = data_binding(args.manifest, args.splits)
     write_json_atomic(args.out, best)
-    print(f"tune {args.experiment}: {json.dumps(best['overrides'])} ({best['metric']}={best['value']})")
+    if not best["overrides"]:
+        print(f"tune {args.experiment}: nothing to search; the parameters pass through -> {args.out}")
+        return
+    knobs = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["overrides"].items())
+    print(f"tune {args.experiment}: best of {best['trials']} trial(s): {knobs} "
+          f"({best['metric']} {best['value']:.4f}) -> {args.out}")
 
 
 if __name__ == "__main__":
