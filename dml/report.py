@@ -404,6 +404,15 @@ def _draw_legend(draw: ImageDraw.ImageDraw, items, places, top: int, font, line:
         draw.text((x, y), text, fill=(0, 0, 0), font=font)
 
 
+def _tile(data: bytes, cell: int) -> Image.Image:
+    """An encoded image as a ``cell`` x ``cell`` tile: small images are enlarged pixel for
+    pixel (sharper, and a third of the PNG size of a smooth enlargement), large ones reduced
+    smoothly."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    smaller = max(image.size) < cell
+    return image.resize((cell, cell), Image.Resampling.NEAREST if smaller else Image.Resampling.LANCZOS)
+
+
 def retrieval_grid(
     query_images: Sequence[bytes],
     result_images: Sequence[Sequence[bytes]],
@@ -441,7 +450,7 @@ def retrieval_grid(
     for r in range(rows):
         for c, data in enumerate([query_images[r], *result_images[r]]):
             x, y = _PAD + c * (cell + _PAD), _PAD + r * step_y
-            grid.paste(Image.open(io.BytesIO(data)).convert("RGB").resize((cell, cell)), (x, y))
+            grid.paste(_tile(data, cell), (x, y))
             colour = QUERY_FRAME if c == 0 else SAME_CLASS if correct[r, c - 1] else OTHER_CLASS
             draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=colour, width=1 if c == 0 else border)
             for i, text in enumerate(captions[r][c] if captions[r] else []):
