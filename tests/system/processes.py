@@ -117,7 +117,11 @@ def stage_command(stage: str, experiment: str, data: dict[str, str]) -> list[str
 def checkpointed_epochs(storage: Path) -> dict[int, dict]:
     """The checkpoints under a Ray storage folder so far, by epoch (skipping half-copied ones)."""
     states = {}
-    for path in storage.glob("**/state.pt"):
+    try:
+        paths = list(storage.glob("**/state.pt"))
+    except FileNotFoundError:  # a temporary checkpoint folder vanished during the walk
+        return states
+    for path in paths:
         try:
             state = load_checkpoint(path.parent)
         except IntegrityError:  # still being copied into place
