@@ -220,15 +220,22 @@ def test_unknown_top_level_key_fails_repro_before_any_stage_and_names_it(project
     assert ran_stages(out.stdout) == set()
 
 
+def image_tree(tree: Path) -> None:
+    """An ImageFolder tree of two classes, three small PNGs each."""
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tree / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tree / cls / f"{i}.png")
+
+
 def test_an_edited_image_re_runs_ingest_and_an_untouched_folder_does_not(project, tmp_path):
     from PIL import Image
 
     repo, env = project
     tree = repo / "mine"
-    for cls in ("cat", "dog"):
-        (tree / cls).mkdir(parents=True)
-        for i in range(3):
-            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tree / cls / f"{i}.png")
+    image_tree(tree)
     saved = (repo / "params.yaml").read_text()
     params = yaml.safe_load(saved)
     params["datasets"]["mine"] = {"source": "folder", "options": {"root": "mine"}}
@@ -251,12 +258,7 @@ def test_an_edited_image_re_runs_ingest_and_an_untouched_folder_does_not(project
 def test_corrupt_image_fails_ingest_with_every_bad_file_and_no_output(project, tmp_path):
     repo, env = project
     tree = tmp_path / "images"
-    from PIL import Image
-
-    for cls in ("cat", "dog"):
-        (tree / cls).mkdir(parents=True)
-        for i in range(3):
-            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tree / cls / f"{i}.png")
+    image_tree(tree)
     (tree / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (tree / "dog" / "empty.jpg").write_bytes(b"")
     params = tiny_params()
