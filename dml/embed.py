@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,10 +22,12 @@ from dml.io import atomic_path
 
 #: Manifest/splits columns carried into embeddings.parquet when present.
 CARRIED_COLUMNS = ("image_id", "split", "role", "domain", "label")
+#: Column-name prefix of an extra head's stored output.
+HEAD_PREFIX = "head_"
 
 
 @torch.no_grad()
-def embed_dataset(
+def extract(
     model: torch.nn.Module,
     dataset: ManifestDataset,
     *,
@@ -31,8 +35,10 @@ def embed_dataset(
     device: torch.device | str = "cpu",
     progress: bool = False,
     normalize: bool = True,
-) -> np.ndarray:
-    """Embeddings ``[N, D]`` (float32) of every item of ``dataset``, in order.
+    heads: Sequence[str] = (),
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Embeddings ``[N, D]`` (float32) of every item of ``dataset``, in order, and the raw
+    outputs of the named extra ``heads`` (``[N, ...]`` float32 each) from the same pass.
 
     The model sees each batch with its annotations (a conditioned trunk gets its domain
     flag). ``normalize``: L2-normalize the rows (for cosine ranking); euclidean protocols
@@ -42,14 +48,24 @@ def embed_dataset(
     model.to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
                         collate_fn=dataset.collate)
-    parts = []
+    parts: list[torch.Tensor] = []
+    head_parts: dict[str, list[torch.Tensor]] = {name: [] for name in heads}
     for batch in tqdm(loader, desc="embed", unit="batch", leave=False,
                       disable=None if progress else True):  # None: on a terminal only
-        embeddings = model.forward_batch(batch.to(device)).embeddings.float()
+        output = model.forward_batch(batch.to(device))
+        embeddings = output.embeddings.float()
         parts.append((F.normalize(embeddings, dim=1) if normalize else embeddings).cpu())
+        for name in heads:
+            head_parts[name].append(output.head(name, "extraction").float().cpu())
     if not parts:
-        return np.zeros((0, getattr(model, "embed_dim", 0)), dtype=np.float32)
-    return torch.cat(parts).numpy()
+        return np.zeros((0, getattr(model, "embed_dim", 0)), dtype=np.float32), {}
+    return (torch.cat(parts).numpy(),
+            {name: torch.cat(values).numpy() for name, values in head_parts.items()})
+
+
+def embed_dataset(model: torch.nn.Module, dataset: ManifestDataset, **options: Any) -> np.ndarray:
+    """The embeddings of :func:`extract` alone (same options, no heads)."""
+    return extract(model, dataset, **options)[0]
 
 
 def write_embeddings(
@@ -59,8 +75,11 @@ def write_embeddings(
     *,
     model_hash: str,
     normalized: bool = True,
+    heads: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Write ``embeddings.parquet`` atomically: carried columns plus a fixed-size list column.
+    """Write ``embeddings.parquet`` atomically: carried columns plus a fixed-size list column,
+    and one ``head_<name>`` fixed-size list column per extra head's output (``[N, K]``: the
+    attribute head's logits, scored by the evaluate stage).
 
     ``normalized`` records whether the rows are L2-normalized (cosine protocols) or raw
     (euclidean ones).
@@ -68,15 +87,32 @@ def write_embeddings(
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, dim = embeddings.shape
     arrays = {name: pa.array(values) for name, values in columns.items()}
+    for name, values in (heads or {}).items():
+        arrays[f"{HEAD_PREFIX}{name}"] = _fixed_size_rows(np.asarray(values).reshape(len(values), -1))
     for name, array in arrays.items():
         if len(array) != n:
             raise DataError(f"{path}: column {name!r} has {len(array)} rows, embeddings have {n}")
-    arrays["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), dim)
-    table = pa.table(arrays).replace_schema_metadata(
-        {"dml": json.dumps({"embed_dim": dim, "model_sha256": model_hash, "normalized": normalized})}
-    )
+    arrays["embedding"] = _fixed_size_rows(embeddings)
+    meta = {"embed_dim": dim, "model_sha256": model_hash, "normalized": normalized,
+            "heads": sorted(heads or {})}
+    table = pa.table(arrays).replace_schema_metadata({"dml": json.dumps(meta)})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def _fixed_size_rows(values: np.ndarray) -> pa.FixedSizeListArray:
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def head_output(table: pa.Table, name: str) -> np.ndarray | None:
+    """The stored output ``[N, K]`` of head ``name`` in an embeddings table, or None."""
+    column = f"{HEAD_PREFIX}{name}"
+    if column not in table.column_names:
+        return None
+    values = table.column(column).combine_chunks()
+    width = values.type.list_size
+    return values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32)
 
 
 def read_embeddings(

@@ -24,6 +24,7 @@ from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from dml.errors import DataError
 from dml.report import Runs, estimate, float_estimate, headline_metrics, metric_columns, sections, seed_runs, title
+from dml.train.curves import curve_name
 
 DPI = 110
 #: matplotlib's defaults (a user's matplotlibrc never changes the report), a few sizes smaller.
@@ -73,7 +74,7 @@ def read_curve(path: Path) -> Curve:
 
 def curve_file(folder: Path, key: str) -> Path:
     """Where dvclive keeps the curve of history key ``key`` (dml/train/curves.py names it)."""
-    return folder / "plots" / "metrics" / f"{key.replace('@', '_at_')}.tsv"
+    return folder / "plots" / "metrics" / f"{curve_name(key)}.tsv"
 
 
 def read_run_curves(folder: Path, val_metric: str, selected: int | None = None) -> RunCurves:

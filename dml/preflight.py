@@ -79,8 +79,10 @@ def _fit_batch(result: Preflight, train_set: ManifestDataset, world_size: int, s
 
 
 def _dry_step(spec: RunSpec, train_set: ManifestDataset, world_size: int, where: str) -> None:
-    """One forward pass of model and loss on a few rows of the first batch, as training would
-    run it: a missing annotation or head fails here, naming the experiment."""
+    """One forward and backward pass of model and loss on a few rows of the first batch, as
+    training would run it: a missing annotation or head fails here, naming the experiment, and
+    so does an extra head that the loss never trains (its weights would get no gradient, which
+    also stops DistributedDataParallel)."""
     sampler = build_sampler(spec, train_set, rank=0, world_size=world_size)
     rows = next(iter(sampler))[:DRY_ROWS]
     batch = train_set.collate([train_set[i] for i in rows])
@@ -88,9 +90,9 @@ def _dry_step(spec: RunSpec, train_set: ManifestDataset, world_size: int, where:
     try:
         learner = build_learner(spec, BuildContext(**train_set.context_sizes(),
                                                    embed_dim=spec.model.embed_dim))
-        with torch.no_grad():
-            learner.eval()
-            loss = learner(batch)
+        learner.eval()
+        loss = learner(batch)
+        loss.backward()
     except (ValueError, KeyError, RuntimeError) as err:
         if isinstance(err, (ConfigError, DataError)):
             raise ConfigError(f"{where}: {err}") from None
@@ -100,6 +102,11 @@ def _dry_step(spec: RunSpec, train_set: ManifestDataset, world_size: int, where:
         torch.random.set_rng_state(state)
     if not torch.isfinite(loss):
         raise DataError(f"{where}: the loss of the first training rows is {float(loss)}")
+    for name, head in learner.model.heads.items():
+        if all(p.grad is None for p in head.parameters()):
+            raise ConfigError(f"{where}.model.heads.{name}: the loss {spec.loss and spec.loss.get('name')!r} "
+                              "never trains this head; remove it or give the loss a term that uses it "
+                              "(e.g. loss.attribute_weight > 0)")
 
 
 def _validation_rows(spec: RunSpec, data: DataSpec) -> EvalRows:

@@ -3,7 +3,9 @@
 Pair losses (``dml.losses``) take such a matrix through their ``similarity`` argument: entries
 ``> 0`` mark positive pairs and ``== 0`` negative pairs (see ``dml.losses.base.pair_masks``).
 Single-label data uses :func:`equality_similarity`; multi-label, multi-object data uses
-:func:`multiset_jaccard` (METHODS.md §2) or its baseline :func:`count_cosine`.
+:func:`multiset_jaccard` (METHODS.md §2) or its baseline :func:`count_cosine`. SGML's semantic
+granularity similarity (METHODS.md §1) is :func:`attribute_similarity`: it weights pairs
+rather than deciding which pairs are positive.
 
 All functions are vectorized; the Jaccard similarity is computed in row blocks so that its
 ``Na x Nb x C`` intermediate stays bounded.
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["count_cosine", "equality_similarity", "multiset_jaccard"]
+__all__ = ["attribute_similarity", "count_cosine", "equality_similarity", "multiset_jaccard"]
 
 #: Largest number of elements of the ``rows x Nb x C`` block that multiset_jaccard materialises.
 DEFAULT_BLOCK_ELEMENTS = 1 << 22
@@ -121,3 +123,46 @@ def count_cosine(counts_a: Tensor, counts_b: Tensor | None = None) -> Tensor:
     """
     a, b = _check_counts(counts_a, counts_b)
     return (F.normalize(a, dim=1) @ F.normalize(b, dim=1).T).clamp(0.0, 1.0)
+
+
+def attribute_similarity(attributes: Tensor, known: Tensor | None = None) -> Tensor:
+    """Semantic granularity similarity ``g_ij`` of SGML (METHODS.md §1): the cosine of two
+    samples' attribute vectors, over the attributes known for both.
+
+    ``g_ij = Σ_a k_ia k_ja x_ia x_ja / sqrt(Σ_a k_ja x_ia² · Σ_a k_ia x_ja²)`` with ``k`` the
+    ``known`` mask: an attribute unknown for either sample (a sketch, CUB's "not visible")
+    counts for neither, instead of reading as "absent". With every attribute known this is the
+    plain cosine. A pair with nothing in common to compare (a zero vector over the shared
+    known attributes) has ``g = 0``. Vectorized: three ``[B, A] x [A, B]`` products.
+
+    Args:
+        attributes: ``Tensor[B, A]``, non-negative: 0/1 ground truth or predicted probabilities.
+        known: bool ``Tensor[B, A]``; every entry known when None.
+
+    Returns:
+        ``Tensor[B, B]`` in [0, 1], symmetric.
+
+    >>> attribute_similarity(torch.tensor([[1., 1., 0.], [1., 0., 1.], [1., 1., 1.]]),
+    ...                      torch.tensor([[True, True, True], [True, True, True], [True, False, True]]))
+    tensor([[1.0000, 0.5000, 0.7071],
+            [0.5000, 1.0000, 1.0000],
+            [0.7071, 1.0000, 1.0000]])
+    """
+    if not isinstance(attributes, Tensor) or attributes.dim() != 2:
+        shape = tuple(attributes.shape) if isinstance(attributes, Tensor) else type(attributes).__name__
+        raise ValueError(f"attributes must be a 2-D tensor [B, A], got {shape}")
+    x = attributes if attributes.dtype.is_floating_point else attributes.to(torch.get_default_dtype())
+    if x.numel() and bool((x < 0).any()):
+        raise ValueError("attributes must be non-negative (0/1 labels or probabilities)")
+    if known is None:
+        k = torch.ones_like(x)
+    else:
+        if tuple(known.shape) != tuple(x.shape):
+            raise ValueError(f"known {tuple(known.shape)} must have the shape of attributes {tuple(x.shape)}")
+        k = known.to(x.dtype)
+        x = x * k
+    numerator = x @ x.T
+    norms = (x * x) @ k.T  # [i, j]: Σ_a k_ja x_ia², sample i's squared norm over j's known attributes
+    denominator = torch.sqrt(norms * norms.T)
+    g = numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    return g.clamp(0.0, 1.0)

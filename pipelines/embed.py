@@ -1,11 +1,12 @@
-"""Stage embed: the exported model -> embeddings.parquet for every row of its dataset and domains."""
+"""Stage embed: the exported model -> embeddings.parquet (and its extra heads' outputs) for every
+row of its dataset and domains."""
 
 from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
 from dml.config import load_params, resolve_run
-from dml.embed import embed_dataset, write_embeddings
+from dml.embed import extract, write_embeddings
 from dml.evaluate.experiment import experiment_rows
 from dml.evaluate.protocols import build_protocol
 from dml.train.export import load_model
@@ -23,12 +24,12 @@ def main() -> None:
     dataset, rows = experiment_rows(spec, data["manifest"], data["splits"],
                                     image_size=card["model"]["image_size"])
     protocol = build_protocol(spec.protocol)
-    vectors = embed_dataset(model, dataset, batch_size=args.batch_size, progress=True,
-                            normalize=protocol.metric == "cosine")
+    vectors, heads = extract(model, dataset, batch_size=args.batch_size, progress=True,
+                             normalize=protocol.metric == "cosine", heads=list(model.heads))
     columns = {"image_id": list(rows.ids), "split": list(rows.split), "role": list(rows.role),
                "domain": list(rows.domain)}
     write_embeddings(args.out, columns, vectors, model_hash=card["sha256"],
-                     normalized=protocol.metric == "cosine")
+                     normalized=protocol.metric == "cosine", heads=heads)
     print(f"embed {args.experiment}: {vectors.shape[0]} x {vectors.shape[1]} -> {args.out}")
 
 

@@ -1,4 +1,5 @@
-"""Stage evaluate: the experiment's protocol on the test rows, float and every quantized index."""
+"""Stage evaluate: the experiment's protocol on the test rows, float and every quantized index,
+and the attribute head's per-attribute average precision where the model has one."""
 
 from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from dml.config import load_params, resolve_run
 from dml.data.manifest import read_info, read_manifest
-from dml.embed import read_embeddings
+from dml.embed import head_output, read_embeddings
 from dml.evaluate.experiment import aligned_rows, evaluate_test_split, grid_examples
 from dml.evaluate.protocols import EvalRows, Protocol, build_protocol
 from dml.index import load_index
@@ -83,7 +84,9 @@ def main() -> None:
     data = read_tuned(args.tuned)["data"]
     rows = aligned_rows(spec, data["manifest"], data["splits"], table)
     indexes = {p.stem: load_index(p)[0] for p in sorted(Path(args.indexes).glob("*.faiss"))}
-    report = evaluate_test_split(rows, vectors, protocol, indexes, ks=tuple(cfg.ks))
+    report = evaluate_test_split(rows, vectors, protocol, indexes, ks=tuple(cfg.ks),
+                                 attribute_logits=head_output(table, "attributes"),
+                                 attribute_names=read_info(data["manifest"]).attribute_names)
     report.update(
         experiment=args.experiment,
         seed=args.seed,

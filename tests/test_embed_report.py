@@ -1,12 +1,15 @@
 """embeddings.parquet contract, test-split evaluation over indexes, and the comparison table."""
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from dml.embed import read_embeddings, write_embeddings
+from dml.embed import head_output, read_embeddings, write_embeddings
 from dml.errors import DataError
 from dml.evaluate.experiment import evaluate_test_split, grid_examples
+from dml.evaluate.metrics import attribute_average_precision
 from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.index import build_index
 from dml.report import comparison_table
@@ -43,12 +46,23 @@ def test_embeddings_round_trip_and_wrong_size(tmp_path):
     table, vectors, meta = read_embeddings(path, expected_dim=16)
     np.testing.assert_array_equal(vectors, x)
     assert table.column("image_id").to_pylist() == columns["image_id"]
-    assert meta == {"embed_dim": 16, "model_sha256": "abc", "normalized": True}
+    assert meta == {"embed_dim": 16, "model_sha256": "abc", "normalized": True, "heads": []}
+    assert head_output(table, "attributes") is None
     with pytest.raises(DataError, match=r"e.parquet: embedding size 16 does not match the expected 32"):
         read_embeddings(path, expected_dim=32)
     with pytest.raises(DataError, match="column 'label' has 3 rows"):
         write_embeddings(tmp_path / "f.parquet", columns | {"label": [0, 1, 2]}, x, model_hash="x")
     assert not (tmp_path / "f.parquet").exists()
+
+
+def test_head_outputs_round_trip(tmp_path):
+    columns, x = toy()
+    logits = np.arange(len(x) * 3, dtype=np.float32).reshape(-1, 3)
+    write_embeddings(tmp_path / "e.parquet", columns, x, model_hash="abc", heads={"attributes": logits})
+    table, vectors, meta = read_embeddings(tmp_path / "e.parquet")
+    assert meta["heads"] == ["attributes"]
+    np.testing.assert_array_equal(head_output(table, "attributes"), logits)
+    np.testing.assert_array_equal(vectors, x)
 
 
 def test_test_split_evaluation_float_equals_exact_index():
@@ -66,6 +80,30 @@ def test_test_split_evaluation_float_equals_exact_index():
     assert report["bytes_per_vector"] == 64
     low, high = report["float_bootstrap_ci"]["map@r"]  # one run's interval over its queries
     assert low <= report["float"]["map@r"] <= high and set(report["float_bootstrap_ci"]) >= {"recall@1", "map"}
+
+
+def test_attribute_head_is_scored_per_attribute_on_the_test_rows():
+    columns, x = toy(n_per_class=4, classes=4)  # classes 2 and 3 are the 8 test rows
+    n = len(x)
+    rng = np.random.default_rng(3)
+    attributes = (rng.random((n, 3)) < 0.5).astype(np.float32)
+    attributes[:, 2] = 0  # no positive anywhere: AP undefined
+    known = np.ones((n, 3), dtype=bool)
+    logits = rng.normal(size=(n, 3)).astype(np.float32)
+    logits[:, 0] = np.where(attributes[:, 0] > 0, 5.0, -5.0)  # a perfect attribute
+    known[-1, 1] = False  # an unknown label is left out, whatever its score
+    logits[-1, 1] = 100.0
+    rows = dataclasses.replace(rows_of(columns), attributes=attributes, attribute_known=known)
+    report = evaluate_test_split(rows, x, build_protocol({"name": "self_retrieval"}), {},
+                                 attribute_logits=logits, attribute_names=["a", "b", "c"])
+    test = np.asarray(columns["split"]) == "test"
+    keep = known[test, 1]
+    expected_b = attribute_average_precision(logits[test][keep][:, [1]], attributes[test][keep][:, [1]])[0]
+    assert report["attributes"] == {"a": 1.0, "b": pytest.approx(expected_b), "c": None}
+    assert report["float"]["attributes/map"] == pytest.approx((1.0 + expected_b) / 2)
+    # the table shows it beside the retrieval metrics
+    table = comparison_table({"m": {0: {**report, "experiment": "m", "dataset": "d"}}})
+    assert "attributes mAP" in table
 
 
 def test_grid_examples_exclude_the_query_itself():

@@ -213,3 +213,16 @@ def test_evaluate_names_the_grid_tiles_by_class_and_scores_them(tiny_data, tmp_p
     with Image.open(tmp_path / "grid.png") as grid:
         cell = 80  # the default tile, plus its caption strip and the legend below the rows
         assert grid.width == 5 * (cell + 4) + 4 and grid.height > 3 * (cell + 4) + 3 * 2 * 10
+
+
+def test_loss_terms_become_flat_curve_names(tmp_path):
+    """dvclive nests names at '/': a loss and its terms ('loss', 'loss/deviance') are written
+    under flat names, and the figures find them by the same rule."""
+    from dml.figures import curve_file
+    from dml.train.curves import write_curves
+
+    history = [{"loss": 1.0, "loss/deviance": 0.8, "loss/base/term": 0.1, "val_map@r": 0.2, "steps": 3.0}]
+    write_curves(tmp_path / "run", history)
+    for key in ("loss", "loss/deviance", "loss/base/term", "val_map@r"):
+        assert curve_file(tmp_path / "run", key).is_file()
+    assert not curve_file(tmp_path / "run", "steps").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -21,6 +22,7 @@ from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.errors import ConfigError, DataError
 from dml.losses import LOSSES, MetricLoss
+from dml.models import HEADS
 from dml.preflight import preflight, preflight_tune
 from dml.train.loop import DataSpec
 
@@ -130,6 +132,41 @@ def test_a_loss_that_needs_an_annotation_the_data_lacks_fails_before_training(ow
         "experiments.contrastive: the first training step fails on the data: NeedsAttributes needs "
         "the annotation 'attributes', which this dataset's rows do not have (present: images, index, "
         "labels, domain, instance)")
+
+
+def test_sgml_on_images_without_attributes_fails_before_training(own_images):
+    spec = resolve_run(load_params(REPO / "params.yaml"), "sgml")
+    spec = spec.model_copy(update={"experiment": "contrastive"})
+    with pytest.raises(ConfigError) as err:
+        preflight(spec, data_of(own_images), world_size=1)
+    assert str(err.value) == "experiments.contrastive: model.heads.attributes: the dataset has no attributes"
+
+
+class Probe(torch.nn.Module):
+    """An extra head that no loss reads."""
+
+    def __init__(self, feature_dim: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(feature_dim, 2)
+
+    def forward(self, features, embeddings):
+        return self.linear(features)
+
+
+@pytest.fixture
+def probe_head():
+    HEADS.register("probe")(Probe)
+    yield "probe"
+    HEADS._factories.pop("probe")
+
+
+def test_a_head_that_nothing_trains_is_refused(own_images, probe_head):
+    spec = resolve_run(load_params(own_images / "params.yaml"), "contrastive",
+                       {"model.heads": {probe_head: {}}})
+    with pytest.raises(ConfigError) as err:
+        preflight(spec, data_of(own_images), world_size=1)
+    assert str(err.value).startswith(
+        "experiments.contrastive.model.heads.probe: the loss 'contrastive' never trains this head")
 
 
 def test_validation_folds_without_a_pair_of_one_class_are_refused(tmp_path):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dml.similarity import count_cosine, equality_similarity, multiset_jaccard
+from dml.similarity import attribute_similarity, count_cosine, equality_similarity, multiset_jaccard
 
 
 def test_equality_similarity() -> None:
@@ -89,3 +89,39 @@ def test_invalid_counts(fn) -> None:
         fn(torch.tensor([[1, -1]]))
     with pytest.raises(ValueError, match="same number of classes"):
         fn(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def _attribute_similarity_loop(x: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """The cosine of every pair over the attributes known for both, one pair at a time."""
+    n = x.shape[0]
+    out = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(n):
+            shared = known[i] & known[j]
+            a, b = x[i][shared].double(), x[j][shared].double()
+            norm = math.sqrt(float(a @ a) * float(b @ b))
+            out[i, j] = float(a @ b) / norm if norm > 0 else 0.0
+    return out
+
+
+@pytest.mark.parametrize("kind", ["binary", "probabilities"])
+def test_attribute_similarity_matches_a_loop(kind: str) -> None:
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand(12, 6, generator=gen, dtype=torch.float64)
+    if kind == "binary":
+        x = (x < 0.4).double()
+    known = torch.rand(12, 6, generator=gen) < 0.75
+    known[3] = False  # a row with nothing known: g = 0 with everyone
+    expected = _attribute_similarity_loop(x, known)
+    torch.testing.assert_close(attribute_similarity(x, known), expected)
+    torch.testing.assert_close(attribute_similarity(x), _attribute_similarity_loop(x, torch.ones_like(known)))
+    assert attribute_similarity(x, known)[3].abs().sum() == 0
+
+
+def test_attribute_similarity_invalid_inputs() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        attribute_similarity(torch.tensor([[-1.0, 0.0]]))
+    with pytest.raises(ValueError, match="2-D"):
+        attribute_similarity(torch.ones(3))
+    with pytest.raises(ValueError, match="shape of attributes"):
+        attribute_similarity(torch.ones(2, 3), torch.ones(2, 2, dtype=torch.bool))

@@ -17,7 +17,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dml.batch import DOMAIN_CODES, Batch
-from dml.data.manifest import DOMAINS, SPLITS, manifest_columns, read_info, read_manifest
+from dml.data.manifest import (DOMAINS, SPLITS, attribute_matrix, manifest_columns, read_info,
+                               read_manifest)
 from dml.data.splits import align, read_splits
 from dml.data.transforms import AugmentSpec, build_transforms, domain_augments
 from dml.errors import ConfigError, DataError
@@ -190,12 +191,7 @@ class ManifestDataset(Dataset):
         if "attributes" in names:
             width = len(self.info.attribute_names)
             column = selected.column("attributes").combine_chunks()
-            valid = ~column.is_null().to_numpy(zero_copy_only=False)
-            self.attributes = np.zeros((len(valid), width), dtype=np.float32)
-            if valid.any():
-                flat = pc.list_flatten(column.filter(pa.array(valid))).to_numpy(zero_copy_only=False)
-                self.attributes[valid] = flat.reshape(-1, width)
-            self.attribute_mask = np.repeat(valid[:, None], width, axis=1)
+            self.attributes, self.attribute_mask = attribute_matrix(column, width)
 
         self.counts: np.ndarray | None = None
         if "object_counts" in names:

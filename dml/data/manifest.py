@@ -16,7 +16,9 @@ column             type                                           meaning
 ``label_<scale>``  int64, non-null                                one per coarser scale
 ``attributes``     list<uint8> of 0/1, length A (row may be null  binary attributes
                    where the domain cannot show them, e.g. a
-                   sketch)
+                   sketch; an entry may be null where that
+                   attribute is unknown for the image, e.g.
+                   CUB's "not visible")
 ``object_counts``  list<struct<label: int64, count: int64>>       objects per fine class
 ``instance_id``    string                                         links a photo and its sketch
 =================  =============================================  ==============================
@@ -317,7 +319,7 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
             raise _fail(path, "attributes",
                         f"attribute length mismatch (expected {n_attr}: "
                         f"{', '.join(info.attribute_names)})", table, bad)
-        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+        flat = pc.list_flatten(column).fill_null(0).to_numpy(zero_copy_only=False)
         if len(flat):
             flat_bad = (flat != 0) & (flat != 1)
             if flat_bad.any():
@@ -376,6 +378,29 @@ def _require_file(path: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist")
     return path
+
+
+def attribute_matrix(column: pa.Array | pa.ChunkedArray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``attributes`` column as ``(values float32 [N, A], known bool [N, A])``.
+
+    A null row (a sketch) and a null entry (an attribute unknown for that image) are both
+    "unknown": held as 0 in ``values`` and False in ``known``, to be masked out, never read
+    as "absent".
+
+    >>> values, known = attribute_matrix(pa.array([[1, None], None], pa.list_(pa.uint8())), 2)
+    >>> values.tolist(), known.tolist()
+    ([[1.0, 0.0], [0.0, 0.0]], [[True, False], [False, False]])
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    rows = ~column.is_null().to_numpy(zero_copy_only=False)
+    values = np.zeros((len(column), width), dtype=np.float32)
+    known = np.zeros((len(column), width), dtype=bool)
+    if rows.any():
+        flat = pc.list_flatten(column.filter(pa.array(rows)))
+        known[rows] = ~flat.is_null().to_numpy(zero_copy_only=False).reshape(-1, width)
+        values[rows] = flat.fill_null(0).to_numpy(zero_copy_only=False).reshape(-1, width)
+    return values, known
 
 
 def read_manifest(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:

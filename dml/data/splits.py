@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dml.data.manifest import SPLITS, ManifestInfo
+from dml.data.manifest import SPLITS, ManifestInfo, attribute_matrix
 from dml.errors import ConfigError, DataError
 from dml.io import atomic_path
 
@@ -209,16 +209,11 @@ def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[
         ]
 
     if "attributes" in names and info.attribute_names:
-        column = table.column("attributes")
-        valid = ~column.is_null().to_numpy(zero_copy_only=False)
-        values = np.zeros((table.num_rows, len(info.attribute_names)), dtype=np.float64)
-        if valid.any():
-            flat = pc.list_flatten(column.filter(pa.array(valid))).to_numpy(zero_copy_only=False)
-            values[valid] = flat.reshape(-1, len(info.attribute_names))
+        values, known = attribute_matrix(table.column("attributes"), len(info.attribute_names))
         for j, name in enumerate(info.attribute_names):
             prevalence: dict[str, float | None] = {}
             for s in present:
-                mask = valid & (split == s)
+                mask = known[:, j] & (split == s)
                 prevalence[s] = round(float(values[mask, j].mean()), 6) if mask.any() else None
             out["attributes"].append({"name": name, "prevalence": prevalence})
 

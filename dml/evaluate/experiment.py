@@ -13,6 +13,7 @@ import pyarrow as pa
 from dml.config import RunSpec
 from dml.data.dataset import ManifestDataset
 from dml.errors import DataError
+from dml.evaluate.metrics import attribute_average_precision
 from dml.evaluate.protocols import EvalRows, Protocol
 from dml.index import decode_gallery, describe_index
 from dml.stats import bootstrap_interval
@@ -52,18 +53,29 @@ def evaluate_test_split(
     indexes: Mapping[str, faiss.Index],
     *,
     ks: Sequence[int] = (1, 2, 4, 8),
+    attribute_logits: np.ndarray | None = None,
+    attribute_names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The protocol's metrics on the test rows: float vectors, then each index's decoded
     gallery (queries keep their float vectors).
 
     A quantized gallery is ranked as faiss's asymmetric search does: by inner product with
     the decoded codes under cosine protocols, by L2 distance under euclidean ones.
+
+    With ``attribute_logits`` (the attribute head's output for every row), the float figures
+    also hold ``attributes/map``: the mean over attributes of each attribute's average
+    precision on the test rows (:func:`attribute_quality`); each one's is under
+    ``attributes``.
     """
     mask = test_rows(rows)
     rows, vectors = rows.subset(mask), vectors[mask]
     queries, gallery, _ = protocol.split(rows)
     per_query: dict[str, np.ndarray] = {}
     floats = protocol.evaluate(rows, vectors, ks=ks, per_query=per_query)
+    per_attribute = None
+    if attribute_logits is not None:
+        floats["attributes/map"], per_attribute = attribute_quality(rows, attribute_logits[mask],
+                                                                    attribute_names)
     # The spread due to the finite query set: the interval of a single run (one seed).
     intervals = {key: bootstrap_interval(values) for key, values in per_query.items()}
     quantized_metric = "dot" if protocol.metric == "cosine" else protocol.metric
@@ -84,7 +96,24 @@ def evaluate_test_split(
         "float_bootstrap_ci": {k: [i.low, i.high] for k, i in intervals.items() if i.n >= 2},
         "quantized": {k: v for k, v in quantized.items() if k != "flat"},
         "exact_index": quantized.get("flat"),
+        **({"attributes": per_attribute} if per_attribute is not None else {}),
     }
+
+
+def attribute_quality(rows: EvalRows, logits: np.ndarray,
+                      names: Sequence[str]) -> tuple[float | None, dict[str, float | None]]:
+    """The attribute head's quality on ``rows``: the mean of the per-attribute average
+    precisions over the attributes with a known positive among the rows, and each one's
+    (None where undefined), by attribute name. Unknown labels are left out."""
+    if rows.attributes is None:
+        raise DataError("the model has an attribute head but the rows have no attributes")
+    if logits.shape != rows.attributes.shape or len(names) != logits.shape[1]:
+        raise DataError(f"attribute scores {logits.shape} do not match the rows' attributes "
+                        f"{rows.attributes.shape} ({len(names)} names)")
+    ap = attribute_average_precision(logits, rows.attributes, rows.attribute_known)
+    defined = ap[~np.isnan(ap)]
+    mean = float(defined.mean()) if len(defined) else None
+    return mean, {name: None if np.isnan(v) else float(v) for name, v in zip(names, ap)}
 
 
 def grid_examples(

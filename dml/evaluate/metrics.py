@@ -33,9 +33,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics import average_precision_score, normalized_mutual_info_score
 
 __all__ = [
+    "attribute_average_precision",
     "average_precision",
     "average_precision_at_k",
     "ndcg_at_k",
@@ -262,3 +263,33 @@ def clustering_nmi(embeddings: np.ndarray, labels: ArrayLike, *, seed: int = 0) 
     k = int(np.unique(y).size)
     assign = kmeans_assign(embeddings, k, seed=seed)
     return float(normalized_mutual_info_score(y, assign))
+
+
+def attribute_average_precision(scores: ArrayLike, targets: ArrayLike, known: ArrayLike | None = None) -> np.ndarray:
+    """Average precision of each attribute of a multi-label classifier, float64 ``[A]``.
+
+    For attribute ``a``, the rows whose label is known are ranked by ``scores[:, a]`` (a logit
+    or a probability: only the order matters) and AP is computed against ``targets[:, a]``,
+    ties counted as one threshold (scikit-learn's ``average_precision_score``). NaN where
+    the rows hold no known positive of the attribute (AP is undefined there).
+
+    Args:
+        scores: ``[N, A]`` predicted scores; targets: ``[N, A]`` of 0/1; known: bool ``[N, A]``
+            (every label known when None).
+
+    >>> attribute_average_precision([[0.9, 0.1], [0.2, 0.8], [0.6, 0.3]],
+    ...                             [[1, 0], [0, 0], [0, 0]]).tolist()
+    [1.0, nan]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    t = np.asarray(targets)
+    k = np.ones(t.shape, dtype=bool) if known is None else np.asarray(known, dtype=bool)
+    if s.ndim != 2 or s.shape != t.shape or s.shape != k.shape:
+        raise ValueError(f"scores {s.shape}, targets {t.shape} and known {k.shape} must all be [N, A]")
+    out = np.full(s.shape[1], np.nan)
+    for a in range(s.shape[1]):
+        rows = k[:, a]
+        labels = t[rows, a] > 0
+        if labels.any():
+            out[a] = average_precision_score(labels, s[rows, a])
+    return out

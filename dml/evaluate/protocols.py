@@ -108,7 +108,9 @@ class EvalRows:
     """The annotations of the rows being evaluated, aligned with their embeddings.
 
     ``labels`` maps each scale present (finest first) to int64 ``[N]``; ``counts`` is float
-    ``[N, C]`` for multi-object rows. ``split``, ``role``, ``domain`` are str ``[N]``.
+    ``[N, C]`` for multi-object rows; ``attributes`` float ``[N, A]`` of 0/1 with
+    ``attribute_known`` bool ``[N, A]`` where the rows have attributes. ``split``, ``role``,
+    ``domain`` are str ``[N]``.
     """
 
     ids: np.ndarray
@@ -117,6 +119,8 @@ class EvalRows:
     domain: np.ndarray
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     counts: np.ndarray | None = None
+    attributes: np.ndarray | None = None
+    attribute_known: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -131,10 +135,14 @@ class EvalRows:
 
     def subset(self, mask: np.ndarray) -> EvalRows:
         """The rows where ``mask`` is True."""
+        def rows(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[mask]
+
         return EvalRows(
             ids=self.ids[mask], split=self.split[mask], role=self.role[mask],
             domain=self.domain[mask], labels={k: v[mask] for k, v in self.labels.items()},
-            counts=None if self.counts is None else self.counts[mask],
+            counts=rows(self.counts), attributes=rows(self.attributes),
+            attribute_known=rows(self.attribute_known),
         )
 
     @classmethod
@@ -152,6 +160,8 @@ class EvalRows:
             domain=np.asarray(dataset.domains, dtype=object),
             labels=labels,
             counts=dataset.counts,
+            attributes=dataset.attributes,
+            attribute_known=dataset.attribute_mask,
         )
 
 

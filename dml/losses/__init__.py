@@ -26,6 +26,7 @@ from dml.losses.embedding_norm import EmbeddingNormLoss
 from dml.losses.multi_similarity import MultiSimilarityLoss
 from dml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from dml.losses.proxy_anchor import ProxyAnchorLoss
+from dml.losses.soft_binomial_deviance import SoftBinomialDevianceLoss
 from dml.losses.triplet import TripletLoss
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "ProxyAnchorLoss",
     "ProxyLoss",
+    "SoftBinomialDevianceLoss",
     "TripletLoss",
     "WrapperLoss",
     "build_loss",

@@ -15,7 +15,8 @@ connected to the graph (``embeddings.sum() * 0``, or an empty masked mean), neve
 from __future__ import annotations
 
 import numbers
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from dml.similarity import equality_similarity
 
 __all__ = [
     "LOSSES",
+    "at_least_float32",
     "MetricLoss",
     "WrapperLoss",
     "avg_non_zero",
@@ -36,8 +38,10 @@ __all__ = [
     "cosine_matrix",
     "distance_matrix",
     "log1p_sum_exp",
+    "masked_binary_cross_entropy",
     "masked_mean",
     "pair_masks",
+    "weighted_mean",
     "zero_loss",
 ]
 
@@ -107,6 +111,28 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return total / mask.sum().clamp_min(1).to(values.dtype)
 
 
+def weighted_mean(values: Tensor, mask: Tensor, weights: Tensor) -> Tensor:
+    """``Σ_mask w·v / Σ_mask w``; exactly 0 (still on the graph) when the weights sum to 0."""
+    w = torch.where(mask, weights, torch.zeros_like(weights))
+    total = w.sum()
+    return (w * values).sum() / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def masked_binary_cross_entropy(logits: Tensor, targets: Tensor, known: Tensor | None) -> Tensor:
+    """Mean binary cross-entropy with logits over the ``known`` entries of ``[B, A]``.
+
+    Unknown entries (a sketch's attributes, CUB's "not visible") are left out, never read as
+    0; with nothing known the result is exactly 0, still on the graph.
+    """
+    if tuple(logits.shape) != tuple(targets.shape):
+        raise ValueError(f"attribute logits {tuple(logits.shape)} and targets "
+                         f"{tuple(targets.shape)} differ in shape")
+    known = torch.ones_like(targets, dtype=torch.bool) if known is None else known.bool()
+    logits = at_least_float32(logits)
+    per_entry = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    return masked_mean(per_entry, known)
+
+
 def avg_non_zero(losses: Tensor, mask: Tensor) -> Tensor:
     """Mean of the strictly positive ``losses[mask]`` (pml's ``AvgNonZeroReducer``); 0 if none.
 
@@ -125,6 +151,11 @@ def log1p_sum_exp(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
     zero_shape = list(logits.shape)
     zero_shape[dim] = 1
     return torch.logsumexp(torch.cat([logits.new_zeros(zero_shape), masked], dim=dim), dim=dim)
+
+
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 if it is in a half precision (float64 stays float64)."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def zero_loss(embeddings: Tensor) -> Tensor:
@@ -181,6 +212,13 @@ class MetricLoss(nn.Module):
         similarity: Tensor | None = None,
     ) -> Tensor:
         """Scalar loss of a batch; see the class docstring for the arguments."""
+        embeddings, labels, similarity = self.prepare(embeddings, labels, similarity)
+        return self.full_precision(self.compute_loss, embeddings, labels, similarity)
+
+    def prepare(self, embeddings: Tensor, labels: Tensor | None,
+                similarity: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Validated inputs: float32-or-wider embeddings, labels, and the similarity matrix
+        (from the labels when not given). Raises ValueError naming what is wrong."""
         name = type(self).__name__
         if not isinstance(embeddings, Tensor) or embeddings.dim() != 2:
             raise ValueError(
@@ -214,8 +252,7 @@ class MetricLoss(nn.Module):
                 raise ValueError(
                     f"{name}: labels are on {labels.device}, embeddings on {embeddings.device}"
                 )
-        if embeddings.dtype in (torch.float16, torch.bfloat16):
-            embeddings = embeddings.float()
+        embeddings = at_least_float32(embeddings)
         if similarity is None:
             similarity = equality_similarity(labels, dtype=embeddings.dtype)
         else:
@@ -233,12 +270,17 @@ class MetricLoss(nn.Module):
             if not bool(((similarity >= 0) & (similarity <= 1)).all()):
                 raise ValueError(f"{name}: similarity values must lie in [0, 1] (and not be NaN)")
         self.check_inputs(embeddings, labels)
+        return embeddings, labels, similarity
+
+    @staticmethod
+    def full_precision(compute: Callable[..., Tensor], embeddings: Tensor, *args: Any) -> Tensor:
+        """``compute(embeddings, *args)`` outside autocast: exponentials with scales like 32 or
+        50 need at least float32."""
         device_type = embeddings.device.type
         if not torch.amp.is_autocast_available(device_type):
-            return self.compute_loss(embeddings, labels, similarity)
-        # Exponentials with scales like 32 or 50 need at least float32: no autocast inside.
+            return compute(embeddings, *args)
         with torch.autocast(device_type=device_type, enabled=False):
-            return self.compute_loss(embeddings, labels, similarity)
+            return compute(embeddings, *args)
 
     def check_inputs(self, embeddings: Tensor, labels: Tensor | None) -> None:
         """Hook for loss-specific checks after the generic ones (raise ValueError)."""

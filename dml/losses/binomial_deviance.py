@@ -37,13 +37,22 @@ class BinomialDevianceLoss(MetricLoss):
         self.beta = float(beta)
         self.neg_weight = float(neg_weight)
 
+    def positive_term(self, s: Tensor, pos: Tensor) -> Tensor:
+        """``1/|P| Σ_P softplus(−alpha (s_ij − beta))``."""
+        return masked_mean(F.softplus(-self.alpha * (s - self.beta)), pos)
+
+    def negative_penalty(self, s: Tensor, shift: Tensor | None = None) -> Tensor:
+        """``softplus(alpha · neg_weight · (s_ij − beta − shift_ij))`` for every pair."""
+        x = s - self.beta
+        if shift is not None:
+            x = x - shift
+        return F.softplus(self.alpha * self.neg_weight * x)
+
     def compute_loss(self, embeddings: Tensor, labels: Tensor | None, similarity: Tensor) -> Tensor:
         """See the class docstring."""
         s = cosine_matrix(embeddings)
         pos, neg = pair_masks(similarity)
-        pos_loss = F.softplus(-self.alpha * (s - self.beta))
-        neg_loss = F.softplus(self.alpha * self.neg_weight * (s - self.beta))
-        return masked_mean(pos_loss, pos) + masked_mean(neg_loss, neg)
+        return self.positive_term(s, pos) + masked_mean(self.negative_penalty(s), neg)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, neg_weight={self.neg_weight}"

@@ -6,6 +6,7 @@ import pytest
 
 from dml.data.manifest import (
     ManifestInfo,
+    attribute_matrix,
     read_info,
     read_manifest,
     validate_manifest,
@@ -94,6 +95,21 @@ def test_validation_names_file_column_and_rows(tmp_path, column, values, needle)
     assert str(path) in message and repr(column) in message and needle in message
     assert "row" in message
     assert not path.exists()
+
+
+def test_unknown_attribute_entries_are_kept_as_unknown(tmp_path):
+    """An entry may be null (that attribute is unknown for the image, e.g. CUB's "not
+    visible"): it survives the round trip and reads as unknown, never as 0."""
+    table = _table()
+    column = pa.array([[1, None], [0, 1], None, [None, None]], pa.list_(pa.uint8()))
+    table = table.set_column(table.column_names.index("attributes"), "attributes", column)
+    path = tmp_path / "m.parquet"
+    write_manifest(table, path, _info())
+    stored = read_manifest(path).column("attributes")
+    assert stored.to_pylist() == [[1, None], [0, 1], None, [None, None]]
+    values, known = attribute_matrix(stored, 2)
+    assert known.tolist() == [[True, False], [True, True], [False, False], [False, False]]
+    assert values.tolist() == [[1, 0], [0, 1], [0, 0], [0, 0]]
 
 
 def test_validation_reports_first_rows_with_ids():

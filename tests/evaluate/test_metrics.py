@@ -12,6 +12,7 @@ import torch
 
 from dml.evaluate import knn
 from dml.evaluate.metrics import (
+    attribute_average_precision,
     average_precision,
     clustering_nmi,
     map_at_r,
@@ -178,3 +179,19 @@ def test_nmi_of_random_labels_is_low():
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_attribute_average_precision_by_hand():
+    # attribute 0: scores 0.9 (pos), 0.8 (neg), 0.7 (pos), 0.1 (neg): AP = (1/1 + 2/3) / 2
+    # attribute 1: a tie of a positive and a negative at the top counts as one threshold:
+    #              precision 1/2 at recall 1 -> AP = 0.5; the third row is unknown
+    # attribute 2: no positive -> NaN
+    scores = [[0.9, 0.5, 0.0], [0.8, 0.5, 0.1], [0.7, 0.9, 0.2], [0.1, 0.2, 0.3]]
+    targets = [[1, 1, 0], [0, 0, 0], [1, 1, 0], [0, 0, 0]]
+    known = [[True, True, True], [True, True, True], [True, False, True], [True, True, True]]
+    ap = attribute_average_precision(scores, targets, known)
+    assert ap[0] == pytest.approx((1 + 2 / 3) / 2)
+    assert ap[1] == pytest.approx(0.5)
+    assert np.isnan(ap[2])
+    with pytest.raises(ValueError, match="must all be"):
+        attribute_average_precision([[0.1]], [[1, 0]])

@@ -17,6 +17,7 @@ from dml.batch import Batch
 from dml.losses import LOSSES, build_loss
 from dml.train.loop import MetricLearner
 from dml.models import EmbeddingModel
+from dml.models.heads import AttributeHead
 
 from losses.helpers import EXTRA_KWARGS
 
@@ -32,7 +33,16 @@ class Flat(torch.nn.Module):
 
 CASES = {name: {} for name in LOSSES.names()} | {
     f"triplet-{mining}": {"mining": mining} for mining in ("all", "semihard", "hard")
+} | {
+    # SGML: g from the attribute labels (the warm-up), and from the attribute head's
+    # predictions, where a pair's g needs the other rank's rows.
+    "soft_binomial_deviance-ground_truth": {"granularity": "ground_truth", "kappa": 2.0, "delta": 0.3},
+    "soft_binomial_deviance-predicted": {"granularity": "predicted", "warmup_epochs": 0, "kappa": 2.0,
+                                         "delta": 0.3},
 }
+#: Losses that read the attribute head (the model gets one for them).
+WITH_ATTRIBUTE_HEAD = {"soft_binomial_deviance"}
+A = 5
 
 
 def make_learner(case: str) -> MetricLearner:
@@ -41,17 +51,30 @@ def make_learner(case: str) -> MetricLearner:
     kwargs = {**EXTRA_KWARGS.get(name, {}), **CASES[case]}
     if "num_classes" in LOSSES.parameters(name):
         kwargs.update(num_classes=3, embed_dim=D)
-    return MetricLearner(EmbeddingModel(Flat(), D), build_loss(name, **kwargs))
+    heads = {"attributes": AttributeHead(D_IN, A)} if name in WITH_ATTRIBUTE_HEAD else {}
+    return MetricLearner(EmbeddingModel(Flat(), D, heads), build_loss(name, **kwargs))
 
 
-def batch():
+def batch() -> Batch:
+    """Eight rows with labels, attributes and an attribute mask (one row has none known)."""
     g = torch.Generator().manual_seed(1)
-    return torch.randn(B, D_IN, generator=g), torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    x = torch.randn(B, D_IN, generator=g)
+    attributes = (torch.rand(B, A, generator=g) < 0.5).float()
+    known = torch.rand(B, A, generator=g) < 0.8
+    known[5] = False
+    return Batch(images=x, index=torch.arange(B), labels=torch.tensor([0, 0, 1, 1, 2, 2, 0, 1]),
+                 attributes=attributes * known, attribute_mask=known)
 
 
-def one_step(learner, x, y):
+def half(full: Batch, rank: int) -> Batch:
+    rows = slice(rank * B // 2, (rank + 1) * B // 2)
+    return full.replace(images=full.images[rows], index=full.index[rows], labels=full.labels[rows],
+                        attributes=full.attributes[rows], attribute_mask=full.attribute_mask[rows])
+
+
+def one_step(learner, rows: Batch):
     opt = torch.optim.SGD(learner.parameters(), lr=0.1)
-    loss = learner(Batch(images=x, index=torch.arange(len(y)), labels=y))
+    loss = learner(rows)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -66,9 +89,7 @@ def worker(rank: int, port: int, out: str) -> None:
     for case in sorted(CASES):
         learner = make_learner(case)
         ddp = DistributedDataParallel(learner)
-        x, y = batch()
-        half = slice(rank * B // 2, (rank + 1) * B // 2)
-        loss = one_step(ddp, x[half], y[half])
+        loss = one_step(ddp, half(batch(), rank))
         results[case] = {"loss": loss, "state": learner.state_dict()}
     torch.save(results, out.format(rank=rank))
     dist.destroy_process_group()
@@ -92,7 +113,7 @@ def two_worker_steps(tmp_path_factory) -> list[dict]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_workers_equal_one_worker(case, two_worker_steps):
     single = make_learner(case)
-    loss = one_step(single, *batch())
+    loss = one_step(single, batch())
     for ranks in two_worker_steps:  # every rank holds the same weights and proxies after the step
         distributed = ranks[case]
         torch.testing.assert_close(distributed["loss"], loss)
