@@ -36,6 +36,7 @@ from dml.io import atomic_path, sha256_file, write_json_atomic
 
 __all__ = [
     "KINDS",
+    "min_training_vectors",
     "METRICS",
     "build_index",
     "decode_gallery",
@@ -104,6 +105,15 @@ def _quiet(params: faiss.ClusteringParameters) -> None:
     params.min_points_per_centroid = 1
 
 
+def min_training_vectors(kind: str, dim: int) -> int:
+    """Vectors an index of ``kind`` over ``dim``-d vectors needs to train: one per code word
+    of a sub-quantizer, and for OPQ at least ``dim`` to learn its rotation (faiss's rotation
+    learning crashes the process below that); 0 for the exact index."""
+    if kind == "flat":
+        return 0
+    return max(1 << CODEBOOK_BITS, dim) if kind == "opq" else 1 << CODEBOOK_BITS
+
+
 def build_index(
     vectors: np.ndarray,
     kind: str,
@@ -152,10 +162,13 @@ def build_index(
 
     m = _subquantizers(bits, d)
     train = _training_sample(x, max_train_points, seed)
-    if train.shape[0] < 1 << CODEBOOK_BITS:
+    if train.shape[0] < min_training_vectors(kind, d):
         raise DataError(
             f"a {kind} index needs at least {1 << CODEBOOK_BITS} training vectors "
             f"(one per code word of an {CODEBOOK_BITS}-bit sub-quantizer), got {train.shape[0]}"
+            if train.shape[0] < 1 << CODEBOOK_BITS else
+            f"an {kind} index of {d}-d vectors needs at least {d} training vectors to learn its "
+            f"rotation, got {train.shape[0]}"
         )
     if kind == "pq":
         index = faiss.IndexPQ(d, m, CODEBOOK_BITS, metric_type)
@@ -163,9 +176,6 @@ def build_index(
         _quiet(index.pq.cp)
         index.train(train)
     elif kind == "opq":
-        if train.shape[0] < d:  # faiss's rotation learning crashes the process below that
-            raise DataError(f"an opq index of {d}-d vectors needs at least {d} training vectors "
-                            f"to learn its rotation, got {train.shape[0]}")
         opq = faiss.OPQMatrix(d, m)
         opq.niter = OPQ_ITERATIONS
         opq_pq = faiss.ProductQuantizer(d, m, CODEBOOK_BITS)  # the PQ used while learning the rotation

@@ -25,7 +25,7 @@ from dml.data.samplers import fitting_batch_size
 from dml.errors import ConfigError, DataError
 from dml.evaluate.experiment import experiment_rows
 from dml.evaluate.protocols import EvalRows, build_protocol
-from dml.index import CODEBOOK_BITS, KINDS
+from dml.index import CODEBOOK_BITS, KINDS, min_training_vectors
 from dml.models import build_model
 from dml.train.loop import DataSpec, build_learner, build_sampler, training_set
 from dml.validation import held_out
@@ -58,7 +58,9 @@ def preflight(spec: RunSpec, data: DataSpec, *, world_size: int, stage: str = "t
                     f"{list(spec.train.val_folds)} (train.val_folds)")
     if quantize is not None:
         dataset, rows = experiment_rows(spec, data.manifest, data.splits)
-        _check_rows(spec, rows.subset(rows.split == "test"), f"{where}: the test split")
+        test = rows.subset(rows.split == "test")
+        _check_roles(spec, test, where)
+        _check_rows(spec, test, f"{where}: the test split")
         result.notices += _quantizers(spec, dataset, int((rows.split == "train").sum()), quantize, where)
     return result
 
@@ -115,6 +117,15 @@ def _validation_rows(spec: RunSpec, data: DataSpec) -> EvalRows:
     return EvalRows.from_dataset(dataset)
 
 
+def _check_roles(spec: RunSpec, rows: EvalRows, where: str) -> None:
+    """Test rows that the dataset divides into queries and a gallery (In-Shop, DyML) are not
+    evaluated all-against-all by mistake."""
+    if spec.protocol.get("name") == "self_retrieval" and {"query", "gallery"} & set(rows.role):
+        raise ConfigError(f"{where}.protocol: the test rows of dataset {spec.dataset!r} are divided "
+                          "into queries and a gallery (their role column), but the protocol is "
+                          "self_retrieval; set datasets.<name>.protocol: {name: query_gallery}")
+
+
 def _check_rows(spec: RunSpec, rows: EvalRows, what: str) -> None:
     """The protocol's metrics on random vectors of ``rows``: its queries, gallery and
     relevance exist (no pixels are read)."""
@@ -137,7 +148,7 @@ def _quantizers(spec: RunSpec, dataset: ManifestDataset, n_train: int, cfg: Quan
             raise ConfigError(f"quantize.bits: {bits} bits are {bits // CODEBOOK_BITS} sub-quantizers "
                               f"of {CODEBOOK_BITS} bits, which do not divide the {dim}-d embedding of "
                               f"{where}; choose bits whose /{CODEBOOK_BITS} divides {dim}")
-    needs = {kind: max(1 << CODEBOOK_BITS, dim if kind == "opq" else 0) for kind in cfg.kinds}
+    needs = {kind: min_training_vectors(kind, dim) for kind in cfg.kinds if kind in KINDS}
     short = [kind for kind in cfg.kinds if kind in KINDS and n_train < needs[kind]]
     if not short:
         return []

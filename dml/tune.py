@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,11 @@ def _trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
         raise result.error
 
 
+def format_knobs(knobs: dict[str, Any]) -> str:
+    """``loss.margin=0.1234, train.lr=0.001``: sampled values for a console line."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in knobs.items())
+
+
 class TrialLines(tune.Callback):
     """One console line per finished trial: its sampled knobs, its best score and epochs
     (Tune's own tables are off: ``verbose=0``)."""
@@ -105,8 +110,7 @@ class TrialLines(tune.Callback):
         self.experiment, self.metric, self.total = experiment, metric, total
 
     def _line(self, trials: list, trial: Any, outcome: str) -> None:
-        knobs = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in sorted(trial.config.items()))
+        knobs = format_knobs(dict(sorted(trial.config.items())))
         number = trials.index(trial) + 1 if trial in trials else "?"  # resumed sweeps count on
         print(f"tune {self.experiment}: trial {number}/{self.total} ({knobs}): {outcome}", flush=True)
 

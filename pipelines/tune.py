@@ -11,7 +11,7 @@ from dml.preflight import preflight_tune, print_notices
 from dml.runtime import ray_session, storage_dir
 from dml.stage import data_binding
 from dml.train.loop import DataSpec
-from dml.tune import run_sweep
+from dml.tune import format_knobs, run_sweep
 
 
 def main() -> None:
@@ -35,8 +35,7 @@ def main() -> None:
     if not best["overrides"]:
         print(f"tune {args.experiment}: nothing to search; the parameters pass through -> {args.out}")
         return
-    knobs = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["overrides"].items())
-    print(f"tune {args.experiment}: best of {best['trials']} trial(s): {knobs} "
+    print(f"tune {args.experiment}: best of {best['trials']} trial(s): {format_knobs(best['overrides'])} "
           f"({best['metric']} {best['value']:.4f}) -> {args.out}")
 
 

@@ -3,7 +3,6 @@
 import dataclasses
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from dml.embed import head_output, read_embeddings, write_embeddings

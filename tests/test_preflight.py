@@ -17,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from dml.config import load_params, resolve_run
+from dml.config import load_params, parse_params, resolve_run
 from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.errors import ConfigError, DataError
@@ -220,3 +220,28 @@ def test_a_ray_train_stage_with_an_impossible_batch_fails_before_ray_starts(tiny
         "experiments.few.train.num_workers or use more classes"]
     assert "Ray" not in out.stdout + out.stderr and not (tmp_path / "runs").exists()
     assert time.perf_counter() - started < 60  # the interpreter's imports included
+
+
+def test_a_query_gallery_dataset_under_self_retrieval_is_refused(tmp_path):
+    """In-Shop's test images are queries and a gallery: evaluating them all-against-all would
+    report another protocol's figures; the check names the key to set."""
+    from data.test_formats_cub_inshop import _write_inshop
+
+    root = _write_inshop(tmp_path)
+    data = tmp_path / "data"
+    ingest("inshop", {"root": str(root)}, data / "manifest.parquet")
+    table = pq.read_table(data / "manifest.parquet", columns=["image_id", "label", "split", "role"])
+    pq.write_table(make_splits(table, num_folds=1), data / "splits.parquet")
+    spec = DataSpec(manifest=str(data / "manifest.parquet"), splits=str(data / "splits.parquet"))
+    params = load_params(REPO / "params.yaml")
+    reference = {"dataset": "shop", "model": {"backbone": "pixels", "embed_dim": None},
+                 "train": {"epochs": 0, "val_folds": [], "select": "last"}}
+    raw = {"datasets": {"shop": {"source": "inshop", "options": {"root": str(root)}}},
+           "experiments": {"pixels": reference}, "quantize": params.quantize.model_dump()}
+    with pytest.raises(ConfigError) as err:
+        preflight(resolve_run(parse_params(raw), "pixels"), spec, world_size=1, quantize=params.quantize)
+    assert str(err.value).startswith("experiments.pixels.protocol: the test rows of dataset 'shop' are "
+                                     "divided into queries and a gallery")
+    raw["datasets"]["shop"]["protocol"] = {"name": "query_gallery"}
+    checked = preflight(resolve_run(parse_params(raw), "pixels"), spec, world_size=1, quantize=params.quantize)
+    assert checked.spec.experiment == "pixels"

@@ -34,7 +34,7 @@ An item with role "both" is in the query set and in the gallery set. Two cases f
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np

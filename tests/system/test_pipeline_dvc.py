@@ -42,8 +42,11 @@ def tiny_params() -> dict:
     raw["tune"]["trials"] = 0
     raw["quantize"] = {"kinds": ["pq"], "bits": [32]}
     raw["evaluate"]["grid_queries"] = 3
+    # The sketch experiment is SGML: an attribute head on rows of which half (the sketches)
+    # have no attributes, through every stage.
     raw["experiments"] = {"tiny": raw["experiments"]["multi_similarity"],
-                          "tiny_sketch": {**raw["experiments"]["multi_similarity"], "dataset": "sketches"}}
+                          "tiny_sketch": {**raw["experiments"]["sgml"], "dataset": "sketches", "search": {}}}
+    raw["experiments"]["tiny_sketch"].pop("baseline")
     return raw
 
 
@@ -124,6 +127,10 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     assert sketch["protocol"]["name"] == "cross_domain" and "precision@10" in sketch["float"]
     manifest = pq.read_table(repo / "data/sketches/manifest.parquet", columns=["domain"])
     assert sketch["queries"] == manifest.column("domain").to_pylist().count("sketch") // 2
+    # ... and the attribute head is scored on the test photos, beside the retrieval figures.
+    assert sketch["loss"] == "soft_binomial_deviance" and 0.0 < sketch["float"]["attributes/map"] <= 1.0
+    assert set(sketch["attributes"]) >= {"warm", "filled", "large"}
+    assert (repo / "dvclive/tiny_sketch/seed0/plots/metrics/loss_attribute_bce.tsv").is_file()
     table = (repo / "results/comparison.md").read_text()
     assert "| tiny | multi_similarity | 1 |" in table
     assert "## shapes · self_retrieval" in table and "## sketches · cross_domain" in table

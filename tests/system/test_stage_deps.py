@@ -4,7 +4,6 @@ stage that runs its code."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml

@@ -45,6 +45,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dml.data.formats import FORMATS
+from dml.data.formats.problems import SHOWN, FileProblems
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -55,29 +56,8 @@ SPLIT_CHOICES = ("classes", "none")
 LAST_TRAIN_CLASS = 100
 ATTRIBUTE_LABELS = "attributes/image_attribute_labels.txt"
 ATTRIBUTE_NAMES = ("attributes/attributes.txt", "attributes.txt", "../attributes.txt")
-_SHOW = 20  # problems listed in one error
 _NO_LINE, _UNKNOWN = 3, 2  # attribute codes besides 0/1, decoded to None
 _DECODE = (0, 1, None, None)
-
-
-class _Problems:
-    """Collects 'line N: ...' problems of one file and raises them as one DataError."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.shown: list[str] = []
-        self.count = 0
-
-    def add(self, line: int | None, text: str) -> None:
-        self.count += 1
-        if len(self.shown) < _SHOW:
-            self.shown.append(f"line {line}: {text}" if line is not None else text)
-
-    def check(self) -> None:
-        if self.count:
-            more = f"\n  ... and {self.count - _SHOW} more" if self.count > _SHOW else ""
-            listing = "\n  ".join(self.shown)
-            raise DataError(f"{self.path}: {self.count} problem(s):\n  {listing}{more}")
 
 
 def _lines(path: Path, maxsplit: int = -1) -> Iterator[tuple[int, list[str]]]:
@@ -111,7 +91,7 @@ def _relative(text: str) -> str | None:
 
 
 def _read_classes(path: Path) -> dict[int, str]:
-    problems = _Problems(path)
+    problems = FileProblems(path)
     classes: dict[int, str] = {}
     lines: dict[int, int] = {}
     for line, fields in _lines(path, 1):
@@ -130,7 +110,7 @@ def _read_classes(path: Path) -> dict[int, str]:
 
 def _read_images(path: Path) -> dict[int, tuple[str, int]]:
     """image id -> (path under images/, line), in file order."""
-    problems = _Problems(path)
+    problems = FileProblems(path)
     images: dict[int, tuple[str, int]] = {}
     paths: dict[str, int] = {}
     for line, fields in _lines(path, 1):
@@ -155,7 +135,7 @@ def _read_images(path: Path) -> dict[int, tuple[str, int]]:
 def _read_image_classes(path: Path, images: dict[int, tuple[str, int]],
                         classes: dict[int, str], images_path: Path) -> dict[int, int]:
     """image id -> class id, for every image of images.txt."""
-    problems = _Problems(path)
+    problems = FileProblems(path)
     found: dict[int, int] = {}
     lines: dict[int, int] = {}
     mentioned: set[int] = set()  # images with any line, right or wrong
@@ -190,7 +170,7 @@ def _names_file(root: Path) -> Path | None:
 
 
 def _read_attribute_names(path: Path) -> list[str]:
-    problems = _Problems(path)
+    problems = FileProblems(path)
     names: dict[int, str] = {}
     id_lines: dict[int, int] = {}
     name_lines: dict[str, int] = {}
@@ -211,7 +191,7 @@ def _read_attribute_names(path: Path) -> list[str]:
     missing = sorted(set(range(1, last + 1)) - set(names))
     if missing:
         problems.add(None, f"attribute ids must run from 1 to {last} without gaps; missing "
-                           f"{missing[:_SHOW]}")
+                           f"{missing[:SHOWN]}")
     if not names and not problems.count:
         problems.add(None, "no attributes")
     problems.check()
@@ -221,7 +201,7 @@ def _read_attribute_names(path: Path) -> list[str]:
 def _read_attribute_labels(path: Path, images: dict[int, tuple[str, int]], num: int,
                            min_certainty: int) -> dict[int, bytearray]:
     """image id -> attribute codes (0, 1, _UNKNOWN, _NO_LINE) for images with any line."""
-    problems = _Problems(path)
+    problems = FileProblems(path)
     codes: dict[int, bytearray] = {}
     for line, fields in _lines(path):
         if len(fields) < 4:

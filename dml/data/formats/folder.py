@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dml.data.formats import FORMATS
+from dml.data.formats.problems import FileProblems
 from dml.data.manifest import DOMAINS, ROLES, SPLITS, ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -31,7 +32,6 @@ IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
 )
 _CATEGORICAL = {"split": SPLITS, "role": ROLES, "domain": DOMAINS}
-_SHOW = 20  # problems listed in one error
 
 
 def _is_image_name(name: str) -> bool:
@@ -115,7 +115,7 @@ class FolderSource:
             header = [h.strip() for h in (reader.fieldnames or [])]
             if "path" not in header:
                 raise DataError(f"{csv_path}: no 'path' column (header: {header or 'empty'})")
-            problems: list[str] = []
+            problems = FileProblems(csv_path)
             bad_columns = [
                 h for h in header
                 if h != "path" and h not in _CATEGORICAL
@@ -142,37 +142,35 @@ class FolderSource:
                 raw = row.get("path") or ""
                 rel = _normalize(raw)
                 if rel is None:
-                    problems.append(f"line {line}: path {raw!r} is empty or leaves the root")
+                    problems.add(line, f"path {raw!r} is empty or leaves the root")
                     continue
                 if rel in seen:
-                    problems.append(f"line {line}: {rel} already annotated on line {seen[rel]}")
+                    problems.add(line, f"{rel} already annotated on line {seen[rel]}")
                     continue
                 seen[rel] = line
                 if rel.split("/")[0] not in self.class_index or "/" not in rel:
-                    problems.append(f"line {line}: {rel} is not inside a class folder of "
+                    problems.add(line, f"{rel} is not inside a class folder of "
                                     f"{self.root}")
                     continue
                 for column, allowed in _CATEGORICAL.items():
                     value = (row.get(column) or "").strip()
                     if column in header and value not in allowed:
-                        problems.append(f"line {line}: {column} {value!r} is not one of "
+                        problems.add(line, f"{column} {value!r} is not one of "
                                         f"{', '.join(allowed)}")
                 for column in label_cols:
                     if not (row.get(column) or "").strip():
-                        problems.append(f"line {line}: empty {column}")
+                        problems.add(line, f"empty {column}")
                 for column in attr_cols:
                     if (row.get(column) or "").strip() not in ("0", "1"):
-                        problems.append(f"line {line}: {column} {row.get(column)!r} is not 0 or 1")
+                        problems.add(line, f"{column} {row.get(column)!r} is not 0 or 1")
                 raw_rows.append((line, rel, row))
                 if rel not in known:
                     self.missing.append((rel, line))
             if self.annotation_columns:
                 unannotated = sorted(known - set(seen))
-                problems += [f"{rel}: image has no row in the CSV" for rel in unannotated]
-            if problems:
-                shown = "\n  ".join(problems[:_SHOW])
-                more = f"\n  ... and {len(problems) - _SHOW} more" if len(problems) > _SHOW else ""
-                raise DataError(f"{csv_path}: {len(problems)} problem(s):\n  {shown}{more}")
+                for rel in unannotated:
+                    problems.add(None, f"{rel}: image has no row in the CSV")
+            problems.check()
         for column, scale in zip(label_cols, self.scales[1:]):
             self.scale_names[scale] = sorted({row[column].strip() for _, _, row in raw_rows})
         index = {s: {n: i for i, n in enumerate(self.scale_names[s])} for s in self.scales[1:]}

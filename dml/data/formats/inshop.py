@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dml.data.formats import FORMATS
+from dml.data.formats.problems import FileProblems
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -50,27 +51,6 @@ ATTRIBUTE_NAMES, ATTRIBUTE_ITEMS = "list_attr_cloth.txt", "list_attr_items.txt"
 STATUSES = {"train": ("train", "both"), "query": ("test", "query"),
             "gallery": ("test", "gallery")}
 _VALUES: dict[str, int | None] = {"1": 1, "-1": 0, "0": None}
-_SHOW = 20  # problems listed in one error
-
-
-class _Problems:
-    """Collects 'line N: ...' problems of one file and raises them as one DataError."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.shown: list[str] = []
-        self.count = 0
-
-    def add(self, line: int | None, text: str) -> None:
-        self.count += 1
-        if len(self.shown) < _SHOW:
-            self.shown.append(f"line {line}: {text}" if line is not None else text)
-
-    def check(self) -> None:
-        if self.count:
-            more = f"\n  ... and {self.count - _SHOW} more" if self.count > _SHOW else ""
-            listing = "\n  ".join(self.shown)
-            raise DataError(f"{self.path}: {self.count} problem(s):\n  {listing}{more}")
 
 
 def _counted(path: Path, header: str) -> tuple[int, list[str], list[tuple[int, str]]]:
@@ -109,7 +89,7 @@ def _read_partition(path: Path) -> list[tuple[int, str, str, str]]:
     if header != PARTITION_HEADER:
         raise DataError(f"{path}: line 2: expected the header {' '.join(PARTITION_HEADER)!r}, "
                         f"got {' '.join(header)!r}")
-    problems = _Problems(path)
+    problems = FileProblems(path)
     rows: list[tuple[int, str, str, str]] = []
     seen: dict[str, int] = {}
     for line, text in body:
@@ -139,7 +119,7 @@ def _read_partition(path: Path) -> list[tuple[int, str, str, str]]:
 def _read_attribute_names(path: Path) -> list[str]:
     count, header, body = _counted(path, "attribute_name")
     typed = len(header) > 1  # "attribute_name attribute_type": each line ends with the type
-    problems = _Problems(path)
+    problems = FileProblems(path)
     names: list[str] = []
     seen: dict[str, int] = {}
     for line, text in body:
@@ -163,7 +143,7 @@ def _read_attribute_names(path: Path) -> list[str]:
 
 def _read_item_attributes(path: Path, num: int) -> dict[str, list[int | None]]:
     count, _, body = _counted(path, "item_id")
-    problems = _Problems(path)
+    problems = FileProblems(path)
     items: dict[str, list[int | None]] = {}
     lines: dict[str, int] = {}
     for line, text in body:
