@@ -68,7 +68,8 @@ def project(repo: Path, experiment: str, root: Path, env: dict[str, str]) -> Pat
         source = repo / item
         (shutil.copytree if source.is_dir() else shutil.copy)(source, work / item)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["experiments"] = {experiment: params["experiments"][experiment]}
+    kept = {k: v for k, v in params["experiments"][experiment].items() if k != "baseline"}  # its baseline is left out
+    params["experiments"] = {experiment: kept}
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
