@@ -110,7 +110,12 @@ def head_output(table: pa.Table, name: str) -> np.ndarray | None:
     column = f"{HEAD_PREFIX}{name}"
     if column not in table.column_names:
         return None
-    values = table.column(column).combine_chunks()
+    return _fixed_size_matrix(table.column(column))
+
+
+def _fixed_size_matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size list column as float32 ``[N, K]`` (the inverse of ``_fixed_size_rows``)."""
+    values = column.combine_chunks()
     width = values.type.list_size
     return values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32)
 
@@ -133,12 +138,11 @@ def read_embeddings(
     if raw is None or "embedding" not in table.column_names:
         raise DataError(f"{path} is not an embeddings file (no 'embedding' column or metadata)")
     meta = json.loads(raw)
-    column = table.column("embedding").combine_chunks()
-    dim = column.type.list_size
+    dim = table.schema.field("embedding").type.list_size
     if dim != meta["embed_dim"] or (expected_dim is not None and dim != expected_dim):
         raise DataError(
             f"{path}: embedding size {dim} does not match the expected "
             f"{expected_dim if expected_dim is not None else meta['embed_dim']}"
         )
-    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    vectors = _fixed_size_matrix(table.column("embedding"))
     return table.drop(["embedding"]), vectors, meta

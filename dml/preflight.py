@@ -106,7 +106,7 @@ def _dry_step(spec: RunSpec, train_set: ManifestDataset, world_size: int, where:
         raise DataError(f"{where}: the loss of the first training rows is {float(loss)}")
     for name, head in learner.model.heads.items():
         if all(p.grad is None for p in head.parameters()):
-            raise ConfigError(f"{where}.model.heads.{name}: the loss {spec.loss and spec.loss.get('name')!r} "
+            raise ConfigError(f"{where}.model.heads.{name}: the loss {spec.loss['name']!r} "
                               "never trains this head; remove it or give the loss a term that uses it "
                               "(e.g. loss.attribute_weight > 0)")
 

@@ -256,21 +256,26 @@ class MetricLoss(nn.Module):
         if similarity is None:
             similarity = equality_similarity(labels, dtype=embeddings.dtype)
         else:
-            if not isinstance(similarity, Tensor) or tuple(similarity.shape) != (batch, batch):
-                raise ValueError(
-                    f"{name}: similarity must be a [B, B] = [{batch}, {batch}] tensor (embeddings "
-                    f"{tuple(embeddings.shape)}), got {_shape(similarity)}"
-                )
-            if similarity.device != embeddings.device:
-                raise ValueError(
-                    f"{name}: similarity is on {similarity.device}, embeddings on "
-                    f"{embeddings.device}"
-                )
-            similarity = similarity.to(embeddings.dtype)
-            if not bool(((similarity >= 0) & (similarity <= 1)).all()):
-                raise ValueError(f"{name}: similarity values must lie in [0, 1] (and not be NaN)")
+            similarity = self.pair_matrix("similarity", similarity, embeddings)
         self.check_inputs(embeddings, labels)
         return embeddings, labels, similarity
+
+    def pair_matrix(self, what: str, matrix: object, embeddings: Tensor) -> Tensor:
+        """``matrix`` checked as a ``[B, B]`` tensor of values in [0, 1] on the embeddings'
+        device (a label similarity, a pair weighting), in their dtype; ValueError naming
+        ``what`` otherwise."""
+        name, batch = type(self).__name__, embeddings.shape[0]
+        if not isinstance(matrix, Tensor) or tuple(matrix.shape) != (batch, batch):
+            raise ValueError(
+                f"{name}: {what} must be a [B, B] = [{batch}, {batch}] tensor (embeddings "
+                f"{tuple(embeddings.shape)}), got {_shape(matrix)}"
+            )
+        if matrix.device != embeddings.device:
+            raise ValueError(f"{name}: {what} is on {matrix.device}, embeddings on {embeddings.device}")
+        matrix = matrix.to(embeddings.dtype)
+        if not bool(((matrix >= 0) & (matrix <= 1)).all()):
+            raise ValueError(f"{name}: {what} values must lie in [0, 1] (and not be NaN)")
+        return matrix
 
     @staticmethod
     def full_precision(compute: Callable[..., Tensor], embeddings: Tensor, *args: Any) -> Tensor:

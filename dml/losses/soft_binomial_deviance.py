@@ -129,13 +129,7 @@ class SoftBinomialDevianceLoss(BinomialDevianceLoss):
         """The soft-binomial deviance of a batch for a given ``granularity`` ``g [B, B]``."""
         embeddings, labels, similarity = self.prepare(embeddings, labels, similarity)
         if granularity is not None:
-            batch = embeddings.shape[0]
-            if not isinstance(granularity, Tensor) or tuple(granularity.shape) != (batch, batch):
-                raise ValueError(f"{type(self).__name__}: granularity must be a [B, B] = "
-                                 f"[{batch}, {batch}] tensor")
-            granularity = granularity.to(device=embeddings.device, dtype=embeddings.dtype)
-            if not bool(((granularity >= 0) & (granularity <= 1)).all()):
-                raise ValueError(f"{type(self).__name__}: granularity values must lie in [0, 1]")
+            granularity = self.pair_matrix("granularity", granularity, embeddings)
         return self.full_precision(self.soft_deviance, embeddings, similarity, granularity)
 
     def soft_deviance(self, embeddings: Tensor, similarity: Tensor, granularity: Tensor | None) -> Tensor:

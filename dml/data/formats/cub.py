@@ -90,18 +90,26 @@ def _relative(text: str) -> str | None:
     return "/".join(parts)
 
 
+def _read_id_names(path: Path, kind: str, layout: str,
+                   problems: FileProblems) -> dict[int, tuple[str, int]]:
+    """The ``<id> <name>`` lines of ``path`` (classes.txt, attributes.txt): id -> (name, line).
+    Malformed lines and repeated ids are recorded in ``problems``."""
+    table: dict[int, tuple[str, int]] = {}
+    for line, fields in _lines(path, 1):
+        item_id = _positive(fields[0])
+        if len(fields) != 2 or item_id is None:
+            problems.add(line, f"expected '{layout}', got {' '.join(fields)!r}")
+        elif item_id in table:
+            problems.add(line, f"{kind} id {item_id} already on line {table[item_id][1]}")
+        else:
+            table[item_id] = fields[1], line
+    return table
+
+
 def _read_classes(path: Path) -> dict[int, str]:
     problems = FileProblems(path)
-    classes: dict[int, str] = {}
-    lines: dict[int, int] = {}
-    for line, fields in _lines(path, 1):
-        class_id = _positive(fields[0])
-        if len(fields) != 2 or class_id is None:
-            problems.add(line, f"expected '<class_id> <class_name>', got {' '.join(fields)!r}")
-        elif class_id in classes:
-            problems.add(line, f"class id {class_id} already on line {lines[class_id]}")
-        else:
-            classes[class_id], lines[class_id] = fields[1], line
+    entries = _read_id_names(path, "class", "<class_id> <class_name>", problems)
+    classes = {class_id: name for class_id, (name, _) in entries.items()}
     if not classes and not problems.count:
         problems.add(None, "no classes")
     problems.check()
@@ -172,21 +180,13 @@ def _names_file(root: Path) -> Path | None:
 def _read_attribute_names(path: Path) -> list[str]:
     problems = FileProblems(path)
     names: dict[int, str] = {}
-    id_lines: dict[int, int] = {}
     name_lines: dict[str, int] = {}
-    for line, fields in _lines(path, 1):
-        attribute_id = _positive(fields[0])
-        if len(fields) != 2 or attribute_id is None:
-            problems.add(line, f"expected '<attribute_id> <name>', got {' '.join(fields)!r}")
-        elif attribute_id in names:
-            problems.add(line, f"attribute id {attribute_id} already on line "
-                               f"{id_lines[attribute_id]}")
-        elif fields[1] in name_lines:
-            problems.add(line, f"attribute name {fields[1]!r} already on line "
-                               f"{name_lines[fields[1]]}")
+    entries = _read_id_names(path, "attribute", "<attribute_id> <name>", problems)
+    for attribute_id, (name, line) in entries.items():  # in file order
+        if name in name_lines:
+            problems.add(line, f"attribute name {name!r} already on line {name_lines[name]}")
         else:
-            names[attribute_id] = fields[1]
-            id_lines[attribute_id], name_lines[fields[1]] = line, line
+            names[attribute_id], name_lines[name] = name, line
     last = max(names, default=0)
     missing = sorted(set(range(1, last + 1)) - set(names))
     if missing:
