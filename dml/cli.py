@@ -93,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the report stage's table (default: results/comparison.md)")
     report.set_defaults(func=_report)
     run = sub.add_parser("run", help="run a command (dvc repro) with a warm interpreter for its "
-                         "stages and, with --ray, one local Ray head for all of them")
+                         "stages and one local Ray head for the stages that use Ray (Tune)")
     run.add_argument("--ray", action="store_true",
-                     help="start one local Ray head for the command (unless RAY_ADDRESS is set)")
+                     help="train on that Ray head too, through Ray Train (as on a cluster)")
     run.add_argument("--cold", action="store_true", help="no warm interpreter: each stage imports "
                      "its libraries itself")
     run.add_argument("command_line", nargs=argparse.REMAINDER, help="-- command ...")

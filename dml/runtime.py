@@ -25,6 +25,9 @@ from dml.io import sha256_file, source_fingerprint
 from dml.warm import SOCKET_ENV
 
 SCRATCH_ENV = "DML_SCRATCH"
+#: Address of the local Ray head that ``dml run`` keeps for the stages that use Ray (Tune).
+#: Unlike ``RAY_ADDRESS`` it does not move training onto Ray Train.
+LOCAL_RAY_ENV = "DML_RAY_ADDRESS"
 
 
 def scratch_dir() -> Path:
@@ -72,7 +75,8 @@ def quiet_frameworks() -> None:
 
 @contextlib.contextmanager
 def ray_session() -> Iterator[None]:
-    """Connect to $RAY_ADDRESS, or start a local Ray instance with its files under scratch."""
+    """Connect to $RAY_ADDRESS (a cluster), else to $DML_RAY_ADDRESS (the local head of
+    ``dml run``), else start a local Ray instance with its files under scratch."""
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -84,7 +88,7 @@ def ray_session() -> Iterator[None]:
     # Workers' own prints (progress, errors) reach the console; Ray's INFO chatter does not.
     quiet = {"log_to_driver": True, "logging_level": logging.WARNING,
              "logging_config": ray.LoggingConfig(log_level="WARNING")}
-    address = os.environ.get("RAY_ADDRESS")
+    address = os.environ.get("RAY_ADDRESS") or os.environ.get(LOCAL_RAY_ENV)
     if address:
         ray.init(address=address, **quiet)
     else:
@@ -167,14 +171,40 @@ def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
             time.sleep(0.1)
 
 
-@contextlib.contextmanager
-def local_cluster(num_cpus: int | None = None, *, timeout: float = 120.0) -> Iterator[str]:
-    """A local Ray head node for the duration of the block; yields its address.
+#: Seconds a stopped local head gets to exit before it is killed.
+HEAD_STOP_GRACE = 1.0
 
-    Every stage run inside (``RAY_ADDRESS`` set to the address) connects in about a second
-    instead of starting and stopping a Ray instance of its own (6 to 8 s each on 2 cores).
-    The head runs as ``ray start --block`` in its own session and is stopped by its process
-    group: other Ray instances on the machine are left alone.
+
+@dataclasses.dataclass
+class RayHead:
+    """A local Ray head started by :func:`local_cluster`: its address, and :meth:`wait`."""
+
+    address: str
+    process: subprocess.Popen
+    log_path: Path
+    timeout: float
+
+    def wait(self) -> None:
+        """Return once the head accepts drivers; RuntimeError with its log if it died."""
+        deadline = time.monotonic() + self.timeout
+        while "Ray runtime started" not in self.log_path.read_text():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the local Ray head did not start; see {self.log_path}:\n"
+                                   + self.log_path.read_text()[-2000:])
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def local_cluster(num_cpus: int | None = None, *, timeout: float = 120.0,
+                  wait: bool = True) -> Iterator[RayHead]:
+    """A local Ray head node for the duration of the block.
+
+    Every stage run inside (``RAY_ADDRESS`` or ``DML_RAY_ADDRESS`` set to its address)
+    connects in about a second instead of starting and stopping a Ray instance of its own (6
+    to 8 s each on 2 cores). The head runs as ``ray start --block`` in its own session and is
+    stopped by its process group: other Ray instances on the machine are left alone. With
+    ``wait=False`` the block starts at once, while the head starts in the background: call
+    ``wait()`` before the first driver connects.
     """
     port = _free_port()
     temp = scratch_dir() / "ray-head"
@@ -190,17 +220,14 @@ def local_cluster(num_cpus: int | None = None, *, timeout: float = 120.0) -> Ite
              f"--temp-dir={temp}", "--disable-usage-stats"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    address = f"127.0.0.1:{port}"
+    head = RayHead(f"127.0.0.1:{port}", proc, log_path, timeout)
     try:
-        deadline = time.monotonic() + timeout
-        while "Ray runtime started" not in log_path.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the local Ray head did not start; see {log_path}:\n"
-                                   + log_path.read_text()[-2000:])
-            time.sleep(0.2)
-        yield address
+        if wait:
+            head.wait()
+        yield head
     finally:
-        _stop_group(proc)
+        # `ray start --block` takes its children down on SIGTERM but lingers itself for ~10 s
+        _stop_group(proc, grace=HEAD_STOP_GRACE)
 
 
 @contextlib.contextmanager
@@ -227,13 +254,22 @@ def warm_interpreter(timeout: float = 180.0) -> Iterator[str]:
 
 
 def run_command(command: Sequence[str], *, warm: bool = True, ray: bool = False) -> int:
-    """Run ``command`` (``dvc repro``) with a warm interpreter serving its stages and, with
-    ``ray``, one local Ray head for all of them (unless ``RAY_ADDRESS`` already names a
-    cluster); its exit status."""
+    """Run ``command`` (``dvc repro``) with a warm interpreter serving its stages and one local
+    Ray head (unless ``RAY_ADDRESS`` already names a cluster); its exit status.
+
+    The head serves the stages that use Ray (Tune) as ``DML_RAY_ADDRESS``, so that each
+    connects instead of starting a Ray instance; training stays in the stage's process. With
+    ``ray`` it is ``RAY_ADDRESS``: training runs on it through Ray Train too. It starts while
+    the warm interpreter imports its libraries.
+    """
     env = dict(os.environ)
     with contextlib.ExitStack() as stack:
-        if ray and not env.get("RAY_ADDRESS"):
-            env["RAY_ADDRESS"] = stack.enter_context(local_cluster())
+        head = None
+        if not env.get("RAY_ADDRESS"):
+            head = stack.enter_context(local_cluster(wait=False))
+            env["RAY_ADDRESS" if ray else LOCAL_RAY_ENV] = head.address
         if warm:
             env[SOCKET_ENV] = stack.enter_context(warm_interpreter())
+        if head is not None:
+            head.wait()
         return subprocess.call(list(command), env=env)

@@ -196,6 +196,9 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
                 scheduler=scheduler,
                 num_samples=cfg.trials,
                 max_concurrent_trials=1,
+                # the next trial runs in the same worker process: no second start-up (a
+                # process importing torch and dml takes seconds on a small machine)
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=0,
                                       callbacks=[TrialLines(experiment, metric, cfg.trials)]),

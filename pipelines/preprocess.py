@@ -1,4 +1,5 @@
-"""Stage preprocess: a dataset's train/test split, query/gallery roles, validation folds."""
+"""Stage preprocess: a dataset's train/test split, query/gallery roles, validation folds, and
+its label tables (a fine class with two parents at a coarser scale stops it here)."""
 
 from dml.stage import hand_over, run_stage, stage_parser
 
@@ -20,8 +21,9 @@ def main() -> None:
     table = read_manifest(args.manifest, columns=annotations)
     splits = make_splits(table, test_fraction=cfg.test_fraction, num_folds=cfg.num_folds,
                          seed=cfg.seed, method=cfg.method)
+    tables = label_tables(table, read_info(args.manifest), splits)  # checks the hierarchy
     write_splits(splits, args.splits)
-    write_json_atomic(args.labels, label_tables(table, read_info(args.manifest), splits))
+    write_json_atomic(args.labels, tables)
     print(f"preprocess {args.dataset}: {splits.num_rows} rows -> {args.splits}")
 
 

@@ -49,7 +49,8 @@ class ManifestDataset(Dataset):
     ``path`` (relative paths from the working directory).
 
     Annotations, one entry per selected row (absent in the manifest: None / empty):
-    ``labels`` (int64 [N] fine ids), ``scale_labels`` (coarser scale -> int64 [N]),
+    ``labels`` (int64 [N] fine ids), ``scale_labels`` (coarser scale -> int64 [N]), both -1
+    where a test row is unlabelled at that scale (DyML's per-scale benchmarks),
     ``attributes`` (float32 [N, A], 0 where missing) with ``attribute_mask`` (bool [N, A]),
     ``counts`` (float32 [N, C] objects per fine class), ``domain_codes`` (int64 [N],
     ``DOMAIN_CODES``), ``instances`` (int64 [N], -1 when unknown). With ``relabel=True`` the
@@ -173,14 +174,16 @@ class ManifestDataset(Dataset):
             if column not in names:
                 continue
             values = selected.column(column)
-            if values.null_count:
-                first = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-                raise DataError(f"{self.manifest_path}: image_id {self.image_ids[first]!r} has a "
-                                f"null {column} ({values.null_count} such row(s))")
-            labels = values.to_numpy(zero_copy_only=False).astype(np.int64)
+            known = ~values.is_null().to_numpy(zero_copy_only=False)
+            if self.train and not known.all():
+                first = int(np.flatnonzero(~known)[0])
+                raise DataError(f"{self.manifest_path}: image_id {self.image_ids[first]!r} has no "
+                                f"{column} ({int((~known).sum())} such row(s)); training needs "
+                                "every scale's label")
+            labels = values.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             if relabel:
-                self.classes[scale], labels = np.unique(labels, return_inverse=True)
-                labels = labels.astype(np.int64)
+                self.classes[scale], inverse = np.unique(labels[known], return_inverse=True)
+                labels[known] = inverse
             if scale == self.info.fine:
                 self.labels = labels
             else:
@@ -227,7 +230,8 @@ class ManifestDataset(Dataset):
             for scale, labels in self.scale_labels.items():
                 scale_classes[scale] = int(labels.max()) + 1 if len(labels) else 0
                 parent = np.zeros(num_fine, dtype=np.int64)
-                parent[self.labels] = labels  # consistency is checked at preprocess
+                both = (self.labels >= 0) & (labels >= 0)
+                parent[self.labels[both]] = labels[both]  # consistency is checked at preprocess
                 hierarchy[scale] = tuple(int(v) for v in parent)
         return {
             "num_classes": scale_classes.get(self.info.fine, 0),

@@ -12,8 +12,8 @@ column             type                                           meaning
 ``split``          string: train / val / test                     when the source defines it
 ``role``           string: query / gallery / both                 when the source defines it
 ``domain``         string: photo / sketch
-``label``          int64 in 0..C-1, non-null                      finest class id
-``label_<scale>``  int64, non-null                                one per coarser scale
+``label``          int64 in 0..C-1 (null: see below)              finest class id
+``label_<scale>``  int64 (null: see below)                        one per coarser scale
 ``attributes``     list<uint8> of 0/1, length A (row may be null  binary attributes
                    where the domain cannot show them, e.g. a
                    sketch; an entry may be null where that
@@ -27,6 +27,10 @@ At least one of ``image`` / ``path`` is present and every row has one of them. T
 key-value metadata holds, under the key ``dml``, the JSON of :class:`ManifestInfo`: the source
 name and options, the scales (fine -> coarse), class names per scale and attribute names.
 The finest scale's labels live in ``label``; scale ``s`` of ``scales[1:]`` in ``label_<s>``.
+A label may be null only on a test row (``split`` = ``test``): the image is labelled at some
+scales and unknown at the others, as in DyML's per-scale benchmarks (an image of the coarse
+benchmark has only a coarse label). Every labelled row has a label at one scale at least, and
+training rows have every scale's label.
 """
 
 from __future__ import annotations
@@ -231,7 +235,8 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
     breaks the contract; return None when it holds.
 
     Checks: known columns with usable types; unique non-null ``image_id``; an image or a path
-    on every row; split/role/domain values; labels non-null and in range for their scale;
+    on every row; split/role/domain values; labels in range for their scale, null only on
+    test rows and never at every scale;
     attribute lists of the right length holding 0/1; object counts with known labels and
     positive counts.
     """
@@ -290,20 +295,30 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
             raise _fail(path, name, f"unknown value(s) {values}; valid: {', '.join(allowed)}",
                         table, rows)
 
+    test_rows = (np.asarray(table.column("split").to_pylist(), dtype=object) == "test"
+                 if "split" in names else np.zeros(table.num_rows, dtype=bool))
+    label_names = [info.label_column(s) for s in info.scales if info.label_column(s) in names]
+    unknown_everywhere = np.ones(table.num_rows, dtype=bool)
     for scale in info.scales:
         name = info.label_column(scale)
         if name not in names:
             continue
         column = table.column(name)
-        bad = _null_rows(column)
+        null = column.is_null().to_numpy(zero_copy_only=False)
+        unknown_everywhere &= null
+        bad = np.flatnonzero(null & ~test_rows)
         if len(bad):
-            raise _fail(path, name, "null labels", table, bad)
-        values = column.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            raise _fail(path, name, "null labels (a label may be unknown only on a test row, "
+                        "split 'test', where a benchmark labels one scale)", table, bad)
+        values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         num = info.num_classes(scale)
         bad = np.flatnonzero((values < 0) | (values >= num))
         if len(bad):
             raise _fail(path, name, f"label out of range [0, {num}) for scale {scale!r}",
                         table, bad)
+    bad = np.flatnonzero(unknown_everywhere) if label_names else np.zeros(0, dtype=np.int64)
+    if len(bad):
+        raise _fail(path, "/".join(label_names), "no label at any scale", table, bad)
 
     if "attributes" in names:
         column = table.column("attributes").combine_chunks()

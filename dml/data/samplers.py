@@ -27,35 +27,35 @@ SAMPLERS: Registry[Sampler] = Registry("sampler")
 LOOP_ARGUMENTS = ("dataset", "batch_size", "rank", "world_size", "seed")
 
 
-def m_per_class_epoch(labels: np.ndarray, *, m: int, global_batch: int, num_batches: int,
-                      seed: int, epoch: int) -> np.ndarray:
-    """Global batches of one epoch, int64 [num_batches, global_batch], from (seed, epoch) alone.
+def class_slots(rng: np.random.Generator, num_classes: int, num_batches: int,
+                per_batch: int) -> np.ndarray:
+    """int64 ``[num_batches, per_batch]`` class indices, drawn uniformly: the class list is
+    shuffled again and again and each shuffle is cut into as many whole batches as it holds
+    (its last partial chunk is dropped, so no batch straddles two shuffles and repeats a
+    class). With fewer classes than ``per_batch``, each batch holds every class as evenly as
+    possible (some twice or more), in a shuffled order."""
+    if num_classes >= per_batch:
+        per_shuffle = num_classes // per_batch
+        shuffles = -(-num_batches // per_shuffle)
+        keys = rng.random((shuffles, num_classes))
+        order = np.argsort(keys, axis=1)[:, : per_shuffle * per_batch]
+        return order.reshape(-1, per_batch)[:num_batches]
+    repeats = -(-per_batch // num_classes)
+    keys = rng.random((num_batches, repeats, num_classes))
+    return np.argsort(keys, axis=2).reshape(num_batches, -1)[:, :per_batch]
 
-    Each batch holds ``global_batch // m`` distinct classes, ``m`` consecutive indices per
-    class. Classes are drawn uniformly: the class list is shuffled again and again and each
-    shuffle is cut into as many whole batches as it holds (its last partial chunk is dropped,
-    so no batch straddles two shuffles and repeats a class). A class's images are taken in a
-    per-epoch shuffled order, cycling when exhausted; a class with fewer than ``m`` images
-    repeats some of them in the same batch (sampling with replacement).
-    """
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
-    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    num_classes = len(classes)
-    per_batch = global_batch // m
 
-    # Class slots: num_batches x per_batch distinct classes per row.
-    per_shuffle = num_classes // per_batch
-    shuffles = -(-num_batches // per_shuffle)
-    keys = rng.random((shuffles, num_classes))
-    order = np.argsort(keys, axis=1)[:, : per_shuffle * per_batch]
-    slots = order.reshape(-1, per_batch)[:num_batches]  # [num_batches, per_batch] class indices
+def images_of_slots(rng: np.random.Generator, inverse: np.ndarray, counts: np.ndarray,
+                    slots: np.ndarray, m: int) -> np.ndarray:
+    """int64 ``[*slots.shape, m]``: ``m`` image indices for each class slot.
 
-    # Images of each class in a shuffled order: class c owns by_class[start[c]:start[c]+n_c].
-    shuffled = rng.permutation(len(labels))
+    A class's images (``inverse``: the class index of every image, ``counts`` per class) are
+    taken in a per-epoch shuffled order: its k-th slot of the epoch takes images
+    ``k*m .. k*m+m-1``, cycling when exhausted, so a class with fewer than ``m`` images
+    repeats some of them in the same slot (sampling with replacement)."""
+    shuffled = rng.permutation(len(inverse))
     by_class = shuffled[np.argsort(inverse[shuffled], kind="stable")]
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-
-    # k-th appearance of a class this epoch takes its images k*m .. k*m+m-1 (cyclically).
     flat = slots.reshape(-1)
     appearance = np.empty(len(flat), dtype=np.int64)
     sort = np.argsort(flat, kind="stable")
@@ -65,8 +65,40 @@ def m_per_class_epoch(labels: np.ndarray, *, m: int, global_batch: int, num_batc
     appearance[sort] = np.arange(len(flat)) - group_start
     offsets = appearance[:, None] * m + np.arange(m)[None, :]  # [slots, m]
     within = offsets % counts[flat][:, None]
-    indices = by_class[start[flat][:, None] + within]
-    return indices.reshape(num_batches, global_batch).astype(np.int64)
+    return by_class[start[flat][:, None] + within].reshape(*slots.shape, m).astype(np.int64)
+
+
+def m_per_class_epoch(labels: np.ndarray, *, m: int, global_batch: int, num_batches: int,
+                      seed: int, epoch: int) -> np.ndarray:
+    """Global batches of one epoch, int64 [num_batches, global_batch], from (seed, epoch) alone.
+
+    Each batch holds ``global_batch // m`` distinct classes (:func:`class_slots`), ``m``
+    consecutive indices per class (:func:`images_of_slots`).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    slots = class_slots(rng, len(counts), num_batches, global_batch // m)
+    return images_of_slots(rng, inverse, counts, slots, m).reshape(num_batches, global_batch)
+
+
+def hierarchical_epoch(scale_labels: list[np.ndarray], *, k: int, global_batch: int,
+                       num_batches: int, seed: int, epoch: int) -> np.ndarray:
+    """Global batches of one epoch for several semantic scales, int64 ``[num_batches,
+    global_batch]``, from (seed, epoch) alone.
+
+    A batch is made of groups of ``k * len(scale_labels)`` consecutive indices: ``k`` images of
+    one fine class, then ``k`` images of one class of the next scale (any of its fine
+    classes), and so on to the coarsest. At each scale a batch's groups take distinct classes
+    where the scale has enough of them (:func:`class_slots`).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+    groups = global_batch // (k * len(scale_labels))
+    parts = []
+    for labels in scale_labels:
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        slots = class_slots(rng, len(counts), num_batches, groups)
+        parts.append(images_of_slots(rng, inverse, counts, slots, k))  # [batches, groups, k]
+    return np.stack(parts, axis=2).reshape(num_batches, global_batch)
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -184,6 +216,34 @@ class MPerClassBatchSampler(GlobalBatchSampler):
                                  num_batches=len(self), seed=self.seed, epoch=epoch)
 
 
+class HierarchicalBatchSampler(GlobalBatchSampler):
+    """Batches for several semantic scales (DyML's CSL): groups of ``k`` images of one fine
+    class, ``k`` of one middle class, ``k`` of one coarse class (one part per scale, finest
+    first); see :func:`hierarchical_epoch`. Each rank's slice is whole groups."""
+
+    def __init__(self, scale_labels: dict[str, np.ndarray], *, k: int, batch_size: int,
+                 rank: int = 0, world_size: int = 1, seed: int = 0) -> None:
+        if not scale_labels or any(len(v) == 0 for v in scale_labels.values()):
+            raise ConfigError("HierarchicalBatchSampler needs labels at one scale at least")
+        if k < 1:
+            raise ConfigError(f"train.sampler.k: {k} must be at least 1")
+        group = k * len(scale_labels)
+        if batch_size % group:
+            raise ConfigError(f"train.batch_size ({batch_size}) must be a multiple of "
+                              f"train.sampler.k ({k}) x {len(scale_labels)} scale(s) "
+                              f"({', '.join(scale_labels)}) = {group}: one group of k images "
+                              "per scale")
+        super().__init__(len(next(iter(scale_labels.values()))), batch_size=batch_size,
+                         rank=rank, world_size=world_size, seed=seed)
+        self.scale_labels = {s: np.asarray(v) for s, v in scale_labels.items()}
+        self.k = int(k)
+
+    def make_epoch(self, epoch: int) -> np.ndarray:
+        return hierarchical_epoch(list(self.scale_labels.values()), k=self.k,
+                                  global_batch=self.global_batch, num_batches=len(self),
+                                  seed=self.seed, epoch=epoch)
+
+
 class RandomBatchSampler(GlobalBatchSampler):
     """Plain shuffled batches, a new permutation per epoch; the last partial batch is dropped.
 
@@ -209,6 +269,22 @@ def m_per_class(dataset: Any, *, batch_size: int, rank: int, world_size: int, se
                                  batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
 
 
+@SAMPLERS.register("hierarchical")
+def hierarchical(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
+                 k: int = DEFAULT_M, scales: list[str] | None = None) -> HierarchicalBatchSampler:
+    """Groups of ``k`` images of one class at each semantic scale, finest first (default:
+    every scale the data has); ``batch_size`` a multiple of ``k`` x the number of scales."""
+    labels = {dataset.info.fine: dataset.require_labels("sampler 'hierarchical'"),
+              **dataset.scale_labels}
+    chosen = list(labels) if scales is None else list(scales)
+    unknown = [s for s in chosen if s not in labels]
+    if unknown or not chosen:
+        raise ConfigError(f"train.sampler.scales: {unknown or chosen} not among the data's "
+                          f"scales: {', '.join(labels)}")
+    return HierarchicalBatchSampler({s: labels[s] for s in chosen}, k=k, batch_size=batch_size,
+                                    rank=rank, world_size=world_size, seed=seed)
+
+
 @SAMPLERS.register("random")
 def random(dataset: Any, *, batch_size: int, rank: int, world_size: int,
            seed: int) -> RandomBatchSampler:
@@ -223,7 +299,8 @@ def fitting_batch_size(name: str, knobs: dict[str, Any], dataset: Any, *, batch_
     from ``dataset``'s rows, and why it is smaller (empty when it is not).
 
     Only ``m_per_class`` has such a limit: ``batch_size x world_size / m`` distinct classes per
-    global batch. A ConfigError when not even one class per worker is available.
+    global batch. A ConfigError when not even one class per worker is available. (The
+    hierarchical sampler repeats a scale's classes in a batch when it has too few.)
     """
     if name != "m_per_class":
         return batch_size, ""

@@ -9,7 +9,8 @@ test), ``role`` (query / gallery / both) and ``fold`` (int64; -1 on test rows).
   test, as CUB's 1-100 / 101-200. Test rows get role ``both``: the query set is the gallery
   set, each query left out of its own ranking.
 - A manifest that already has ``split`` (and/or ``role``) columns is respected as is (In-Shop,
-  SOP, DyML define them); missing roles become ``both``.
+  SOP, DyML define them); missing roles become ``both``. Only such a manifest's test rows may
+  lack a label (DyML's per-scale benchmarks).
 - Training classes (every class of a non-test row) are dealt into ``num_folds`` class-disjoint
   validation folds from ``seed``; hyperparameter search validates on one fold and trains on
   the others, never touching the test classes.
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dml.data.hierarchy import class_parents, scale_labels
 from dml.data.manifest import SPLITS, ManifestInfo, attribute_matrix
 from dml.errors import ConfigError, DataError
 from dml.io import atomic_path
@@ -72,12 +74,12 @@ def make_splits(
 
     if "label" in names:
         label_col = table.column("label")
-        if label_col.null_count:
+        if label_col.null_count and not has_split:
             row = int(np.flatnonzero(label_col.is_null().to_numpy(zero_copy_only=False))[0])
             raise DataError(f"make_splits: null label on row {row} "
                             f"(image_id {table.column('image_id')[row].as_py()!r})")
-        labels = label_col.to_numpy(zero_copy_only=False).astype(np.int64)
-        if has_split:
+        labels = label_col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        if has_split:  # the manifest's validation allows an unknown label on test rows only
             split = np.asarray(table.column("split").to_pylist(), dtype=object)
         else:
             classes = np.unique(labels)
@@ -167,14 +169,19 @@ def align(table: pa.Table, splits: pa.Table, *, where: str = "splits") -> np.nda
 
 
 def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[str, Any]:
-    """JSON-serializable summary: per scale the class names with image counts per split,
-    attribute names with prevalence per split, and the classes of each validation fold."""
+    """JSON-serializable summary: per scale the class names with image counts per split (and
+    each fine class's parents at the coarser scales), attribute names with prevalence per
+    split, and the classes of each validation fold.
+
+    Raises DataError when a fine class has two parents at a scale
+    (:func:`dml.data.hierarchy.class_parents`)."""
     rows = align(table, splits)
     split = np.asarray(splits.column("split").to_pylist(), dtype=object)[rows]
     fold = splits.column("fold").to_numpy(zero_copy_only=False)[rows]
     present = [s for s in SPLITS if (split == s).any()]
     names = table.column_names
 
+    hierarchy = class_parents(table, info)
     out: dict[str, Any] = {
         "source": info.source,
         "images": {s: int((split == s).sum()) for s in present},
@@ -186,9 +193,10 @@ def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[
         num = info.num_classes(scale)
         per_split: dict[str, np.ndarray] = {}
         if column in names:
-            labels = table.column(column).to_numpy(zero_copy_only=False).astype(np.int64)
+            labels = scale_labels(table, info)[scale]
             for s in present:
-                per_split[s] = np.bincount(labels[split == s], minlength=num)
+                mine = labels[(split == s) & (labels >= 0)]
+                per_split[s] = np.bincount(mine, minlength=num)
         elif scale == info.fine and "object_counts" in names:
             # Multi-label: images showing at least one object of the class.
             objects = table.column("object_counts").combine_chunks()
@@ -204,6 +212,9 @@ def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[
                 "id": i,
                 "name": name,
                 "images": {s: int(per_split[s][i]) for s in present},
+                **({"parents": {coarser: info.class_names[coarser][int(p[i])]
+                                for coarser, p in hierarchy.items() if p[i] >= 0}}
+                   if scale == info.fine and hierarchy else {}),
             }
             for i, name in enumerate(info.class_names[scale])
         ]
@@ -220,8 +231,7 @@ def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[
     folds = sorted(int(f) for f in np.unique(fold) if f >= 0)
     out["num_folds"] = len(folds)
     fold_rows = []
-    labels = (table.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
-              if "label" in names else None)
+    labels = scale_labels(table, info).get(info.fine) if "label" in names else None
     for f in folds:
         mask = fold == f
         entry: dict[str, Any] = {"fold": f, "images": int(mask.sum())}

@@ -102,6 +102,7 @@ def retrieval_metrics(
     map_ks: int | Sequence[int] = (),
     precision_ks: int | Sequence[int] = (),
     ndcg_ks: int | Sequence[int] = (),
+    asi: bool = False,
     metric: str = "cosine",
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     nmi: bool = True,
@@ -125,6 +126,7 @@ def retrieval_metrics(
             (0 = not relevant; only items that ``relevance`` marks count).
         ks: the K of each ``recall@K``; ``map_ks``: of each ``map@K``; ``precision_ks``: of
             each ``precision@K``; ``ndcg_ks``: of each ``ndcg@K`` (needs ``grades``).
+        asi: also report ``asi``, the average set intersection over the top R (DyML).
         metric: ``"cosine"`` (rows L2-normalized first), ``"dot"`` (plain inner product, e.g.
             a gallery decoded from quantization codes), ``"euclidean"`` (increasing L2
             distance) or ``"hamming"`` (0/1 codes, increasing Hamming distance).
@@ -145,7 +147,7 @@ def retrieval_metrics(
         ``recall@K`` for each K (DML sense: a relevant item among the top K; K beyond the
         gallery size means "any"), ``precision@K`` (K=1 and ``precision_ks``),
         ``r_precision``, ``map@r`` (Musgrave et al. 2020, ``1/R sum_{i<=R} P@i rel(i)``),
-        ``map`` (average precision over the whole ranking), ``map@K``, ``ndcg@K``, ``nmi``
+        ``map`` (average precision over the whole ranking), ``map@K``, ``ndcg@K``, ``asi``, ``nmi``
         (only when ``nmi=True``) and ``queries_without_relevant``.
 
     Queries with no relevant item in the gallery (a class seen once when ranking a set
@@ -235,7 +237,7 @@ def retrieval_metrics(
 
     values_per_query = per_query_metrics(
         q, g, relevance, ks=ks, exclude=exclude, block_bytes=block_bytes, metric=metric,
-        map_ks=map_ks, precision_ks=precision_ks, grades=grades, ndcg_ks=ndcg_ks,
+        map_ks=map_ks, precision_ks=precision_ks, grades=grades, ndcg_ks=ndcg_ks, asi=asi,
     )
     valid = ~np.isnan(values_per_query["map"])
     if not valid.any():

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from dml.evaluate.metrics import (
     average_precision,
     average_precision_at_k,
+    average_set_intersection,
     map_at_r,
     ndcg_at_k,
     precision_at_k,
@@ -249,18 +250,21 @@ def per_query_metrics(
     precision_ks: Sequence[int] = (),
     grades: Grades | None = None,
     ndcg_ks: Sequence[int] = (),
+    asi: bool = False,
 ) -> dict[str, np.ndarray]:
     """Every retrieval metric for every query: name -> float64 ``[Q]`` (NaN: no relevant item).
 
     Names: ``recall@K`` per K of ``ks``, ``precision@1``, ``r_precision``, ``map@r``, ``map``,
     plus ``map@K`` per K of ``map_ks``, ``precision@K`` per K of ``precision_ks`` and
-    ``ndcg@K`` per K of ``ndcg_ks`` (graded relevance ``grades``). Arguments as in
+    ``ndcg@K`` per K of ``ndcg_ks`` (graded relevance ``grades``) and ``asi`` when asked
+    (:func:`~dml.evaluate.metrics.average_set_intersection`). Arguments as in
     :func:`ranked_blocks`. Only O(Q) values are kept, so averages come out the same whatever
     the block size, and per-query values are there for confidence intervals.
     """
     precision_ks = sorted({1, *precision_ks})
     names = ([f"recall@{k}" for k in ks] + [f"precision@{k}" for k in precision_ks]
-             + ["r_precision", "map@r", "map"] + [f"map@{k}" for k in map_ks])
+             + ["r_precision", "map@r", "map"] + [f"map@{k}" for k in map_ks]
+             + (["asi"] if asi else []))
     out = {name: np.full(query.shape[0], np.nan) for name in names + [f"ndcg@{k}" for k in ndcg_ks]}
     for rows, ranks, n_rel, ndcg in ranked_blocks(
         query, gallery, relevance, exclude=exclude, block_bytes=block_bytes, metric=metric,
@@ -271,6 +275,7 @@ def per_query_metrics(
             + [precision_at_k(ranks, n_rel, k) for k in precision_ks]
             + [r_precision(ranks, n_rel), map_at_r(ranks, n_rel), average_precision(ranks, n_rel)]
             + [average_precision_at_k(ranks, n_rel, k) for k in map_ks]
+            + ([average_set_intersection(ranks, n_rel)] if asi else [])
         )
         idx = rows.cpu().numpy()
         for name, value in zip(names, values, strict=True):

@@ -39,6 +39,7 @@ __all__ = [
     "attribute_average_precision",
     "average_precision",
     "average_precision_at_k",
+    "average_set_intersection",
     "ndcg_at_k",
     "clustering_nmi",
     "kmeans_assign",
@@ -171,6 +172,29 @@ def average_precision(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | t
     r, n, found, m = _prepare(ranks, n_relevant)
     terms = torch.where(found, m / r.clamp(min=1).double(), 0.0)
     return _per_query(terms.sum(dim=1), n)
+
+
+def average_set_intersection(ranks: ArrayLike | torch.Tensor,
+                             n_relevant: ArrayLike | torch.Tensor) -> torch.Tensor:
+    """ASI (Average Set Intersection, as DyML and HAPPIER report it) with binary relevance:
+    ``1/R * sum_{n=1..R} |top_n(ranking) ∩ top_n(ideal)| / n``, which is ``1/R * sum_{n<=R} P@n``.
+    ``[Q]``.
+
+    Computed per relevant item instead of per depth: an item at rank ``r <= R`` counts in
+    ``P@n`` for every ``n`` from ``r`` to ``R``, adding ``H_R - H_{r-1}`` (harmonic numbers),
+    so R may be in the thousands at no cost.
+
+    >>> ranks, n = ranks_from_relevance([[True, False, True, False]])   # R = 2: (P@1 + P@2) / 2
+    >>> average_set_intersection(ranks, n).tolist()
+    [0.75]
+    """
+    r, n, found, _ = _prepare(ranks, n_relevant)
+    top = int(n.max()) if n.numel() else 0
+    harmonic = torch.zeros(top + 1, dtype=torch.float64, device=r.device)
+    harmonic[1:] = torch.cumsum(1.0 / torch.arange(1, top + 1, dtype=torch.float64, device=r.device), 0)
+    inside = found & (r <= n[:, None])
+    terms = harmonic[n][:, None] - harmonic[(r - 1).clamp(min=0, max=top)]
+    return _per_query(torch.where(inside, terms, 0.0).sum(dim=1), n)
 
 
 def average_precision_at_k(

@@ -10,7 +10,8 @@ what the test reports. Registered protocols (``PROTOCOLS``; params.yaml
 - ``self_retrieval``: every row is a query ranked against all the others (CUB, Cars196, SOP);
 - ``query_gallery``: query rows against gallery rows, by the ``role`` column (In-Shop, DyML);
 - ``cross_domain``: queries of one domain against a gallery of another (sketch -> photo);
-- ``per_scale``: self-retrieval with each semantic scale's labels, and their average;
+- ``per_scale``: each semantic scale's labelled queries against its labelled gallery (by
+  role; self-retrieval where every row is "both"), mAP, Recall@K and ASI, and their average;
 - ``multilabel``: relevance "shares at least one object class", NDCG graded by the
   multiset Jaccard similarity of the object counts.
 
@@ -127,11 +128,18 @@ class EvalRows:
 
     @property
     def fine(self) -> np.ndarray:
-        """The finest labels; a clear error for rows without class labels."""
+        """The finest labels; a clear error for rows without class labels, or with rows
+        unlabelled at the finest scale."""
         if not self.labels:
             raise DataError("this protocol needs class labels, but the rows have none "
                             "(multi-label scenes: use the 'multilabel' protocol)")
-        return next(iter(self.labels.values()))
+        scale, labels = next(iter(self.labels.items()))
+        unknown = np.flatnonzero(labels < 0)
+        if len(unknown):
+            raise DataError(f"{len(unknown)} row(s) have no {scale!r} label, e.g. image_id "
+                            f"{self.ids[unknown[0]]!r}: evaluate them with the 'per_scale' "
+                            "protocol, which ranks each scale's labelled rows")
+        return labels
 
     def subset(self, mask: np.ndarray) -> EvalRows:
         """The rows where ``mask`` is True."""
@@ -183,6 +191,18 @@ class Task:
     relevance: Callable[[torch.Tensor], torch.Tensor] | None = None
     grades: Callable[[torch.Tensor], torch.Tensor] | None = None
     nmi: bool = True
+    query_select: np.ndarray | None = None
+    gallery_select: np.ndarray | None = None
+
+    def restrict(self, queries: np.ndarray, gallery: np.ndarray,
+                 own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The task's own queries and gallery, ``query_select`` and ``gallery_select`` (positions
+        among the protocol's; None: all of them), and each query's own row in that gallery."""
+        q_sel = np.arange(len(queries)) if self.query_select is None else self.query_select
+        g_sel = np.arange(len(gallery)) if self.gallery_select is None else self.gallery_select
+        position = np.full(len(gallery) + 1, -1, dtype=np.int64)  # index -1 (no own row) -> -1
+        position[g_sel] = np.arange(len(g_sel))
+        return q_sel, g_sel, position[own[q_sel]]
 
     def relevant(self, rows: np.ndarray) -> np.ndarray:
         """bool ``[len(rows), N]`` for query positions ``rows``."""
@@ -196,13 +216,15 @@ class Protocol:
     """Base: queries and gallery from masks, one or more ranking tasks, metrics per task.
 
     Subclasses choose ``query_mask``/``gallery_mask`` (default: every row is both) and
-    ``tasks``; ``metric`` is how it ranks (``cosine`` or ``euclidean``).
+    ``tasks``; ``metric`` is how it ranks (``cosine`` or ``euclidean``); ``asi`` adds the
+    average set intersection to the metrics.
     """
 
     metric: str = "cosine"
     map_ks: tuple[int, ...] = ()
     precision_ks: tuple[int, ...] = ()
     ndcg_ks: tuple[int, ...] = ()
+    asi: bool = False
 
     def query_mask(self, rows: EvalRows) -> np.ndarray:
         return np.ones(len(rows), dtype=bool)
@@ -247,13 +269,15 @@ class Protocol:
         out: dict[str, float] = {}
         for task in self.tasks(rows, queries, gallery_rows):
             values: dict[str, np.ndarray] = {}
+            q_sel, g_sel, task_own = task.restrict(queries, gallery_rows, own)
             metrics = retrieval_metrics(
-                vectors[queries], task.query_labels, gallery_vectors,
+                vectors[queries[q_sel]], task.query_labels, gallery_vectors[g_sel],
                 None if task.relevance is not None else task.gallery_labels,
                 relevance=task.relevance, grades=task.grades, ks=ks, map_ks=self.map_ks,
                 precision_ks=self.precision_ks, ndcg_ks=self.ndcg_ks if task.grades else (),
-                metric=metric or self.metric, nmi=nmi and task.nmi and task.query_labels is not None,
-                seed=seed, query_gallery_index=own, per_query=values,
+                asi=self.asi, metric=metric or self.metric,
+                nmi=nmi and task.nmi and task.query_labels is not None,
+                seed=seed, query_gallery_index=task_own, per_query=values,
             )
             out.update({task.prefix + key: value for key, value in metrics.items()})
             if per_query is not None:
@@ -270,6 +294,8 @@ class Protocol:
         labels), their ``top_k`` gallery rows, and whether each result is relevant."""
         queries, gallery_rows, own = self.split(rows)
         task = self.tasks(rows, queries, gallery_rows)[0]
+        q_sel, g_sel, own = task.restrict(queries, gallery_rows, own)
+        queries, gallery_rows = queries[q_sel], gallery_rows[g_sel]
         if task.query_labels is not None:
             _, first = np.unique(task.query_labels, return_index=True)
             chosen = np.sort(first)[:n_queries]
@@ -322,9 +348,17 @@ class CrossDomain(Protocol):
         return rows.domain == self.gallery_domain
 
 
-class PerScale(Protocol):
-    """Self-retrieval once per semantic scale with that scale's labels (``<scale>/<metric>``),
-    and the average over scales (``avg/<metric>``) of every metric all scales report."""
+class PerScale(QueryGallery):
+    """Retrieval once per semantic scale with that scale's labels (``<scale>/<metric>``, ASI
+    included), and the average over scales (``avg/<metric>``) of every metric all scales
+    report.
+
+    Queries and gallery come from the roles ("both" everywhere: self-retrieval). At each
+    scale only the rows labelled at that scale take part: DyML's Vehicle and Animal test sets
+    hold one query/gallery benchmark per scale, each labelled at its own scale only.
+    """
+
+    asi = True
 
     def __init__(self, scales: Sequence[str] | None) -> None:
         self.scales = None if scales is None else tuple(scales)
@@ -335,9 +369,18 @@ class PerScale(Protocol):
         if missing:
             raise DataError(f"protocol per_scale: the rows have no labels at scale(s) {missing}; "
                             f"scales present: {', '.join(rows.labels) or 'none'}")
-        return [Task(prefix=f"{scale}/", query_labels=rows.labels[scale][queries],
-                     gallery_labels=rows.labels[scale][gallery], nmi=i == 0)
-                for i, scale in enumerate(scales)]
+        tasks = []
+        for i, scale in enumerate(scales):
+            labels = rows.labels[scale]
+            q_sel = np.flatnonzero(labels[queries] >= 0)
+            g_sel = np.flatnonzero(labels[gallery] >= 0)
+            if not len(q_sel) or not len(g_sel):
+                raise DataError(f"protocol per_scale: no {'query' if not len(q_sel) else 'gallery'} "
+                                f"row is labelled at scale {scale!r}")
+            tasks.append(Task(prefix=f"{scale}/", query_labels=labels[queries[q_sel]],
+                              gallery_labels=labels[gallery[g_sel]], nmi=i == 0,
+                              query_select=q_sel, gallery_select=g_sel))
+        return tasks
 
     def summarize(self, metrics: dict[str, float]) -> dict[str, float]:
         per_scale: dict[str, list[float]] = {}
@@ -416,7 +459,7 @@ def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
 
 @PROTOCOLS.register("per_scale")
 def per_scale(scales: Sequence[str] | None = None) -> Protocol:
-    """Self-retrieval at each semantic scale (default: every scale the data has)."""
+    """Retrieval at each semantic scale (default: every scale the data has), with ASI."""
     return PerScale(scales)
 
 

@@ -22,6 +22,7 @@ from dml.losses.base import LOSSES, MetricLoss, ProxyLoss, WrapperLoss, pair_mas
 from dml.losses.binomial_deviance import BinomialDevianceLoss
 from dml.losses.contrastive import ContrastiveLoss
 from dml.losses.cosface import CosFaceLoss
+from dml.losses.cross_scale import CrossScaleLoss
 from dml.losses.embedding_norm import EmbeddingNormLoss
 from dml.losses.multi_similarity import MultiSimilarityLoss
 from dml.losses.normalized_softmax import NormalizedSoftmaxLoss
@@ -34,6 +35,7 @@ __all__ = [
     "BinomialDevianceLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
+    "CrossScaleLoss",
     "EmbeddingNormLoss",
     "MetricLoss",
     "MultiSimilarityLoss",

@@ -74,7 +74,7 @@ def test_undecodable_image_names_manifest_and_id(tmp_path):
         dataset[1]
 
 
-def test_null_label_names_manifest_and_id(tmp_path, manifest_files):
+def test_null_label_is_unknown_for_evaluation_and_an_error_for_training(tmp_path, manifest_files):
     # A file that bypassed validation (written by hand) with a null label.
     manifest, _ = manifest_files
     table = read_manifest(manifest).slice(0, 3)
@@ -84,8 +84,12 @@ def test_null_label_names_manifest_and_id(tmp_path, manifest_files):
     import pyarrow.parquet as pq
 
     pq.write_table(table, path)
-    with pytest.raises(DataError, match=r"bad.parquet: image_id 'syn-000001-photo' has a null"):
-        ManifestDataset(path)
+    with pytest.raises(DataError, match=r"bad.parquet: image_id 'syn-000001-photo' has no label "
+                       r"\(1 such row\(s\)\); training needs every scale's label"):
+        ManifestDataset(path, train=True)
+    # for evaluation an unknown label is -1 (a per-scale benchmark row), never a class id
+    dataset = ManifestDataset(path, relabel=True)
+    assert dataset.labels.tolist()[1] == -1 and dataset.labels.tolist()[0] != -1
 
 
 def test_batches_carry_every_annotation(manifest_files):

@@ -155,3 +155,23 @@ def test_failed_write_keeps_existing_file(tmp_path):
     with pytest.raises(DataError):
         write_manifest(bad, path, _info())
     assert path.read_bytes() == before
+
+
+def test_a_label_may_be_unknown_on_test_rows_only(tmp_path):
+    """DyML's per-scale benchmarks label a test image at one scale: null elsewhere. Training
+    rows need every scale, and a row needs a label at some scale."""
+    table = _table().set_column(_table().column_names.index("split"), "split",
+                                pa.array(["train", "train", "test", "test"]))
+    fine, coarse = table.column_names.index("label"), table.column_names.index("label_coarse")
+    ok = table.set_column(fine, "label", pa.array([0, 1, None, 1], pa.int64()))
+    ok = ok.set_column(coarse, "label_coarse", pa.array([0, 0, 1, None], pa.int64()))
+    path = tmp_path / "m.parquet"
+    write_manifest(ok, path, _info())
+    assert read_manifest(path).column("label").to_pylist() == [0, 1, None, 1]
+    on_train = table.set_column(fine, "label", pa.array([None, 1, 2, 1], pa.int64()))
+    with pytest.raises(DataError, match=r"column 'label': null labels .* only on a test row.*row\(s\): 0 "):
+        write_manifest(on_train, tmp_path / "bad.parquet", _info())
+    nowhere = ok.set_column(coarse, "label_coarse", pa.array([0, 0, None, None], pa.int64()))
+    with pytest.raises(DataError, match=r"column 'label/label_coarse': no label at any scale; 1 row\(s\): 2"):
+        write_manifest(nowhere, tmp_path / "bad.parquet", _info())
+    assert not (tmp_path / "bad.parquet").exists()

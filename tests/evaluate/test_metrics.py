@@ -12,6 +12,7 @@ import torch
 
 from dml.evaluate import knn
 from dml.evaluate.metrics import (
+    average_set_intersection,
     attribute_average_precision,
     average_precision,
     clustering_nmi,
@@ -195,3 +196,48 @@ def test_attribute_average_precision_by_hand():
     assert np.isnan(ap[2])
     with pytest.raises(ValueError, match="must all be"):
         attribute_average_precision([[0.1]], [[1, 0]])
+
+
+def asi_reference(ranked_labels: list, query_label) -> float:
+    """ASI as HAPPIER defines it, literally: at each depth n <= R, the size of the multiset
+    intersection of the top n retrieved labels' relevance with the ideal top n's, over n."""
+    relevance = [int(label == query_label) for label in ranked_labels]
+    ideal = sorted(relevance, reverse=True)
+    R = sum(relevance)
+    total = 0.0
+    for n in range(1, R + 1):
+        top, best = relevance[:n], ideal[:n]
+        shared = sum(min(top.count(v), best.count(v)) for v in (0, 1))
+        total += shared / n
+    return total / R
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_average_set_intersection_matches_happier_definition(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=(6, 40))
+    rel = labels == 0
+    rel[:, 0] = True  # every query has a relevant item
+    ranks, n_rel = ranks_from_relevance(rel)
+    got = average_set_intersection(ranks, n_rel).numpy()
+    expected = [asi_reference(list(np.where(r, 0, 1)), 0) for r in rel]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_average_set_intersection_edge_cases():
+    # every item relevant, or all ahead of the rest: a perfect ranking
+    assert average_set_intersection(*ranks_from_relevance([[True] * 7])).item() == pytest.approx(1.0, abs=1e-12)
+    assert average_set_intersection(*ranks_from_relevance([[True, True, False, False]])).item() == pytest.approx(1.0)
+    # no relevant item: undefined
+    assert math.isnan(average_set_intersection(*ranks_from_relevance([[False, False]])).item())
+    # all relevant items last: P@n = 0 for every n <= R
+    assert average_set_intersection(*ranks_from_relevance([[False, False, True]])).tolist() == [0.0]
+    # R larger than the ranked list (a top-k list): the relevant items never listed count as not found
+    ranks = torch.tensor([[1, 3]])
+    by_hand = (1 / 1 + 1 / 2 + 2 / 3 + 2 / 4 + 2 / 5) / 5
+    assert average_set_intersection(ranks, torch.tensor([5])).item() == pytest.approx(by_hand, abs=1e-12)
+    # thousands of relevant items: the harmonic-number form against the depth loop
+    rel = np.random.default_rng(0).random(5000) < 0.6
+    got = average_set_intersection(*ranks_from_relevance(rel[None, :])).item()
+    hits = np.cumsum(rel)[: rel.sum()]
+    assert got == pytest.approx(float((hits / np.arange(1, len(hits) + 1)).mean()), abs=1e-10)

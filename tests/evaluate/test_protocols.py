@@ -112,16 +112,71 @@ def test_cross_domain_ranks_sketches_against_photos_by_euclidean_distance():
     assert cosine["map"] != pytest.approx(got["map"])
 
 
-def test_per_scale_reports_each_scale_and_their_average():
-    rows, x = tiny_rows(3)
-    got = build_protocol({"name": "per_scale"}).evaluate(rows, x, ks=(1,), nmi=False)
+def asi_loop(x, q, g, relevant, own):
+    """ASI per query by a loop over depths (1/R * sum_{n<=R} P@n), averaged."""
+    values = []
+    for i in range(len(q)):
+        keep = np.ones(len(g), bool)
+        if own[i] >= 0:
+            keep[own[i]] = False
+        scores = (g[keep] / np.linalg.norm(g[keep], axis=1, keepdims=True)) @ (q[i] / np.linalg.norm(q[i]))
+        rel = relevant[i][keep][np.lexsort((relevant[i][keep], -scores))]
+        R = int(rel.sum())
+        if R:
+            values.append(np.mean([rel[:n].sum() / n for n in range(1, R + 1)]))
+    return float(np.mean(values))
+
+
+def per_scale_expected(rows, x):
+    """Each scale by loops: its labelled queries (query/both) against its labelled gallery
+    (gallery/both), each "both" query leaving itself out."""
+    expected = {}
     for scale, labels in rows.labels.items():
-        check({k.split("/", 1)[1]: v for k, v in got.items() if k.startswith(f"{scale}/")},
-              loop_metrics(x, x, labels[:, None] == labels[None, :], own=np.arange(len(x))))
-    for name in ("map", "map@r", "recall@1"):
+        q = np.isin(rows.role, ["query", "both"]) & (labels >= 0)
+        g = np.isin(rows.role, ["gallery", "both"]) & (labels >= 0)
+        gallery_pos = np.cumsum(g) - 1
+        own = np.where(g[q], gallery_pos[q], -1)
+        relevant = labels[q][:, None] == labels[g][None, :]
+        values = loop_metrics(x[q], x[g], relevant, own=own)
+        values["asi"] = asi_loop(x, x[q], x[g], relevant, own)
+        expected.update({f"{scale}/{k}": v for k, v in values.items()})
+    return expected
+
+
+def test_per_scale_reports_each_scale_with_asi_and_their_average():
+    rows, x = tiny_rows(3)
+    rows = EvalRows(ids=rows.ids, split=rows.split, role=np.full(len(rows), "both", dtype=object),
+                    domain=rows.domain, labels=rows.labels)
+    got = build_protocol({"name": "per_scale"}).evaluate(rows, x, ks=(1,), nmi=False)
+    check(got, per_scale_expected(rows, x))
+    for name in ("map", "map@r", "recall@1", "asi"):
         assert got[f"avg/{name}"] == pytest.approx(np.mean([got[f"{s}/{name}"] for s in rows.labels]))
     with pytest.raises(DataError, match=r"no labels at scale\(s\) \['species'\]"):
         build_protocol({"name": "per_scale", "scales": ["fine", "species"]}).evaluate(rows, x, nmi=False)
+
+
+def test_per_scale_ranks_each_scale_benchmark_by_role_and_its_labelled_rows():
+    """DyML Vehicle/Animal: a query/gallery benchmark per scale, each row labelled at one
+    scale only (-1 elsewhere)."""
+    rows, x = tiny_rows(5, n=60)
+    rng = np.random.default_rng(5)
+    benchmark = rng.integers(0, 3, len(rows))
+    labels = {scale: np.where(benchmark == i, values, -1)
+              for i, (scale, values) in enumerate(rows.labels.items())}
+    rows = EvalRows(ids=rows.ids, split=rows.split, role=rows.role, domain=rows.domain, labels=labels)
+    protocol = build_protocol({"name": "per_scale"})
+    got = protocol.evaluate(rows, x, ks=(1,), nmi=False)
+    check(got, per_scale_expected(rows, x))
+    # the retrieval grid ranks the finest benchmark's own rows
+    queries, results, _ = protocol.top_results(rows, x, n_queries=3, top_k=4)
+    assert (labels["fine"][queries] >= 0).all() and (labels["fine"][results] >= 0).all()
+    # other protocols refuse rows without a fine label instead of reading -1 as a class
+    with pytest.raises(DataError, match=r"no 'fine' label.*per_scale"):
+        build_protocol({"name": "self_retrieval"}).evaluate(rows, x, nmi=False)
+    unlabelled = EvalRows(ids=rows.ids, split=rows.split, role=rows.role, domain=rows.domain,
+                          labels={**labels, "coarse": np.full(len(rows), -1)})
+    with pytest.raises(DataError, match="no query row is labelled at scale 'coarse'"):
+        protocol.evaluate(unlabelled, x, nmi=False)
 
 
 def test_multilabel_shares_a_label_and_grades_ndcg_by_jaccard():

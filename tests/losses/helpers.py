@@ -12,6 +12,7 @@ from dml.losses import LOSSES, MetricLoss, build_loss
 #: LOSSES whose factory has other required arguments must get an entry here.
 EXTRA_KWARGS: dict[str, dict[str, Any]] = {
     "embedding_norm": {"base": {"name": "contrastive"}, "weight": 0.1},
+    "csl": {"margins": {"fine": 0.25}},  # single-scale here; tests/losses/test_csl.py has the scales
 }
 
 

@@ -39,6 +39,10 @@ CASES = {name: {} for name in LOSSES.names()} | {
     "soft_binomial_deviance-ground_truth": {"granularity": "ground_truth", "kappa": 2.0, "delta": 0.3},
     "soft_binomial_deviance-predicted": {"granularity": "predicted", "warmup_epochs": 0, "kappa": 2.0,
                                          "delta": 0.3},
+    # CSL over three scales (its proxies are DDP parameters); the coarse scale has one class
+    "csl-scales": {"margins": {"fine": 0.25, "middle": 0.35, "coarse": 0.45},
+                   "hierarchy": {"middle": (0, 0, 1), "coarse": (0, 0, 0)},
+                   "scale_classes": {"fine": 3, "middle": 2, "coarse": 1}},
 }
 #: Losses that read the attribute head (the model gets one for them).
 WITH_ATTRIBUTE_HEAD = {"soft_binomial_deviance"}

@@ -49,3 +49,27 @@ def test_two_worker_run_trains_resumes_and_exports(ray_local, tiny_data, short_t
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x).embeddings, learner.model.eval()(x).embeddings)
     assert card["embed_dim"] == 16
+
+
+def test_csl_proxies_learn_under_two_ray_train_workers(ray_local, tiny_data, short_tmp):
+    """CSL's proxies are DDP parameters: under 2 Ray Train workers with the hierarchical
+    sampler they leave their initial values."""
+    from dml.config import Component
+
+    csl = RunSpec(
+        experiment="raycsl", dataset="tiny", loss={"name": "csl"}, protocol={"name": "per_scale"},
+        model=ModelConfig(backbone="small_cnn", embed_dim=16, image_size=32),
+        train=TrainConfig(epochs=1, batch_size=12, num_workers=2,
+                          sampler=Component(name="hierarchical", k=2)),
+    )
+    result = train_on_ray(csl, DataSpec(**tiny_data), storage_path=short_tmp / "csl-runs")
+    assert result.metrics["world_size"] == 2.0
+    with latest_checkpoint(result) as folder:
+        state = load_checkpoint(folder)
+    context = BuildContext(**state["context"])
+    assert set(context.hierarchy) == {"middle", "coarse"}
+    initial = build_learner(csl, context).state_dict()
+    trained = state["learner"]
+    proxies = [k for k in trained if k.endswith("proxies")]
+    assert proxies and all(torch.isfinite(trained[k]).all() for k in proxies)
+    assert not torch.allclose(trained[proxies[0]], initial[proxies[0]])
