@@ -3,7 +3,6 @@ per-scale benchmark rows (a label at one scale only) through splits and label ta
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
