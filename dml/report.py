@@ -24,7 +24,7 @@ TITLES = {"recall": "R", "precision": "P", "map@r": "MAP@R", "r_precision": "RP"
 #: Never shown: P@1 equals R@1; the count of queries without a relevant item is bookkeeping.
 HIDDEN = {"precision@1", "queries_without_relevant", "bytes_per_vector"}
 #: Metrics shown per prefix (per scale) in a table; the unprefixed protocol shows them all.
-PREFIXED = ("recall@1", "map@r", "map", "asi")
+PREFIXED = ("recall@1", "map", "asi")
 #: The headline figures (beside each quantized index, in the comparison chart, in the summary
 #: metrics file that `dvc exp show` lists): the first two present of these.
 HEADLINE = ("recall@1", "map@r", "avg/recall@1", "avg/map", "map", "ndcg@10")
@@ -109,13 +109,14 @@ def title(key: str) -> str:
     return f"{prefix} {short}" if prefix else short
 
 
-def metric_columns(metrics: Sequence[Mapping[str, object]]) -> list[str]:
+def metric_columns(metrics: Sequence[Mapping[str, object]],
+                   order: Sequence[str] = ()) -> list[str]:
     """The metric keys a table shows, in order: unprefixed ones first, then each prefix's
-    (per scale, in order of appearance, ``avg`` last) headline metrics."""
+    (per scale, in ``order``, then in order of appearance, ``avg`` last) headline metrics."""
     keys: list[str] = []
     for m in metrics:
         keys += [k for k in m if k not in keys and k.rpartition("/")[2] not in HIDDEN]
-    prefixes = [""] + list(dict.fromkeys(k.rpartition("/")[0] for k in keys if "/" in k))
+    prefixes = [""] + list(dict.fromkeys([*order, *(k.rpartition("/")[0] for k in keys if "/" in k)]))
     if "avg" in prefixes:
         prefixes.append(prefixes.pop(prefixes.index("avg")))
     keys = [k for k in keys if "/" not in k or k.rpartition("/")[2] in PREFIXED]
@@ -219,7 +220,8 @@ def seed_runs(results: Mapping[str, Runs], names: Sequence[str]) -> dict[str, li
 
 def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[str, str]) -> list[Block]:
     runs = seed_runs(results, names)
-    columns = metric_columns([r["float"] for n in names for r in runs[n]])
+    columns = metric_columns([r["float"] for n in names for r in runs[n]],
+                             order=next((r["prefixes"] for n in names for r in runs[n] if "prefixes" in r), ()))
     indexes = sorted({q for n in names for r in runs[n] for q in r.get("quantized", {})})
     shown = headline_metrics(columns)
     header = ["experiment", "loss", "seeds", *[title(k) for k in columns], "B/vec"]
@@ -239,14 +241,14 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
     parts: list[Block] = [_setup(runs[names[0]][0]), Table(header, rows)]
     paired = [n for n in names if baselines.get(n) in names]
     if paired:
-        keys = [k for k in columns if "/" not in k and k != "nmi"][:3] or columns[:3]
+        keys = _compared(columns, 3)
         parts += [Heading(3, "Against the baseline (paired over seeds)"),
                   Table(["experiment", "baseline", *[f"Δ {title(k)}" for k in keys]],
                         [[n, baselines[n], *[_difference(results[n], results[baselines[n]], k) for k in keys]]
                          for n in paired]),
                   "Δ: mean difference in points ± half-width of its 95% t interval over the seeds "
                   "both ran; * where the interval excludes zero."]
-    detail_keys = [k for k in columns if "/" not in k and k != "nmi"][:4] or columns[:4]
+    detail_keys = _compared(columns, 4)
     detail_rows = []
     for name in names:
         detail_rows.append([name, "float", *[_cell([r["float"].get(k) for r in runs[name]]) for k in detail_keys],
@@ -258,6 +260,13 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
                                     str(quantized[0].get("bytes_per_vector"))])
     return parts + [Heading(3, "Float vs quantized"),
                     Table(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
+
+
+def _compared(columns: Sequence[str], n: int) -> list[str]:
+    """The first ``n`` figures to compare: the protocol's own (no prefix, NMI aside), else its
+    averages over tasks (``avg/``: over scales), else the first columns."""
+    return ([k for k in columns if "/" not in k and k != "nmi"][:n]
+            or [k for k in columns if k.startswith("avg/")][:n] or list(columns[:n]))
 
 
 def _setup(first: Mapping) -> str:

@@ -147,3 +147,20 @@ def test_seeds_give_intervals_and_a_named_baseline_a_paired_difference():
     assert f"+{100 * diff.mean:.1f} ± {100 * diff.half_width:.1f} *" in method  # excludes zero: marked
     other = next(line for line in table.splitlines() if line.startswith("| other | base |"))
     assert "*" not in other  # a noisy difference is shown, unmarked
+
+def test_per_scale_sections_show_each_scale_finest_first_and_compare_the_averages():
+    """Scales keep the protocol's order (fine, middle, coarse, then avg) although metrics files
+    sort their keys, each shows R@1, mAP and ASI, and the paired differences are the averages'."""
+    def run(shift: float) -> dict:
+        floats = {f"{s}/{m}": v + shift for s, v in (("fine", 0.2), ("middle", 0.3), ("coarse", 0.4), ("avg", 0.3))
+                  for m in ("recall@1", "map@r", "map", "asi", "r_precision")}
+        return {"loss": "csl", "protocol": {"name": "per_scale"}, "prefixes": ["fine", "middle", "coarse", "avg"],
+                "float": dict(sorted(floats.items()))}
+
+    table = comparison_table({"csl": {0: run(0.02)}, "fine_only": {0: run(0.0)}}, {"csl": "fine_only"})
+    header = next(line for line in table.splitlines() if line.startswith("| experiment | loss |"))
+    assert header.startswith("| experiment | loss | seeds | fine R@1 | fine mAP | fine ASI | middle R@1 | "
+                             "middle mAP | middle ASI | coarse R@1 | coarse mAP | coarse ASI | avg R@1 | "
+                             "avg mAP | avg ASI |")
+    assert "| experiment | baseline | Δ avg R@1 | Δ avg mAP | Δ avg ASI |" in table
+    assert "| csl | fine_only | +2.0 (1 seed) | +2.0 (1 seed) | +2.0 (1 seed) |" in table

@@ -93,6 +93,8 @@ def evaluate_test_split(
         "gallery": int(len(gallery)),
         "bytes_per_vector": int(4 * vectors.shape[1]),
         "float": floats,
+        # the order of the protocol's tasks (scales, finest first): JSON files sort their keys
+        "prefixes": list(dict.fromkeys(k.rpartition("/")[0] for k in floats if "/" in k)),
         "float_bootstrap_ci": {k: [i.low, i.high] for k, i in intervals.items() if i.n >= 2},
         "quantized": {k: v for k, v in quantized.items() if k != "flat"},
         "exact_index": quantized.get("flat"),

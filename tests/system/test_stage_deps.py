@@ -1,35 +1,73 @@
-"""Every dvc.yaml stage lists, among its deps, each dml module its script imports (read from
-the source, function-level imports included, transitively): a changed module re-runs every
-stage that runs its code."""
+"""Every dvc.yaml stage depends on its script's code fingerprint (the code stage writes it), and
+the fingerprint holds each dml module the script imports (read from the source, function-level
+imports included, transitively): a changed module re-runs every stage that runs its code, and
+no other."""
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 import yaml
 
-from .imports import REPO, dml_closure
+from dml.code_fingerprint import ROOT, code_fingerprint, dml_closure
 
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-
-
-def covered(path: str, deps: list[str]) -> bool:
-    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+CODE = STAGES["code"]
 
 
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_deps_hold_every_imported_module(stage):
+def script_of(stage: str) -> str:
     body = STAGES[stage].get("do", STAGES[stage])
-    script = next(word for word in body["cmd"].split() if word.startswith("pipelines/"))
-    deps = [d if isinstance(d, str) else next(iter(d)) for d in body["deps"]]
-    assert script in deps
-    missing = sorted(str(p.relative_to(REPO)) for p in dml_closure(REPO / script)
-                     if not covered(str(p.relative_to(REPO)), deps))
-    assert not missing, f"{stage}: add to its deps in dvc.yaml: {missing}"
+    return next(word for word in body["cmd"].split() if word.startswith("pipelines/"))
+
+
+def deps_of(stage: str) -> list[str]:
+    body = STAGES[stage].get("do", STAGES[stage])
+    return [d if isinstance(d, str) else next(iter(d)) for d in body["deps"]]
+
+
+@pytest.mark.parametrize("stage", sorted(set(STAGES) - {"check", "code"}))
+def test_each_stage_depends_on_its_scripts_fingerprint_alone(stage):
+    script = script_of(stage)
+    deps = deps_of(stage)
+    assert f"data/code/{Path(script).stem}.json" in deps
+    assert not [d for d in deps if d.startswith(("dml", "pipelines/"))], \
+        f"{stage}: the code fingerprint replaces its script and dml modules in its deps"
+    assert script in CODE["cmd"].split(), f"the code stage must fingerprint {script}"
+    assert {f"data/code/{Path(script).stem}.json": {"cache": False}} in CODE["outs"]
+
+
+def test_check_depends_on_the_whole_package():
+    assert {"pipelines/check.py", "dml"} <= set(deps_of("check"))
+
+
+def test_the_fingerprint_holds_the_script_and_every_module_it_imports():
+    fingerprint = code_fingerprint(Path("pipelines/train.py"))
+    expected = {"pipelines/train.py"} | {str(p.relative_to(ROOT)) for p in dml_closure(ROOT / "pipelines/train.py")}
+    assert set(fingerprint) == expected
+    assert {"dml/losses/cross_scale.py", "dml/data/samplers.py", "dml/train/loop.py"} <= set(fingerprint)
+    assert "dml/report.py" not in fingerprint  # training does not run the report's code
 
 
 def test_the_closure_follows_function_level_imports(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("def main():\n    from dml.checks import check_run\n")
-    found = {str(p.relative_to(REPO)) for p in dml_closure(script)}
+    found = {str(p.relative_to(ROOT)) for p in dml_closure(script)}
     assert {"dml/checks.py", "dml/losses/base.py", "dml/evaluate/protocols.py"} <= found
+
+
+def test_an_edited_module_changes_the_fingerprints_of_the_scripts_that_import_it(tmp_path):
+    package = tmp_path / "dml"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from . import b\n")
+    (package / "b.py").write_text("X = 1\n")
+    (package / "c.py").write_text("Y = 1\n")
+    script = tmp_path / "run.py"
+    script.write_text("import dml.a\n")
+    before = code_fingerprint(script, root=tmp_path)
+    assert set(before) == {str(script), "dml/__init__.py", "dml/a.py", "dml/b.py"}
+    (package / "c.py").write_text("Y = 2\n")
+    assert code_fingerprint(script, root=tmp_path) == before
+    (package / "b.py").write_text("X = 2\n")
+    assert code_fingerprint(script, root=tmp_path) != before
