@@ -45,7 +45,8 @@ class ManifestDataset(Dataset):
     Rows keep manifest order.
 
     Only the needed columns are read. Images decode lazily (PIL, converted to RGB) and the
-    uint8 arrays are cached up to ``cache_bytes``. A path-only manifest row is read from its
+    uint8 arrays are cached up to ``cache_bytes`` (without ``train``, the transformed tensors,
+    as evaluation transforms are deterministic). A path-only manifest row is read from its
     ``path`` (relative paths from the working directory).
 
     Annotations, one entry per selected row (absent in the manifest: None / empty):
@@ -160,6 +161,7 @@ class ManifestDataset(Dataset):
         self._paths: list[str | None] | None = None
         self._stored_loaded = False
         self._cache: dict[int, np.ndarray] = {}
+        self._ready: dict[int, torch.Tensor] = {}  # transformed images (evaluation only)
         self._cache_bytes = int(cache_bytes)
         self._cached = 0
 
@@ -293,8 +295,8 @@ class ManifestDataset(Dataset):
                             "neither image bytes nor a path")
         return data
 
-    def image_array(self, index: int) -> np.ndarray:
-        """The decoded uint8 RGB array [H, W, 3] of item ``index`` (cached)."""
+    def image_array(self, index: int, *, keep: bool = True) -> np.ndarray:
+        """The decoded uint8 RGB array [H, W, 3] of item ``index`` (cached if ``keep``)."""
         cached = self._cache.get(index)
         if cached is not None:
             return cached
@@ -306,7 +308,7 @@ class ManifestDataset(Dataset):
         except Exception as exc:  # PIL raises many types for bad bytes
             raise DataError(f"{self.manifest_path}: image_id {self.image_ids[index]!r} does "
                             f"not decode ({type(exc).__name__}: {exc})") from None
-        if self._cached + array.nbytes <= self._cache_bytes:
+        if keep and self._cached + array.nbytes <= self._cache_bytes:
             self._cache[index] = array
             self._cached += array.nbytes
         return array
@@ -315,7 +317,18 @@ class ManifestDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index = int(index) % len(self)
-        return self.transforms[self.domains[index]](self.image_array(index)), index
+        if self.train:  # random augmentation: a new view each time
+            return self.transforms[self.domains[index]](self.image_array(index)), index
+        # Evaluation transforms are deterministic: keep the model's input itself (validation
+        # embeds the same images every epoch).
+        ready = self._ready.get(index)
+        if ready is None:
+            ready = self.transforms[self.domains[index]](self.image_array(index, keep=False))
+            size = ready.numel() * ready.element_size()
+            if self._cached + size <= self._cache_bytes:
+                self._ready[index] = ready
+                self._cached += size
+        return ready, index
 
 
 def load_images(dataset: ManifestDataset, indices: Sequence[int] | np.ndarray) -> torch.Tensor:

@@ -7,7 +7,7 @@ functions), :mod:`dml.evaluate.knn` (streamed exact ranking, pluggable relevance
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -92,9 +92,9 @@ def _matrix_callback(value, name: str, shape: tuple[int, int], device: torch.dev
 
 def retrieval_metrics(
     query: ArrayLike | torch.Tensor,
-    query_labels: ArrayLike | torch.Tensor | None = None,
+    query_labels: ArrayLike | torch.Tensor | Mapping[str, ArrayLike | torch.Tensor] | None = None,
     gallery: ArrayLike | torch.Tensor | None = None,
-    gallery_labels: ArrayLike | torch.Tensor | None = None,
+    gallery_labels: ArrayLike | torch.Tensor | Mapping[str, ArrayLike | torch.Tensor] | None = None,
     *,
     relevance: Relevance | ArrayLike | torch.Tensor | None = None,
     grades: Grades | ArrayLike | torch.Tensor | None = None,
@@ -116,7 +116,10 @@ def retrieval_metrics(
         query: ``[Q, D]``, numpy or torch: float vectors, or 0/1 code bits for ``hamming``
             (computed in float32 on the tensor's device).
         query_labels: int ``[Q]`` class of each query; relevance is "same class" unless
-            ``relevance`` is given (then labels are only needed for NMI).
+            ``relevance`` is given (then labels are only needed for NMI). A mapping of label
+            sets (``{"fine": ..., "coarse": ...}``, with ``gallery_labels`` a mapping of the
+            same names) ranks once and reports each set's metrics under ``<name>/``, NMI for
+            the first set only.
         gallery, gallery_labels: ``[N, D]`` and int ``[N]``. With no gallery, each query is
             ranked against the other queries, itself excluded.
         relevance: which gallery items are relevant to each query: a bool ``[Q, N]`` matrix
@@ -197,15 +200,23 @@ def retrieval_metrics(
     if nmi and query_labels is None:
         raise DataError("nmi=True needs query_labels")
 
-    query_labels, gallery_labels = _label_ids(query_labels, gallery_labels)
+    sets = _label_sets(query_labels, gallery_labels, gallery is not None)
+    if len(sets) > 1 and (relevance is not None or grades is not None):
+        raise DataError("several label sets rank by class: no relevance or grades of one's own")
     q = _embeddings(query, "query", metric)
     if q.shape[0] == 0:
         raise DataError("no query embeddings (query has 0 rows)")
-    q_labels = None if query_labels is None else _labels(query_labels, "query_labels", q.shape[0], q.device)
+    labelled = {}  # name -> (query labels, gallery labels) as tensors on the query's device
+    for name, (q_given, g_given) in sets.items():
+        q_ids, g_ids = _label_ids(q_given, g_given)
+        where = f"{name} " if name else ""
+        q_lab = None if q_ids is None else _labels(q_ids, f"{where}query_labels", q.shape[0], q.device)
+        labelled[name] = (q_lab, g_ids)
     if gallery is None:
         if query_gallery_index is not None:
             raise DataError("query_gallery_index needs a separate gallery (each query is excluded already)")
-        g, g_labels = None, q_labels
+        g = None
+        labelled = {name: (q_lab, q_lab) for name, (q_lab, _) in labelled.items()}
         exclude = torch.arange(q.shape[0], device=q.device)
     else:
         g = _embeddings(gallery, "gallery", metric).to(q.device)
@@ -214,7 +225,11 @@ def retrieval_metrics(
                 f"query and gallery dimensions differ: query shape {tuple(q.shape)}, "
                 f"gallery shape {tuple(g.shape)}"
             )
-        g_labels = None if gallery_labels is None else _labels(gallery_labels, "gallery_labels", g.shape[0], q.device)
+        labelled = {
+            name: (q_lab, None if g_ids is None else _labels(
+                g_ids, f"{name + ' ' if name else ''}gallery_labels", g.shape[0], q.device))
+            for name, (q_lab, g_ids) in labelled.items()
+        }
         exclude = None
         if query_gallery_index is not None:
             exclude = _labels(query_gallery_index, "query_gallery_index", q.shape[0], q.device)
@@ -231,23 +246,45 @@ def retrieval_metrics(
     g = q if g is None else prepare_embeddings(g, metric)
     shape = (q.shape[0], g.shape[0])
     relevance = _matrix_callback(relevance, "relevance", shape, q.device, torch.bool)
-    if relevance is None:
-        relevance = label_relevance(q_labels, g_labels)
+    relevances = ([relevance] if relevance is not None
+                  else [label_relevance(q_lab, g_lab) for q_lab, g_lab in labelled.values()])
     grades = _matrix_callback(grades, "grades", shape, q.device, torch.float64)
 
-    values_per_query = per_query_metrics(
-        q, g, relevance, ks=ks, exclude=exclude, block_bytes=block_bytes, metric=metric,
+    per_set = per_query_metrics(
+        q, g, relevances if len(relevances) > 1 else relevances[0], ks=ks, exclude=exclude, block_bytes=block_bytes, metric=metric,
         map_ks=map_ks, precision_ks=precision_ks, grades=grades, ndcg_ks=ndcg_ks, asi=asi,
     )
-    valid = ~np.isnan(values_per_query["map"])
-    if not valid.any():
-        raise DataError(f"none of the {len(valid)} queries has a relevant item in the "
-                        f"{'gallery' if gallery is not None else 'rest of the query set'}: every retrieval "
-                        "metric is undefined (check the labels, the relevance, or the query/gallery split)")
-    result = {name: float(np.nanmean(values[valid])) for name, values in values_per_query.items()}
-    if per_query is not None:  # each query's value (NaN where it has no relevant item)
-        per_query.update({name: np.where(valid, values, np.nan) for name, values in values_per_query.items()})
-    if nmi:
-        result["nmi"] = clustering_nmi(q.cpu().numpy(), q_labels.cpu().numpy(), seed=seed)
-    result["queries_without_relevant"] = float((~valid).sum())
+    if len(relevances) == 1:
+        per_set = [per_set]
+    result: dict[str, float] = {}
+    for (name, (q_lab, _)), values_per_query in zip(labelled.items(), per_set, strict=True):
+        prefix = f"{name}/" if name else ""
+        valid = ~np.isnan(values_per_query["map"])
+        if not valid.any():
+            raise DataError(f"none of the {len(valid)} queries has a relevant item in the "
+                            f"{'gallery' if gallery is not None else 'rest of the query set'}"
+                            f"{' at ' + repr(name) if name else ''}: every retrieval metric is undefined "
+                            "(check the labels, the relevance, or the query/gallery split)")
+        result.update({prefix + k: float(np.nanmean(v[valid])) for k, v in values_per_query.items()})
+        if per_query is not None:  # each query's value (NaN where it has no relevant item)
+            per_query.update({prefix + k: np.where(valid, v, np.nan) for k, v in values_per_query.items()})
+        if nmi and name == next(iter(labelled)):  # the first (finest) labels only
+            result[prefix + "nmi"] = clustering_nmi(q.cpu().numpy(), q_lab.cpu().numpy(), seed=seed)
+        result[prefix + "queries_without_relevant"] = float((~valid).sum())
     return result
+
+
+def _label_sets(query_labels, gallery_labels, has_gallery: bool) -> dict[str, tuple]:
+    """``{name: (query labels, gallery labels)}``: one unnamed set (``""``), or the named sets
+    of a mapping (each semantic scale's labels) with the same names on both sides."""
+    if not isinstance(query_labels, Mapping):
+        if isinstance(gallery_labels, Mapping):
+            raise DataError("gallery_labels is a mapping of label sets but query_labels is not")
+        return {"": (query_labels, gallery_labels)}
+    if not query_labels:
+        raise DataError("query_labels is an empty mapping: name one label set at least")
+    if has_gallery and (not isinstance(gallery_labels, Mapping) or set(gallery_labels) != set(query_labels)):
+        raise DataError(f"query_labels names the label sets {list(query_labels)}: gallery_labels must "
+                        "be a mapping with the same names")
+    return {str(name): (labels, gallery_labels[name] if has_gallery else None)
+            for name, labels in query_labels.items()}

@@ -58,6 +58,8 @@ __all__ = [
     "prepare_embeddings",
     "ranked_blocks",
     "relevant_ranks",
+    "ranks_among",
+    "relevant_scores",
     "rows_per_block",
 ]
 
@@ -164,7 +166,13 @@ def relevant_ranks(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.
     >>> relevant_ranks(s, torch.tensor([[True, False, False]]))[0].tolist()
     [[2]]
     """
-    n_items = scores.shape[1]
+    rel_scores, n_relevant = relevant_scores(scores, relevant)
+    return ranks_among(_sort_rows_(scores), rel_scores, n_relevant), n_relevant
+
+
+def relevant_scores(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scores of each row's relevant items in decreasing order, padded with ``-inf``
+    (``float[B, M]``), and their count (``int64[B]``); ``scores`` is left as it is."""
     rows, cols = relevant.nonzero(as_tuple=True)  # row-major
     n_relevant = torch.bincount(rows, minlength=relevant.shape[0])  # (a bool .sum() would make an int64 copy)
     width = int(n_relevant.max()) if rows.numel() else 0
@@ -172,22 +180,25 @@ def relevant_ranks(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.
     within = torch.arange(rows.numel(), device=scores.device) - row_start[rows]
     rel_scores = torch.full((scores.shape[0], width), -torch.inf, dtype=scores.dtype, device=scores.device)
     rel_scores[rows, within] = scores[rows, cols]
-    rel_scores = torch.sort(rel_scores, dim=1, descending=True).values  # padding (-inf) last
+    return torch.sort(rel_scores, dim=1, descending=True).values, n_relevant  # padding last
 
-    ascending = _sort_rows_(scores)
-    at_least_all = n_items - torch.searchsorted(ascending, rel_scores, side="left")
+
+def ranks_among(ascending: torch.Tensor, rel_scores: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
+    """Ranks (``int64[B, M]``, 0-padded) of the relevant items whose decreasing scores are
+    ``rel_scores`` among all the row's scores, ``ascending`` (each row sorted by value)."""
+    width = rel_scores.shape[1]
+    at_least_all = ascending.shape[1] - torch.searchsorted(ascending, rel_scores, side="left")
     neg = rel_scores.neg()  # ascending, padding (+inf) last
     at_least_rel = torch.searchsorted(neg, neg, side="right")
-    m = torch.arange(1, width + 1, device=scores.device)
+    m = torch.arange(1, width + 1, device=rel_scores.device)
     ranks = m + at_least_all - at_least_rel
-    ranks = ranks.masked_fill(m > n_relevant[:, None], 0)
-    return ranks, n_relevant
+    return ranks.masked_fill(m > n_relevant[:, None], 0)
 
 
 def ranked_blocks(
     query: torch.Tensor,
     gallery: torch.Tensor,
-    relevance: Relevance,
+    relevance: Relevance | Sequence[Relevance],
     *,
     exclude: torch.Tensor | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -204,43 +215,62 @@ def ranked_blocks(
     block's query indices; ``ranks``/``n_relevant`` as in :func:`relevant_ranks`; ``ndcg``
     maps each K of ``ndcg_ks`` to float64 ``[B]`` (needs ``grades``). The block size comes
     from :func:`rows_per_block`.
+
+    With several relevances (a sequence: each semantic scale's labels), the block is scored
+    and sorted once for all of them, and ``ranks``, ``n_relevant`` and ``ndcg`` are lists with
+    one entry per relevance (graded relevance goes with a single one).
     """
+    many = not callable(relevance)
+    relevances = list(relevance) if many else [relevance]
+    if many and ndcg_ks:
+        raise ValueError("graded relevance (ndcg_ks) goes with a single relevance")
     n_query, n_gallery = query.shape[0], gallery.shape[0]
     step = rows_per_block(n_gallery, block_bytes)
     sq_norms = (gallery * gallery).sum(1) if metric == "euclidean" else None
     for start in range(0, n_query, step):
         rows = torch.arange(start, min(start + step, n_query), device=query.device)
         scores = block_scores(query[rows], gallery, metric, sq_norms)
-        relevant = relevance(rows)
-        if relevant.shape != scores.shape or relevant.dtype != torch.bool:
-            raise ValueError(
-                f"relevance must return bool[{len(rows)}, {n_gallery}], "
-                f"got {relevant.dtype}{list(relevant.shape)}"
-            )
         inside = own = None
         if exclude is not None:
             own = exclude[rows]
             inside = (own >= 0).nonzero(as_tuple=True)[0]
             scores[inside, own[inside]] = -torch.inf
-            relevant[inside, own[inside]] = False
-        ndcg: dict[int, torch.Tensor] = {}
-        if ndcg_ks:
-            if grades is None:
-                raise ValueError("ndcg_ks needs graded relevance (grades)")
-            graded = grades(rows).to(torch.float64)
-            if graded.shape != scores.shape:
-                raise ValueError(f"grades must return [{len(rows)}, {n_gallery}], got {list(graded.shape)}")
-            graded = torch.where(relevant, graded, torch.zeros_like(graded))
-            ndcg = {k: ndcg_at_k(scores, graded, k) for k in ndcg_ks}
-        ranks, n_relevant = relevant_ranks(scores, relevant)
-        del scores, relevant  # free this block's B x N matrices before the next one is made
-        yield rows, ranks, n_relevant, ndcg
+        found, ndcgs = [], []
+        for rel in relevances:
+            relevant = rel(rows)
+            if relevant.shape != scores.shape or relevant.dtype != torch.bool:
+                raise ValueError(
+                    f"relevance must return bool[{len(rows)}, {n_gallery}], "
+                    f"got {relevant.dtype}{list(relevant.shape)}"
+                )
+            if inside is not None:
+                relevant[inside, own[inside]] = False
+            ndcg: dict[int, torch.Tensor] = {}
+            if ndcg_ks:
+                if grades is None:
+                    raise ValueError("ndcg_ks needs graded relevance (grades)")
+                graded = grades(rows).to(torch.float64)
+                if graded.shape != scores.shape:
+                    raise ValueError(f"grades must return [{len(rows)}, {n_gallery}], got {list(graded.shape)}")
+                graded = torch.where(relevant, graded, torch.zeros_like(graded))
+                ndcg = {k: ndcg_at_k(scores, graded, k) for k in ndcg_ks}
+            found.append(relevant_scores(scores, relevant))
+            ndcgs.append(ndcg)
+            del relevant  # one B x N relevance matrix alive at a time
+        ascending = _sort_rows_(scores)
+        ranks = [ranks_among(ascending, rel_scores, n_rel) for rel_scores, n_rel in found]
+        counts = [n_rel for _, n_rel in found]
+        del scores, ascending  # free this block's B x N matrix before the next one is made
+        if many:
+            yield rows, ranks, counts, ndcgs
+        else:
+            yield rows, ranks[0], counts[0], ndcgs[0]
 
 
 def per_query_metrics(
     query: torch.Tensor,
     gallery: torch.Tensor,
-    relevance: Relevance,
+    relevance: Relevance | Sequence[Relevance],
     *,
     ks: Sequence[int] = (1, 2, 4, 8),
     exclude: torch.Tensor | None = None,
@@ -251,35 +281,42 @@ def per_query_metrics(
     grades: Grades | None = None,
     ndcg_ks: Sequence[int] = (),
     asi: bool = False,
-) -> dict[str, np.ndarray]:
+) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
     """Every retrieval metric for every query: name -> float64 ``[Q]`` (NaN: no relevant item).
 
     Names: ``recall@K`` per K of ``ks``, ``precision@1``, ``r_precision``, ``map@r``, ``map``,
-    plus ``map@K`` per K of ``map_ks``, ``precision@K`` per K of ``precision_ks`` and
+    plus ``map@K`` per K of ``map_ks``, ``precision@K`` per K of ``precision_ks``,
     ``ndcg@K`` per K of ``ndcg_ks`` (graded relevance ``grades``) and ``asi`` when asked
     (:func:`~dml.evaluate.metrics.average_set_intersection`). Arguments as in
-    :func:`ranked_blocks`. Only O(Q) values are kept, so averages come out the same whatever
-    the block size, and per-query values are there for confidence intervals.
+    :func:`ranked_blocks`; with a sequence of relevances, a list of such dicts, one per
+    relevance, from one ranking. Only O(Q) values are kept, so averages come out the same
+    whatever the block size, and per-query values are there for confidence intervals.
     """
+    many = not callable(relevance)
+    count = len(relevance) if many else 1
     precision_ks = sorted({1, *precision_ks})
     names = ([f"recall@{k}" for k in ks] + [f"precision@{k}" for k in precision_ks]
              + ["r_precision", "map@r", "map"] + [f"map@{k}" for k in map_ks]
              + (["asi"] if asi else []))
-    out = {name: np.full(query.shape[0], np.nan) for name in names + [f"ndcg@{k}" for k in ndcg_ks]}
-    for rows, ranks, n_rel, ndcg in ranked_blocks(
+    outs = [{name: np.full(query.shape[0], np.nan) for name in names + [f"ndcg@{k}" for k in ndcg_ks]}
+            for _ in range(count)]
+    for rows, ranks, n_rels, ndcgs in ranked_blocks(
         query, gallery, relevance, exclude=exclude, block_bytes=block_bytes, metric=metric,
         grades=grades, ndcg_ks=ndcg_ks,
     ):
-        values = (
-            [recall_at_k(ranks, n_rel, k) for k in ks]
-            + [precision_at_k(ranks, n_rel, k) for k in precision_ks]
-            + [r_precision(ranks, n_rel), map_at_r(ranks, n_rel), average_precision(ranks, n_rel)]
-            + [average_precision_at_k(ranks, n_rel, k) for k in map_ks]
-            + ([average_set_intersection(ranks, n_rel)] if asi else [])
-        )
         idx = rows.cpu().numpy()
-        for name, value in zip(names, values, strict=True):
-            out[name][idx] = value.cpu().numpy()
-        for k, value in ndcg.items():
-            out[f"ndcg@{k}"][idx] = value.cpu().numpy()
-    return out
+        if not many:
+            ranks, n_rels, ndcgs = [ranks], [n_rels], [ndcgs]
+        for out, rank, n_rel, ndcg in zip(outs, ranks, n_rels, ndcgs, strict=True):
+            values = (
+                [recall_at_k(rank, n_rel, k) for k in ks]
+                + [precision_at_k(rank, n_rel, k) for k in precision_ks]
+                + [r_precision(rank, n_rel), map_at_r(rank, n_rel), average_precision(rank, n_rel)]
+                + [average_precision_at_k(rank, n_rel, k) for k in map_ks]
+                + ([average_set_intersection(rank, n_rel)] if asi else [])
+            )
+            for name, value in zip(names, values, strict=True):
+                out[name][idx] = value.cpu().numpy()
+            for k, value in ndcg.items():
+                out[f"ndcg@{k}"][idx] = value.cpu().numpy()
+    return outs if many else outs[0]

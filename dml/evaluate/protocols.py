@@ -267,21 +267,28 @@ class Protocol:
             raise DataError(f"the gallery holds {len(gallery_vectors)} vectors, the protocol's "
                             f"gallery has {len(gallery_rows)} rows")
         out: dict[str, float] = {}
-        for task in self.tasks(rows, queries, gallery_rows):
+        for group in _shared_rankings(self.tasks(rows, queries, gallery_rows)):
+            task = group[0]
             values: dict[str, np.ndarray] = {}
             q_sel, g_sel, task_own = task.restrict(queries, gallery_rows, own)
+            if len(group) > 1:  # one ranking, each task's labels: metrics under their prefixes
+                query_labels = {t.prefix.rstrip("/"): t.query_labels for t in group}
+                gallery_labels = {t.prefix.rstrip("/"): t.gallery_labels for t in group}
+                prefix = ""
+            else:
+                query_labels, prefix = task.query_labels, task.prefix
+                gallery_labels = None if task.relevance is not None else task.gallery_labels
             metrics = retrieval_metrics(
-                vectors[queries[q_sel]], task.query_labels, gallery_vectors[g_sel],
-                None if task.relevance is not None else task.gallery_labels,
+                vectors[queries[q_sel]], query_labels, gallery_vectors[g_sel], gallery_labels,
                 relevance=task.relevance, grades=task.grades, ks=ks, map_ks=self.map_ks,
                 precision_ks=self.precision_ks, ndcg_ks=self.ndcg_ks if task.grades else (),
                 asi=self.asi, metric=metric or self.metric,
                 nmi=nmi and task.nmi and task.query_labels is not None,
                 seed=seed, query_gallery_index=task_own, per_query=values,
             )
-            out.update({task.prefix + key: value for key, value in metrics.items()})
+            out.update({prefix + key: value for key, value in metrics.items()})
             if per_query is not None:
-                per_query.update({task.prefix + key: v for key, v in values.items()})
+                per_query.update({prefix + key: v for key, v in values.items()})
         return self.summarize(out)
 
     def summarize(self, metrics: dict[str, float]) -> dict[str, float]:
@@ -311,6 +318,26 @@ class Protocol:
         top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
         correct = np.take_along_axis(task.relevant(chosen), top, axis=1)
         return queries[chosen], gallery_rows[top], correct
+
+
+def _shared_rankings(tasks: list[Task]) -> list[list[Task]]:
+    """The tasks in groups that one ranking serves: consecutive tasks that rank the same
+    queries against the same gallery by class (each semantic scale of self-retrieval), so
+    that the scores are computed and sorted once for all of them."""
+    def same_rows(a: Task, b: Task) -> bool:
+        return all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
+                   for x, y in ((a.query_select, b.query_select), (a.gallery_select, b.gallery_select)))
+
+    groups: list[list[Task]] = []
+    for task in tasks:
+        by_class = task.relevance is None and task.grades is None and bool(task.prefix)
+        last = groups[-1][-1] if groups else None
+        if last is not None and by_class and last.relevance is None and last.grades is None \
+                and bool(last.prefix) and same_rows(last, task):
+            groups[-1].append(task)
+        else:
+            groups.append([task])
+    return groups
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol", knob_prefix="protocol.")

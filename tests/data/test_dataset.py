@@ -136,3 +136,20 @@ def test_labels_are_int64(manifest_files):
     manifest, splits_path = manifest_files
     dataset = ManifestDataset(manifest, splits_path, split="train")
     assert dataset.labels.dtype == np.int64 and len(dataset.image_ids) == len(dataset)
+
+
+def test_evaluation_inputs_are_transformed_once(manifest_files):
+    """Evaluation transforms are deterministic: the second read returns the kept tensor, equal
+    to a fresh transform; training draws a new augmented view each time."""
+    manifest, splits_path = manifest_files
+    evaluation = ManifestDataset(manifest, splits_path, split="test")
+    first, _ = evaluation[3]
+    again, _ = evaluation[3]
+    assert again is first
+    fresh = evaluation.transforms[evaluation.domains[3]](evaluation.image_array(3, keep=False))
+    assert torch.equal(first, fresh)
+    tight = ManifestDataset(manifest, splits_path, split="test", cache_bytes=0)  # nothing kept
+    assert tight[3][0] is not tight[3][0] and torch.equal(tight[3][0], first)
+    training = ManifestDataset(manifest, splits_path, split="train", train=True)
+    torch.manual_seed(0)
+    assert not torch.equal(training[0][0], training[0][0])

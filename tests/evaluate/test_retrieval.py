@@ -258,3 +258,27 @@ def test_no_query_with_a_relevant_item_is_an_error():
     gallery = np.array([[0.0, 1.0], [1.0, 0.0]])
     with pytest.raises(DataError, match="none of the 2 queries has a relevant item in the gallery"):
         retrieval_metrics(np.eye(2), [0, 1], gallery, [2, 3], nmi=False)
+
+
+def test_label_sets_share_one_ranking_and_equal_separate_calls():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(60, 5)).astype(np.float32)
+    fine = rng.integers(0, 12, 60)
+    sets = {"fine": fine, "coarse": fine // 4}
+    together = retrieval_metrics(x, sets, ks=(1, 2), asi=True, nmi=True)
+    for name, labels in sets.items():
+        alone = retrieval_metrics(x, labels, ks=(1, 2), asi=True, nmi=name == "fine")
+        assert {f"{name}/{k}": v for k, v in alone.items()} == pytest.approx(
+            {k: v for k, v in together.items() if k.startswith(f"{name}/")})
+    g = rng.normal(size=(30, 5)).astype(np.float32)
+    g_fine = rng.integers(0, 12, 30)
+    per_query = {}
+    both = retrieval_metrics(x, sets, g, {"coarse": g_fine // 4, "fine": g_fine}, ks=(1,), nmi=False,
+                             per_query=per_query)
+    assert both["coarse/map"] == pytest.approx(
+        retrieval_metrics(x, fine // 4, g, g_fine // 4, ks=(1,), nmi=False)["map"])
+    assert per_query["coarse/map"].shape == (60,)
+    with pytest.raises(DataError, match="gallery_labels must be a mapping with the same names"):
+        retrieval_metrics(x, sets, g, {"fine": g_fine}, nmi=False)
+    with pytest.raises(DataError, match="no relevance or grades of one's own"):
+        retrieval_metrics(x, sets, relevance=np.ones((60, 60), bool), nmi=False)
