@@ -232,6 +232,10 @@ def test_average_set_intersection_edge_cases():
     assert math.isnan(average_set_intersection(*ranks_from_relevance([[False, False]])).item())
     # all relevant items last: P@n = 0 for every n <= R
     assert average_set_intersection(*ranks_from_relevance([[False, False, True]])).tolist() == [0.0]
+    # R larger than the gallery minus one: a query with 4 relevant items and a ranking of 2 (both
+    # relevant) has P@1..P@4 = 1, 1, 2/3, 2/4
+    got = average_set_intersection(torch.tensor([[1, 2]]), torch.tensor([4])).item()
+    assert got == pytest.approx((1 + 1 + 2 / 3 + 2 / 4) / 4, abs=1e-12)
     # R larger than the ranked list (a top-k list): the relevant items never listed count as not found
     ranks = torch.tensor([[1, 3]])
     by_hand = (1 / 1 + 1 / 2 + 2 / 3 + 2 / 4 + 2 / 5) / 5
