@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from dml.data.formats import FORMATS
-from dml.data.formats.problems import SHOWN, FileProblems
+from dml.data.formats.problems import SHOWN, FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -82,13 +82,6 @@ def _positive(text: str) -> int | None:
     return value if value > 0 else None
 
 
-def _relative(text: str) -> str | None:
-    """Canonical posix path under images/, or None if it is empty or leaves the folder."""
-    parts = [p for p in PurePosixPath(text.replace("\\", "/")).parts if p not in (".", "")]
-    if not parts or text.startswith(("/", "\\")) or ".." in parts:
-        return None
-    return "/".join(parts)
-
 
 def _read_id_names(path: Path, kind: str, layout: str,
                    problems: FileProblems) -> dict[int, tuple[str, int]]:
@@ -123,7 +116,7 @@ def _read_images(path: Path) -> dict[int, tuple[str, int]]:
     paths: dict[str, int] = {}
     for line, fields in _lines(path, 1):
         image_id = _positive(fields[0])
-        rel = _relative(fields[1]) if len(fields) == 2 else None
+        rel = relative_path(fields[1]) if len(fields) == 2 else None
         if image_id is None or len(fields) != 2:
             problems.add(line, f"expected '<image_id> <path>', got {' '.join(fields)!r}")
         elif rel is None:

@@ -52,11 +52,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems
+from dml.data.formats.problems import FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -75,13 +75,6 @@ HEADER_NAMES: dict[str, str | None] = {"coarse_id": "coarse", "middle_id": "midd
 POSITIONAL = ("coarse", "middle", "fine")
 _LONGEST_FIRST = sorted(HEADER_NAMES, key=len, reverse=True)
 
-
-def _relative(text: str) -> str | None:
-    """Canonical posix path below its folder, or None if it is empty or leaves the folder."""
-    parts = [p for p in PurePosixPath(text.replace("\\", "/")).parts if p not in (".", "")]
-    if not parts or text.startswith(("/", "\\")) or ".." in parts:
-        return None
-    return "/".join(parts)
 
 
 def _integer(text: str) -> int | None:
@@ -157,7 +150,7 @@ def _read_csv(path: Path, scale: str | None) -> tuple[list[str], list[tuple[int,
                                f"{', '.join(fields)!r}")
             continue
         labels = [_integer(f) for f in fields[1:]]
-        rel = _relative(fields[0])
+        rel = relative_path(fields[0])
         if not fields[0]:
             problems.add(line, "empty file name")
         elif rel is None:

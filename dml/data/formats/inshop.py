@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems
+from dml.data.formats.problems import FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -75,13 +75,6 @@ def _counted(path: Path, header: str) -> tuple[int, list[str], list[tuple[int, s
     return int(first), fields, body
 
 
-def _relative(text: str) -> str | None:
-    """Canonical posix path under root, or None if it is empty or leaves root."""
-    parts = [p for p in PurePosixPath(text.replace("\\", "/")).parts if p not in (".", "")]
-    if not parts or text.startswith(("/", "\\")) or ".." in parts:
-        return None
-    return "/".join(parts)
-
 
 def _read_partition(path: Path) -> list[tuple[int, str, str, str]]:
     """(line, image name, item id, status) per image, in file order."""
@@ -94,7 +87,7 @@ def _read_partition(path: Path) -> list[tuple[int, str, str, str]]:
     seen: dict[str, int] = {}
     for line, text in body:
         fields = text.split()
-        rel = _relative(fields[0]) if len(fields) == 3 else None
+        rel = relative_path(fields[0]) if len(fields) == 3 else None
         if len(fields) != 3:
             problems.add(line, f"expected '<image_name> <item_id> <evaluation_status>', got "
                                f"{text!r}")

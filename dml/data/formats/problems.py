@@ -1,8 +1,9 @@
-"""Problems found while reading one annotation file, reported together as one DataError."""
+"""Problems found while reading one annotation file, reported together as one DataError, and
+the check of the image paths the files list."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from dml.errors import DataError
 
@@ -31,3 +32,12 @@ class FileProblems:
             more = f"\n  ... and {self.count - SHOWN} more" if self.count > SHOWN else ""
             listing = "\n  ".join(self.shown)
             raise DataError(f"{self.path}: {self.count} problem(s):\n  {listing}{more}")
+
+
+def relative_path(text: str) -> str | None:
+    """``text`` as a canonical posix path below the dataset's folder (backslashes read as
+    slashes, ``.`` parts dropped), or None when it is empty, absolute or leaves the folder."""
+    parts = [p for p in PurePosixPath(text.replace("\\", "/")).parts if p not in (".", "")]
+    if not parts or text.startswith(("/", "\\")) or ".." in parts:
+        return None
+    return "/".join(parts)

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems
+from dml.data.formats.problems import FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import DataError
 
@@ -44,13 +44,6 @@ LIST_FILES = (("train", "Ebay_train.txt"), ("test", "Ebay_test.txt"))
 HEADER = ["image_id", "class_id", "super_class_id", "path"]
 FOLDER_SUFFIX = "_final"
 
-
-def _relative(text: str) -> str | None:
-    """Canonical posix path under root, or None if it is empty or leaves root."""
-    parts = [p for p in PurePosixPath(text.replace("\\", "/")).parts if p not in (".", "")]
-    if not parts or text.startswith(("/", "\\")) or ".." in parts:
-        return None
-    return "/".join(parts)
 
 
 def _positive(text: str) -> int | None:
@@ -95,7 +88,7 @@ def _read_list(path: Path, split: str, seen: _Seen) -> list[tuple[int, str, int,
                                f"{' '.join(fields)!r}")
             continue
         ids = [_positive(f) for f in fields[:3]]
-        rel = _relative(fields[3])
+        rel = relative_path(fields[3])
         if None in ids:
             bad = [f"{h} {f!r}" for h, f, v in zip(HEADER, fields, ids) if v is None]
             problems.add(line, f"{', '.join(bad)}: not a positive integer")
