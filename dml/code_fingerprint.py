@@ -16,7 +16,7 @@ import ast
 import hashlib
 from pathlib import Path
 
-__all__ = ["code_fingerprint", "dml_closure"]
+__all__ = ["code_fingerprint", "dml_closure", "source_root"]
 
 #: The folder that holds the ``dml`` package.
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +67,16 @@ def dml_closure(script: Path, root: Path = ROOT) -> set[Path]:
     return seen
 
 
-def code_fingerprint(script: Path, root: Path = ROOT) -> dict[str, str]:
+def source_root() -> Path:
+    """The folder whose ``dml`` sources the pipeline tracks: the working directory when it
+    holds the package (the project's checkout, as DVC sees it), else the installed package's."""
+    return Path.cwd() if (Path.cwd() / "dml" / "__init__.py").is_file() else ROOT
+
+
+def code_fingerprint(script: Path, root: Path | None = None) -> dict[str, str]:
     """``{path: sha256}`` of ``script`` (under the path given) and of every ``dml`` file it
-    imports (relative to the folder holding ``dml``), sorted by path."""
+    imports (relative to ``root``, default :func:`source_root`), sorted by path."""
+    root = source_root() if root is None else root
     files = {str(script): Path(script)}
     files.update({str(f.relative_to(root)): f for f in dml_closure(script, root)})
     return {name: hashlib.sha256(files[name].read_bytes()).hexdigest() for name in sorted(files)}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dml.code_fingerprint import ROOT, code_fingerprint, dml_closure
+from dml.code_fingerprint import ROOT, code_fingerprint, dml_closure, source_root
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 CODE = STAGES["code"]
@@ -41,7 +41,8 @@ def test_check_depends_on_the_whole_package():
     assert {"pipelines/check.py", "dml"} <= set(deps_of("check"))
 
 
-def test_the_fingerprint_holds_the_script_and_every_module_it_imports():
+def test_the_fingerprint_holds_the_script_and_every_module_it_imports(monkeypatch):
+    monkeypatch.chdir(ROOT)
     fingerprint = code_fingerprint(Path("pipelines/train.py"))
     expected = {"pipelines/train.py"} | {str(p.relative_to(ROOT)) for p in dml_closure(ROOT / "pipelines/train.py")}
     assert set(fingerprint) == expected
@@ -71,3 +72,16 @@ def test_an_edited_module_changes_the_fingerprints_of_the_scripts_that_import_it
     assert code_fingerprint(script, root=tmp_path) == before
     (package / "b.py").write_text("X = 2\n")
     assert code_fingerprint(script, root=tmp_path) != before
+
+
+def test_the_checkout_in_the_working_directory_is_what_is_fingerprinted(tmp_path, monkeypatch):
+    """A stage may import the installed package while the project's checkout is elsewhere
+    (or edited): the fingerprint follows the checkout's sources, as DVC's deps did."""
+    (tmp_path / "dml").mkdir()
+    (tmp_path / "dml" / "__init__.py").write_text("# the checkout's own copy\n")
+    (tmp_path / "run.py").write_text("import dml\n")
+    monkeypatch.chdir(tmp_path)
+    assert source_root() == tmp_path
+    assert code_fingerprint(Path("run.py"))["dml/__init__.py"] == code_fingerprint(Path("run.py"), root=tmp_path)["dml/__init__.py"]
+    monkeypatch.chdir(tmp_path / "dml")
+    assert source_root() == ROOT

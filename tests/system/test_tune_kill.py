@@ -13,7 +13,7 @@ from ray.tune.search.optuna import OptunaSearch
 from .processes import kill_when, stage_command, stage_env, write_params
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-TRIALS, EPOCHS = 3, 2
+TRIALS, EPOCHS = 8, 2  # trials share one worker and take seconds: room for the kill to land mid-sweep
 
 
 def trial_results(storage: Path) -> dict[str, list[dict]]:

@@ -82,7 +82,6 @@ def _positive(text: str) -> int | None:
     return value if value > 0 else None
 
 
-
 def _read_id_names(path: Path, kind: str, layout: str,
                    problems: FileProblems) -> dict[int, tuple[str, int]]:
     """The ``<id> <name>`` lines of ``path`` (classes.txt, attributes.txt): id -> (name, line).

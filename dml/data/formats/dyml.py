@@ -76,7 +76,6 @@ POSITIONAL = ("coarse", "middle", "fine")
 _LONGEST_FIRST = sorted(HEADER_NAMES, key=len, reverse=True)
 
 
-
 def _integer(text: str) -> int | None:
     digits = text[1:] if text[:1] in "+-" else text
     return int(text) if digits.isdecimal() and digits.isascii() else None

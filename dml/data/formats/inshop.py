@@ -75,7 +75,6 @@ def _counted(path: Path, header: str) -> tuple[int, list[str], list[tuple[int, s
     return int(first), fields, body
 
 
-
 def _read_partition(path: Path) -> list[tuple[int, str, str, str]]:
     """(line, image name, item id, status) per image, in file order."""
     count, header, body = _counted(path, PARTITION_HEADER[0])

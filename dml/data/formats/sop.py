@@ -45,7 +45,6 @@ HEADER = ["image_id", "class_id", "super_class_id", "path"]
 FOLDER_SUFFIX = "_final"
 
 
-
 def _positive(text: str) -> int | None:
     value = int(text) if text.isdecimal() and text.isascii() else 0
     return value if value > 0 else None
