@@ -45,6 +45,9 @@ class SplitConfig(Section):
     test_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     num_folds: int = Field(3, ge=1)
     seed: int = 0
+    # Share of the test images drawn as queries, the rest the gallery (the multi-label
+    # retrieval protocol); null: every test image is both (self-retrieval).
+    query_fraction: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class DatasetConfig(Section):
@@ -158,7 +161,8 @@ class ExperimentConfig(Section):
     """A method on a dataset: loss, optional model/train overrides, protocol, search space.
 
     ``domains`` picks the rows it trains and is evaluated on (default: every domain of the
-    dataset); ``protocol`` overrides the dataset's evaluation protocol.
+    dataset); ``protocol`` overrides the dataset's evaluation protocol; ``quantize`` overrides
+    keys of the top-level quantize section (say, 128-bit codes for one dataset's experiments).
     """
 
     dataset: str
@@ -167,6 +171,7 @@ class ExperimentConfig(Section):
     train: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     protocol: Component | None = None
+    quantize: dict[str, Any] = Field(default_factory=dict)  # over the top-level quantize section
     search: dict[str, SearchDim] = Field(default_factory=dict)
     baseline: str | None = None  # the experiment it is compared against, paired over seeds
 
@@ -281,6 +286,7 @@ class RunSpec(BaseModel):
     protocol: dict[str, Any] = Field(default_factory=lambda: {"name": "self_retrieval"})
     model: ModelConfig
     train: TrainConfig
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
 
 
 def resolve_run(params: Params, name: str, overrides: dict[str, Any] | None = None) -> RunSpec:
@@ -296,6 +302,7 @@ def resolve_run(params: Params, name: str, overrides: dict[str, Any] | None = No
         "train": {**params.train.model_dump(mode="json"), **exp.train},
         "model": {**params.model.model_dump(mode="json"), **exp.model},
         "protocol": (exp.protocol or dataset.protocol).model_dump(mode="json"),
+        "quantize": {**params.quantize.model_dump(mode="json"), **exp.quantize},
     }
     for key, value in (overrides or {}).items():
         if key.split(".")[0] not in OVERRIDE_ROOTS:
@@ -304,7 +311,8 @@ def resolve_run(params: Params, name: str, overrides: dict[str, Any] | None = No
         set_dotted(tree, key, copy.deepcopy(value))
     where = f"experiments.{name}"
     sections = {}
-    for section, schema in (("model", ModelConfig), ("train", TrainConfig)):
+    for section, schema in (("model", ModelConfig), ("train", TrainConfig),
+                            ("quantize", QuantizeConfig)):
         try:
             sections[section] = schema.model_validate(tree[section])
         except ValidationError as err:

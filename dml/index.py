@@ -36,6 +36,7 @@ from dml.io import atomic_path, sha256_file, write_json_atomic
 
 __all__ = [
     "KINDS",
+    "pq_from_codebooks",
     "min_training_vectors",
     "METRICS",
     "build_index",
@@ -200,6 +201,22 @@ def build_index(
         index.nprobe = max(1, nlist // 8) if nprobe is None else int(nprobe)
         index.train(train)
     index.add(x)
+    return index
+
+
+def pq_from_codebooks(codebooks: np.ndarray, metric: str = "ip") -> faiss.IndexPQ:
+    """An empty, trained ``IndexPQ`` whose code words were learned elsewhere (a soft-PQ head):
+    ``codebooks`` is float ``[M, K, D / M]`` with ``K = 2**nbits``; plain faiss searches it."""
+    books = np.ascontiguousarray(codebooks, dtype=np.float32)
+    if books.ndim != 3 or books.shape[1] < 2 or books.shape[1] & (books.shape[1] - 1):
+        raise DataError(f"codebooks must be [M, K, d] with K a power of two, got {books.shape}")
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; expected one of {tuple(METRICS)}")
+    m, k, sub = books.shape
+    index = faiss.IndexPQ(m * sub, m, k.bit_length() - 1, METRICS[metric])
+    faiss.copy_array_to_vector(books.ravel(), index.pq.centroids)
+    index.pq.sync_transposed_centroids()
+    index.is_trained = True
     return index
 
 

@@ -163,7 +163,7 @@ def preflight_tune(params: Params, experiment: str, data: DataSpec) -> Preflight
     unless ``tune.mode`` is ``trainer``), the test split and the quantizers."""
     spec = resolve_run(params, experiment)
     workers = 1 if params.tune.mode == "local" else spec.train.num_workers
-    return preflight(spec, data, world_size=workers, stage="tune", quantize=params.quantize)
+    return preflight(spec, data, world_size=workers, stage="tune", quantize=spec.quantize)
 
 
 def print_notices(notices: list[str]) -> None:

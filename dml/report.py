@@ -27,7 +27,7 @@ HIDDEN = {"precision@1", "queries_without_relevant", "bytes_per_vector"}
 PREFIXED = ("recall@1", "map", "asi")
 #: The headline figures (beside each quantized index, in the comparison chart, in the summary
 #: metrics file that `dvc exp show` lists): the first two present of these.
-HEADLINE = ("recall@1", "map@r", "avg/recall@1", "avg/map", "map", "ndcg@10")
+HEADLINE = ("recall@1", "map@r", "avg/recall@1", "avg/map", "map")
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -125,7 +125,11 @@ def metric_columns(metrics: Sequence[Mapping[str, object]],
 
 def headline_metrics(columns: Sequence[str]) -> list[str]:
     """The two headline figures among ``columns`` (e.g. R@1 and MAP@R): shown beside each
-    quantized index, in the comparison chart and in the summary metrics file."""
+    quantized index, in the comparison chart and in the summary metrics file. A graded
+    (multi-label) evaluation, one with NDCG columns, is headed by mAP and its first NDCG@K."""
+    ndcg = sorted((k for k in columns if k.startswith("ndcg@")), key=lambda k: int(k[5:]))
+    if ndcg:
+        return [k for k in ("map", ndcg[0]) if k in columns]
     return [k for k in HEADLINE if k in columns][:2]
 
 
@@ -386,8 +390,8 @@ def _captions(names: Sequence[str] | None, scores: Sequence[float] | None, font,
 
 
 def _legend_items(score_name: str | None) -> list[tuple[tuple[int, int, int] | None, str]]:
-    items = [(QUERY_FRAME, "first column: the query"), (SAME_CLASS, "same class as the query"),
-             (OTHER_CLASS, "another class")]
+    items = [(QUERY_FRAME, "first column: the query"), (SAME_CLASS, "relevant: same class (or a shared one)"),
+             (OTHER_CLASS, "not relevant")]
     return items + ([(None, f"number: {score_name}")] if score_name else [])
 
 

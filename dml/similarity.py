@@ -3,7 +3,9 @@
 Pair losses (``dml.losses``) take such a matrix through their ``similarity`` argument: entries
 ``> 0`` mark positive pairs and ``== 0`` negative pairs (see ``dml.losses.base.pair_masks``).
 Single-label data uses :func:`equality_similarity`; multi-label, multi-object data uses
-:func:`multiset_jaccard` (METHODS.md §2) or its baseline :func:`count_cosine`. SGML's semantic
+:func:`multiset_jaccard` (METHODS.md §2), :func:`binary_jaccard` (presence only) or the
+baseline :func:`count_cosine`; ``LABEL_SIMILARITIES`` names these three for params.yaml
+(``loss.similarity``). SGML's semantic
 granularity similarity (METHODS.md §1) is :func:`attribute_similarity`: it weights pairs
 rather than deciding which pairs are positive.
 
@@ -17,7 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["attribute_similarity", "count_cosine", "equality_similarity", "multiset_jaccard"]
+from dml.registry import Registry
+
+__all__ = [
+    "LABEL_SIMILARITIES",
+    "attribute_similarity",
+    "binary_jaccard",
+    "count_cosine",
+    "equality_similarity",
+    "multiset_jaccard",
+]
 
 #: Largest number of elements of the ``rows x Nb x C`` block that multiset_jaccard materialises.
 DEFAULT_BLOCK_ELEMENTS = 1 << 22
@@ -103,6 +114,18 @@ def multiset_jaccard(
     return mins / maxs.clamp_min(torch.finfo(maxs.dtype).tiny)
 
 
+def binary_jaccard(counts_a: Tensor, counts_b: Tensor | None = None, *,
+                   block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> Tensor:
+    """Jaccard similarity of the label *sets* ``|x ∩ y| / |x ∪ y|``: counts read as present
+    (> 0) or absent, so multiplicity is ignored (the multi-label, not multi-object, view).
+
+    >>> binary_jaccard(torch.tensor([[2, 1, 0]]), torch.tensor([[1, 0, 1]]))
+    tensor([[0.3333]])
+    """
+    a, b = _check_counts(counts_a, counts_b)
+    return multiset_jaccard((a > 0).to(a.dtype), (b > 0).to(b.dtype), block_elements=block_elements)
+
+
 def count_cosine(counts_a: Tensor, counts_b: Tensor | None = None) -> Tensor:
     """Cosine similarity of label-count vectors, the baseline of METHODS.md §2.
 
@@ -166,3 +189,11 @@ def attribute_similarity(attributes: Tensor, known: Tensor | None = None) -> Ten
     denominator = torch.sqrt(norms * norms.T)
     g = numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
     return g.clamp(0.0, 1.0)
+
+
+#: Label similarities of count vectors by their params.yaml name (``loss.similarity``):
+#: ``LABEL_SIMILARITIES.get(name)(counts)`` is the ``[B, B]`` matrix.
+LABEL_SIMILARITIES: Registry[Tensor] = Registry("label similarity")
+LABEL_SIMILARITIES.register("jaccard")(multiset_jaccard)
+LABEL_SIMILARITIES.register("binary_jaccard")(binary_jaccard)
+LABEL_SIMILARITIES.register("cosine")(count_cosine)

@@ -1,5 +1,5 @@
 """Stage quantize: exact, PQ and OPQ faiss indexes of the protocol's test gallery at each bit
-budget.
+budget, and the codebooks a model learned itself (a soft-PQ head) as plain faiss indexes.
 
 Codebooks are learned on the training-split embeddings, never on the gallery being searched.
 """
@@ -15,11 +15,13 @@ from dml.evaluate.experiment import aligned_rows, test_rows
 from dml.evaluate.protocols import build_protocol
 from dml.index import build_index, save_index
 from dml.io import atomic_path
+from dml.train.export import load_model
 
 
 def main() -> None:
     parser = stage_parser(__doc__, data=False, bound=True, experiment=True)
     parser.add_argument("--embeddings", required=True)
+    parser.add_argument("--model", required=True, help="the exported model (its learned codebooks)")
     parser.add_argument("--out", required=True, help="folder of index files")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -33,9 +35,13 @@ def main() -> None:
     _, gallery_rows, _ = protocol.split(rows.subset(test))
     gallery = vectors[test][gallery_rows]
     metric = "ip" if protocol.metric == "cosine" else "l2"
+    model, _ = load_model(args.model)
+    learned = {name: (head, index) for head, module in model.heads.items()
+               if hasattr(module, "faiss_indexes")
+               for name, index in module.faiss_indexes(metric).items()}
     built, skipped = [], []
     with atomic_path(args.out, directory=True) as folder:
-        recipes = [("flat", None)] + [(k, b) for k in params.quantize.kinds for b in params.quantize.bits]
+        recipes = [("flat", None)] + [(k, b) for k in spec.quantize.kinds for b in spec.quantize.bits]
         for kind, bits in recipes:
             name = kind if bits is None else f"{kind}{bits}"
             try:
@@ -47,6 +53,12 @@ def main() -> None:
             index.add(gallery)
             save_index(index, folder / f"{name}.faiss", info={
                 "kind": kind, "bits": bits, "source": args.embeddings, "embed_dim": meta["embed_dim"]})
+            built.append(name)
+        for name, (head, index) in learned.items():
+            index.add(gallery)  # encoded to the nearest code words, as the head does
+            save_index(index, folder / f"{name}.faiss", info={
+                "kind": name.rstrip("0123456789"), "bits": index.sa_code_size() * 8, "head": head,
+                "source": args.model, "embed_dim": meta["embed_dim"]})
             built.append(name)
     print(f"quantize {args.experiment}: {', '.join(built)} over {len(gallery)} gallery vectors"
           + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))

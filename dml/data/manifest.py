@@ -344,6 +344,11 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
 
     if "object_counts" in names:
         column = table.column("object_counts").combine_chunks()
+        empty = np.flatnonzero(pc.fill_null(pc.list_value_length(column), 0)
+                               .to_numpy(zero_copy_only=False) == 0)
+        if len(empty):
+            raise _fail(path, "object_counts", "no object at all (an image without any label "
+                        "has no similarity to anything; leave it out)", table, empty)
         flat = pc.list_flatten(column)
         if len(flat):
             parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)

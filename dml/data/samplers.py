@@ -6,7 +6,7 @@ Every sampler computes the GLOBAL batches of an epoch from ``(seed, epoch)`` alo
 is the 1-worker global batch, and resuming needs only ``(epoch, batches_done, seed)``.
 
 A sampler factory in ``SAMPLERS`` takes the training dataset (``ManifestDataset``: labels per
-scale, domains, counts), the fixed ``batch_size, rank, world_size, seed`` from the loop, and
+scale, domains, object counts), the fixed ``batch_size, rank, world_size, seed`` from the loop, and
 its own knobs from params.yaml.
 """
 
@@ -99,6 +99,25 @@ def hierarchical_epoch(scale_labels: list[np.ndarray], *, k: int, global_batch: 
         slots = class_slots(rng, len(counts), num_batches, groups)
         parts.append(images_of_slots(rng, inverse, counts, slots, k))  # [batches, groups, k]
     return np.stack(parts, axis=2).reshape(num_batches, global_batch)
+
+
+def multilabel_epoch(counts: np.ndarray, *, k: int, global_batch: int, num_batches: int,
+                     seed: int, epoch: int) -> np.ndarray:
+    """Global batches of one epoch for multi-label rows, int64 ``[num_batches, global_batch]``,
+    from (seed, epoch) alone.
+
+    A batch is made of groups of ``k`` consecutive images that all show one class (drawn per
+    group, distinct within a batch where there are enough classes, :func:`class_slots`);
+    since an image usually shows other classes too, its partners overlap it partially, so the
+    graded similarity has pairs between 0 and 1 to order (not only identical label sets).
+    ``counts``: ``[N, C]`` objects of each class per image.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+    image, label = np.nonzero(np.asarray(counts) > 0)  # one (image, class) pair per class shown
+    present, inverse, per_class = np.unique(label, return_inverse=True, return_counts=True)
+    slots = class_slots(rng, len(present), num_batches, global_batch // k)
+    pairs = images_of_slots(rng, inverse, per_class, slots, k)  # [batches, groups, k] pair ids
+    return image[pairs].reshape(num_batches, global_batch).astype(np.int64)
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -244,6 +263,34 @@ class HierarchicalBatchSampler(GlobalBatchSampler):
                                   seed=self.seed, epoch=epoch)
 
 
+class MultiLabelBatchSampler(GlobalBatchSampler):
+    """Batches of multi-label rows in groups of ``k`` images sharing a class; see
+    :func:`multilabel_epoch`. Each rank's slice is whole groups."""
+
+    def __init__(self, counts: np.ndarray, *, k: int, batch_size: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 0) -> None:
+        counts = np.asarray(counts)
+        if counts.ndim != 2 or len(counts) == 0:
+            raise ConfigError("MultiLabelBatchSampler needs a non-empty [N, C] count matrix")
+        empty = np.flatnonzero(~(counts > 0).any(axis=1))
+        if len(empty):
+            raise ConfigError(f"MultiLabelBatchSampler: {len(empty)} row(s) show no class, "
+                              f"first at row {int(empty[0])}")
+        if k < 1:
+            raise ConfigError(f"train.sampler.k: {k} must be at least 1")
+        if batch_size % k:
+            raise ConfigError(f"train.batch_size ({batch_size}) must be divisible by "
+                              f"train.sampler.k ({k})")
+        super().__init__(len(counts), batch_size=batch_size, rank=rank, world_size=world_size,
+                         seed=seed)
+        self.counts = counts
+        self.k = int(k)
+
+    def make_epoch(self, epoch: int) -> np.ndarray:
+        return multilabel_epoch(self.counts, k=self.k, global_batch=self.global_batch,
+                                num_batches=len(self), seed=self.seed, epoch=epoch)
+
+
 class RandomBatchSampler(GlobalBatchSampler):
     """Plain shuffled batches, a new permutation per epoch; the last partial batch is dropped.
 
@@ -283,6 +330,17 @@ def hierarchical(dataset: Any, *, batch_size: int, rank: int, world_size: int, s
                           f"scales: {', '.join(labels)}")
     return HierarchicalBatchSampler({s: labels[s] for s in chosen}, k=k, batch_size=batch_size,
                                     rank=rank, world_size=world_size, seed=seed)
+
+
+@SAMPLERS.register("multilabel")
+def multilabel(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
+               k: int = DEFAULT_M) -> MultiLabelBatchSampler:
+    """Groups of ``k`` images sharing one object class (multi-label, multi-object rows)."""
+    if dataset.counts is None:
+        raise ConfigError("sampler 'multilabel' needs object counts per image (an "
+                          "'object_counts' column); single-label data uses m_per_class")
+    return MultiLabelBatchSampler(dataset.counts, k=k, batch_size=batch_size, rank=rank,
+                                  world_size=world_size, seed=seed)
 
 
 @SAMPLERS.register("random")

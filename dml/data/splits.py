@@ -15,7 +15,12 @@ test), ``role`` (query / gallery / both) and ``fold`` (int64; -1 on test rows).
   validation folds from ``seed``; hyperparameter search validates on one fold and trains on
   the others, never touching the test classes.
 - Multi-label manifests without ``label`` (scenes with ``object_counts``) cannot be split by
-  class: their images are split at random (or in order) and dealt into folds by image.
+  class: their images are split at random (or in order) and dealt into folds by image, so
+  every class appears on both sides (the multi-label retrieval literature's protocol: COCO,
+  NUS-WIDE).
+- ``query_fraction``: a seeded share of the test rows becomes the queries (role ``query``),
+  the others the gallery (role ``gallery``), as multi-label retrieval samples a query set
+  from the test images and searches the rest. Only for a manifest without roles.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def make_splits(
     num_folds: int = 3,
     seed: int = 0,
     method: str = "random",
+    query_fraction: float | None = None,
 ) -> pa.Table:
     """Split ``table`` (a manifest) into train/test and validation folds; see the module doc.
 
@@ -120,6 +126,9 @@ def make_splits(
 
     role = (np.asarray(table.column("role").to_pylist(), dtype=object) if "role" in names
             else np.full(n, "both", dtype=object))
+    if query_fraction is not None:
+        role = _draw_queries(role, split, float(query_fraction), has_role="role" in names,
+                             seed=seed)
     out = pa.table(
         {
             "image_id": table.column("image_id").cast(pa.string()),
@@ -135,8 +144,29 @@ def make_splits(
         "test_fraction": float(test_fraction),
         "num_folds": int(num_folds),
         "class_disjoint": "label" in names,
+        "query_fraction": query_fraction,
     }
     return out.replace_schema_metadata({b"dml": json.dumps(provenance, sort_keys=True)})
+
+
+def _draw_queries(role: np.ndarray, split: np.ndarray, fraction: float, *, has_role: bool,
+                  seed: int) -> np.ndarray:
+    """Roles with a seeded ``fraction`` of the test rows as queries, the rest as gallery."""
+    if has_role:
+        raise ConfigError("split.query_fraction: the manifest already gives each row a role; "
+                          "remove query_fraction")
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"split.query_fraction: {fraction} must lie strictly between 0 and 1")
+    test = np.flatnonzero(split == "test")
+    if len(test) < 2:
+        raise DataError(f"split.query_fraction: {len(test)} test row(s) cannot be split into "
+                        "queries and a gallery")
+    n_query = min(len(test) - 1, max(1, int(round(fraction * len(test)))))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    role = role.copy()
+    role[test] = "gallery"
+    role[test[rng.permutation(len(test))[:n_query]]] = "query"
+    return role
 
 
 def write_splits(table: pa.Table, path: str | os.PathLike[str]) -> None:

@@ -19,6 +19,7 @@ from dml.errors import ConfigError
 from dml.losses.base import LOSSES, MetricLoss, ProxyLoss, WrapperLoss, pair_masks
 
 # Importing each loss module registers it in LOSSES.
+from dml.losses.adaptive_triplet import AdaptiveTripletLoss
 from dml.losses.binomial_deviance import BinomialDevianceLoss
 from dml.losses.contrastive import ContrastiveLoss
 from dml.losses.cosface import CosFaceLoss
@@ -27,11 +28,13 @@ from dml.losses.embedding_norm import EmbeddingNormLoss
 from dml.losses.multi_similarity import MultiSimilarityLoss
 from dml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from dml.losses.proxy_anchor import ProxyAnchorLoss
+from dml.losses.quantized import QuantizedLoss
 from dml.losses.soft_binomial_deviance import SoftBinomialDevianceLoss
 from dml.losses.triplet import TripletLoss
 
 __all__ = [
     "LOSSES",
+    "AdaptiveTripletLoss",
     "BinomialDevianceLoss",
     "ContrastiveLoss",
     "CosFaceLoss",
@@ -42,6 +45,7 @@ __all__ = [
     "NormalizedSoftmaxLoss",
     "ProxyAnchorLoss",
     "ProxyLoss",
+    "QuantizedLoss",
     "SoftBinomialDevianceLoss",
     "TripletLoss",
     "WrapperLoss",

@@ -23,6 +23,7 @@ from dml.context import BuildContext, build_with_context
 from dml.errors import ConfigError, IntegrityError
 from dml.models.backbones import BACKBONES
 from dml.models.heads import HEADS
+from dml.models import soft_pq  # noqa: F401  (registers the soft_pq head)
 
 __all__ = ["BACKBONES", "HEADS", "EmbeddingModel", "build_model", "load_trunk_weights"]
 

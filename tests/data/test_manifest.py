@@ -40,7 +40,7 @@ def _table(n: int = 4) -> pa.Table:
             "label": pa.array([0, 1, 2, 1][:n], pa.int32()),
             "label_coarse": [0, 0, 1, 1][:n],
             "attributes": [[1, 0], [0, 1], None, [1, 1]][:n],
-            "object_counts": [[{"label": 0, "count": 2}], [], [{"label": 2, "count": 1}],
+            "object_counts": [[{"label": 0, "count": 2}], [{"label": 1, "count": 1}], [{"label": 2, "count": 1}],
                               [{"label": 1, "count": 3}, {"label": 2, "count": 1}]][:n],
             "instance_id": ["i0", "i0", "i1", "i2"][:n],
         }
@@ -79,8 +79,13 @@ def test_round_trip_with_metadata(tmp_path):
         ("domain", ["photo", "drawing", "photo", "photo"], "unknown value"),
         ("split", ["train", "dev", "test", "test"], "unknown value"),
         ("role", ["both", "both", "queries", "both"], "unknown value"),
-        ("object_counts", [[{"label": 5, "count": 1}], [], [], []], "object label out of range"),
-        ("object_counts", [[{"label": 1, "count": 0}], [], [], []], "counts below 1"),
+        ("object_counts", [[{"label": 5, "count": 1}]] + [[{"label": 0, "count": 1}]] * 3,
+         "object label out of range"),
+        ("object_counts", [[{"label": 1, "count": 0}]] + [[{"label": 0, "count": 1}]] * 3,
+         "counts below 1"),
+        # an image with no label at all is an error naming it, not a similarity of zero
+        ("object_counts", [[{"label": 1, "count": 1}], [], [{"label": 0, "count": 1}], []],
+         "no object at all"),
     ],
 )
 def test_validation_names_file_column_and_rows(tmp_path, column, values, needle):

@@ -86,6 +86,24 @@ def test_multilabel_tables_split_by_image(small_scenes):
     assert set(splits.column("fold").to_numpy()[split == "train"].tolist()) == {0, 1}
 
 
+def test_query_fraction_draws_queries_from_the_test_images(small_scenes):
+    table, _ = small_scenes
+    splits = make_splits(table, test_fraction=0.5, query_fraction=0.25, seed=3)
+    split = np.array(splits.column("split").to_pylist())
+    role = np.array(splits.column("role").to_pylist())
+    assert (role[split == "test"] == "query").sum() == 5  # a quarter of the 20 test images
+    assert set(role[split == "test"]) == {"query", "gallery"}
+    assert set(role[split != "test"]) == {"both"}
+    again = make_splits(table, test_fraction=0.5, query_fraction=0.25, seed=3)
+    assert again.column("role").equals(splits.column("role"))
+    other = make_splits(table, test_fraction=0.5, query_fraction=0.25, seed=4)
+    assert not other.column("role").equals(splits.column("role"))
+    assert json.loads(splits.schema.metadata[b"dml"])["query_fraction"] == 0.25
+    with pytest.raises(ConfigError, match="already gives each row a role"):
+        make_splits(_table(classes=4, per_class=2, split=["train"] * 8, role=["both"] * 8),
+                    query_fraction=0.5)
+
+
 def test_bad_options():
     with pytest.raises(ConfigError, match="split.method"):
         make_splits(_table(), method="stratified")

@@ -197,3 +197,28 @@ def cosface(
         ]
         losses.append(_cross_entropy(logits, int(y)))
     return sum(losses) / len(losses)
+
+
+def adaptive_triplet(
+    emb: torch.Tensor, sim: torch.Tensor, margin: float = 0.1, gamma: float = 0.5,
+    mining: str = "all", reduction: str = "mean", block_elements: int = 0,
+) -> float:
+    """Every (a, p, n) of distinct samples with S(a,p) > S(a,n), one at a time
+    (``block_elements`` is the loss's memory bound, nothing to compute here)."""
+    x = _normalize(_rows(emb))
+    s = _rows(sim)
+    n = len(x)
+    losses = []
+    for a in range(n):
+        for p in range(n):
+            for q in range(n):
+                if len({a, p, q}) < 3 or not s[a][p] > s[a][q]:
+                    continue
+                d_ap, d_an = _dist(x[a], x[p]), _dist(x[a], x[q])
+                loss = d_ap - d_an + margin + gamma * (s[a][p] - s[a][q])
+                if mining == "semihard" and not (d_an > d_ap and loss > 0):
+                    continue
+                losses.append(max(0.0, loss))
+    if reduction == "non_zero" or mining == "semihard":
+        losses = [v for v in losses if v > 0]
+    return sum(losses) / len(losses) if losses else 0.0

@@ -15,6 +15,8 @@ PAIR_CASES = [
     ("triplet", {"mining": "hard"}),
     ("multi_similarity", {}),
     ("binomial_deviance", {}),
+    ("adaptive_triplet", {}),
+    ("adaptive_triplet", {"mining": "semihard", "margin": 0.6}),
 ]
 PROXY_CASES = [("proxy_anchor", {}), ("normalized_softmax", {}), ("cosface", {})]
 

@@ -59,7 +59,7 @@ def _zero_cases() -> list[tuple[str, str]]:
     # A single sample has no pair at all; triplet and multi-similarity also need both a positive
     # and a negative per anchor (contrastive and binomial deviance keep their other term).
     cases = [(name, "one_sample") for name in PAIR]
-    for name in ("triplet", "multi_similarity"):
+    for name in ("triplet", "multi_similarity", "adaptive_triplet"):
         cases += [(name, "all_distinct"), (name, "all_equal")]
     return cases
 

@@ -36,6 +36,10 @@ PAIR_CASES = [
     ("multi_similarity", {"epsilon": math.inf}),  # mining disabled
     ("binomial_deviance", {}),
     ("binomial_deviance", {"alpha": 1.0, "beta": 0.2, "neg_weight": 5.0}),
+    ("adaptive_triplet", {}),
+    ("adaptive_triplet", {"margin": 0.3, "gamma": 0.0, "reduction": "non_zero"}),
+    ("adaptive_triplet", {"margin": 0.05, "gamma": 1.0, "mining": "semihard"}),
+    ("adaptive_triplet", {"block_elements": 7}),  # blocks of one anchor
 ]
 
 PROXY_CASES = [

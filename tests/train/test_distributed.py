@@ -18,6 +18,7 @@ from dml.losses import LOSSES, build_loss
 from dml.train.loop import MetricLearner
 from dml.models import EmbeddingModel
 from dml.models.heads import AttributeHead
+from dml.models.soft_pq import SoftProductQuantizer
 
 from losses.helpers import EXTRA_KWARGS
 
@@ -43,10 +44,16 @@ CASES = {name: {} for name in LOSSES.names()} | {
     "csl-scales": {"margins": {"fine": 0.25, "middle": 0.35, "coarse": 0.45},
                    "hierarchy": {"middle": (0, 0, 1), "coarse": (0, 0, 0)},
                    "scale_classes": {"fine": 3, "middle": 2, "coarse": 1}},
+    # Multi-object rows: triplets from the object counts of the global batch
+    "adaptive_triplet-cosine-semihard": {"similarity": "cosine", "mining": "semihard", "margin": 0.5},
+    # the soft-PQ head's code words are DDP parameters trained through the quantized term
+    "quantized-soft_pq": {"weight": 1.0},
 }
 #: Losses that read the attribute head (the model gets one for them).
 WITH_ATTRIBUTE_HEAD = {"soft_binomial_deviance"}
 A = 5
+#: Object classes of the count vectors.
+C = 3
 
 
 def make_learner(case: str) -> MetricLearner:
@@ -56,24 +63,30 @@ def make_learner(case: str) -> MetricLearner:
     if "num_classes" in LOSSES.parameters(name):
         kwargs.update(num_classes=3, embed_dim=D)
     heads = {"attributes": AttributeHead(D_IN, A)} if name in WITH_ATTRIBUTE_HEAD else {}
+    if case == "quantized-soft_pq":
+        heads = {"soft_pq": SoftProductQuantizer(D, bits=[2, 4], codeword_bits=1, temperature=0.5)}
     return MetricLearner(EmbeddingModel(Flat(), D, heads), build_loss(name, **kwargs))
 
 
 def batch() -> Batch:
-    """Eight rows with labels, attributes and an attribute mask (one row has none known)."""
+    """Eight rows with labels, attributes and an attribute mask (one row has none known), and
+    object counts (pair losses on multi-object rows read those)."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(B, D_IN, generator=g)
     attributes = (torch.rand(B, A, generator=g) < 0.5).float()
     known = torch.rand(B, A, generator=g) < 0.8
     known[5] = False
+    counts = torch.randint(0, 3, (B, C), generator=g).float()
+    counts[counts.sum(1) == 0, 0] = 1
     return Batch(images=x, index=torch.arange(B), labels=torch.tensor([0, 0, 1, 1, 2, 2, 0, 1]),
-                 attributes=attributes * known, attribute_mask=known)
+                 attributes=attributes * known, attribute_mask=known, counts=counts)
 
 
 def half(full: Batch, rank: int) -> Batch:
     rows = slice(rank * B // 2, (rank + 1) * B // 2)
     return full.replace(images=full.images[rows], index=full.index[rows], labels=full.labels[rows],
-                        attributes=full.attributes[rows], attribute_mask=full.attribute_mask[rows])
+                        attributes=full.attributes[rows], attribute_mask=full.attribute_mask[rows],
+                        counts=full.counts[rows])
 
 
 def one_step(learner, rows: Batch):
