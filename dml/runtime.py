@@ -272,4 +272,7 @@ def run_command(command: Sequence[str], *, warm: bool = True, ray: bool = False)
             env[SOCKET_ENV] = stack.enter_context(warm_interpreter())
         if head is not None:
             head.wait()
-        return subprocess.call(list(command), env=env)
+        command = list(command)
+        if command[:1] == ["dvc"]:  # the same CLI, with faster lock-file updates
+            command = [sys.executable, "-m", "dml.dvc_fast", *command[1:]]
+        return subprocess.call(command, env=env)

@@ -115,7 +115,7 @@ def test_bad_loss_value_is_caught_at_validation():
 def test_experiment_names_a_known_dataset():
     raw = base()
     raw["experiments"]["contrastive"]["dataset"] = "cub"
-    with pytest.raises(ConfigError, match=r"experiments\.contrastive\.dataset: unknown dataset 'cub'; valid choices: shapes"):
+    with pytest.raises(ConfigError, match=r"experiments\.contrastive\.dataset: unknown dataset 'cub'; valid choices: scenes, shapes"):
         parse_params(raw)
 
 
@@ -136,7 +136,7 @@ def test_nested_search_key_into_a_wrapped_loss_is_checked():
 
 
 @pytest.mark.parametrize(("section", "value", "match"), [
-    ("train", {"sampler": {"name": "m_per_clas"}}, r"unknown sampler 'm_per_clas'; valid choices: hierarchical, m_per_class, random"),
+    ("train", {"sampler": {"name": "m_per_clas"}}, r"unknown sampler 'm_per_clas'; valid choices: hierarchical, m_per_class, multilabel, random"),
     ("train", {"sampler": {"name": "m_per_class", "k": 4}}, r"experiments\.contrastive\.train\.sampler\.k"),
     ("train", {"sampler": {"name": "random", "rank": 1}}, r"train\.sampler\.rank: set by the training loop"),
     ("model", {"heads": {"colour": {}}}, r"unknown head 'colour'; valid choices: attributes"),
@@ -161,8 +161,22 @@ def test_protocol_comes_from_the_dataset_unless_the_experiment_names_one():
         check_params(parse_params(raw))
 
 
+def test_an_experiment_overrides_the_quantize_section():
+    raw = base()
+    raw["experiments"]["contrastive"]["quantize"] = {"bits": [32, 64, 128]}
+    params = parse_params(raw)
+    assert resolve_run(params, "contrastive").quantize.bits == [32, 64, 128]
+    assert resolve_run(params, "contrastive").quantize.kinds == params.quantize.kinds
+    assert resolve_run(params, "multi_similarity").quantize == params.quantize
+    raw["experiments"]["contrastive"]["quantize"] = {"bits": [12]}
+    with pytest.raises(ConfigError, match=r"experiments\.contrastive.*quantize\.bits"):
+        resolve_run(parse_params(raw), "contrastive")
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda raw: raw.update(epochz=3), "params.yaml: epochz: unknown key"),
+    (lambda raw: raw["datasets"]["shapes"]["split"].update(query_fraction=1.5),
+     "params.yaml: datasets.shapes.split.query_fraction: Input should be less than 1"),
     (lambda raw: raw["quantize"].update(bits=[12]),
      "params.yaml: quantize.bits: bit budgets must be positive multiples of 8, got [12]"),
     (lambda raw: (raw.update(epochz=3), raw["train"].update(lrr=1)),
@@ -172,10 +186,10 @@ def test_protocol_comes_from_the_dataset_unless_the_experiment_names_one():
     (lambda raw: raw["experiments"]["proxy_anchor"]["loss"].update(name="proxy_anchorz"),
      "experiments.proxy_anchor.loss.name: unknown loss 'proxy_anchorz'; valid choices: {losses}"),
     (lambda raw: raw["experiments"]["proxy_anchor"].update(train={"sampler": {"name": "m_per_clas"}}),
-     "experiments.proxy_anchor.train.sampler.name: unknown sampler 'm_per_clas'; valid choices: hierarchical, m_per_class, random"),
+     "experiments.proxy_anchor.train.sampler.name: unknown sampler 'm_per_clas'; valid choices: hierarchical, m_per_class, multilabel, random"),
     (lambda raw: raw["experiments"]["proxy_anchor"].update(model={"backbone": "vgg"}),
      "experiments.proxy_anchor.model.backbone: unknown backbone 'vgg'; valid choices: {backbones}"),
-], ids=["top-level key", "pydantic value error", "two keys", "loss knob", "loss name", "sampler name", "backbone"])
+], ids=["top-level key", "split bound", "pydantic value error", "two keys", "loss knob", "loss name", "sampler name", "backbone"])
 def test_config_errors_are_one_line_naming_the_dotted_key(change, message):
     """The exact text a user reads: the dotted key (with its experiment), the problem, the
     valid choices; one line, no pydantic prefix."""

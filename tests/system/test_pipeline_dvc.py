@@ -27,8 +27,13 @@ TINY_OPTIONS = {"seed": 0, "image_size": 32, "families": 2, "types_per_family": 
                 "images_per_class": 45}
 
 
+#: The experiments of the tiny pipeline, one per dataset.
+EXPERIMENTS = ("tiny", "tiny_sketch", "tiny_scenes")
+
+
 def tiny_params() -> dict:
-    """Two datasets (photos; photos with their sketches), an experiment on each."""
+    """Three datasets (photos; photos with their sketches; multi-object scenes), an
+    experiment on each."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     shapes = raw["datasets"]["shapes"]
     shapes["options"] = dict(TINY_OPTIONS)
@@ -36,7 +41,8 @@ def tiny_params() -> dict:
     sketches = {**shapes, "options": {**TINY_OPTIONS, "images_per_class": 24, "domains": ["photo", "sketch"]},
                 "protocol": {"name": "cross_domain", "query_domain": "sketch", "gallery_domain": "photo",
                              "precision_ks": [10]}}
-    raw["datasets"] = {"shapes": shapes, "sketches": sketches}
+    scenes = {**raw["datasets"]["scenes"], "options": {**TINY_OPTIONS, "view": "scenes", "scenes": 90}}
+    raw["datasets"] = {"shapes": shapes, "sketches": sketches, "scenes": scenes}
     raw["model"]["embed_dim"] = 16
     raw["train"].update(epochs=1, batch_size=12, sampler={"name": "m_per_class", "m": 3})
     raw["tune"]["trials"] = 0
@@ -47,6 +53,14 @@ def tiny_params() -> dict:
     raw["experiments"] = {"tiny": raw["experiments"]["multi_similarity"],
                           "tiny_sketch": {**raw["experiments"]["sgml"], "dataset": "sketches", "search": {}}}
     raw["experiments"]["tiny_sketch"].pop("baseline")
+    # The scenes experiment trains the soft-PQ head beside adaptive-margin triplets on the
+    # multiset Jaccard similarity; its learned codebooks become a faiss index of their own.
+    scenes_exp = raw["experiments"]["jaccard_softpq"]
+    scenes_exp.update(search={}, quantize={"bits": [32]})
+    scenes_exp["model"] = {"heads": {"soft_pq": {"bits": [32], "codeword_bits": 8}}}
+    scenes_exp["train"] = {**scenes_exp["train"], "sampler": {"name": "multilabel", "k": 3}}
+    scenes_exp.pop("baseline")
+    raw["experiments"]["tiny_scenes"] = scenes_exp
     return raw
 
 
@@ -115,9 +129,9 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     assert "Running stage 'check'" in first.stdout and "Running stage 'source@shapes'" in first.stdout
     per_seed = {"train", "embed", "quantize", "evaluate"}
     assert ran_stages(first.stdout) == {
-        "ingest@shapes", "ingest@sketches", "preprocess@shapes", "preprocess@sketches", "report",
-        "tune@tiny", "tune@tiny_sketch",
-        *{f"{stage}@{name}-0" for stage in per_seed for name in ("tiny", "tiny_sketch")},
+        *{f"{stage}@{data}" for stage in ("ingest", "preprocess") for data in ("shapes", "sketches", "scenes")},
+        "report", *{f"tune@{name}" for name in EXPERIMENTS},
+        *{f"{stage}@{name}-0" for stage in per_seed for name in EXPERIMENTS},
     }
     metrics = json.loads((repo / "metrics/tiny/seed0.json").read_text())
     assert set(metrics["float"]) >= {"recall@1", "recall@8", "map@r", "r_precision", "map", "nmi"}
@@ -131,6 +145,13 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     # ... and the attribute head is scored on the test photos, beside the retrieval figures.
     assert sketch["loss"] == "soft_binomial_deviance" and 0.0 < sketch["float"]["attributes/map"] <= 1.0
     assert set(sketch["attributes"]) >= {"warm", "filled", "large"}
+    # The scenes: split by image with queries drawn from the test scenes, mAP and Jaccard-graded
+    # NDCG on the float features and on the soft-PQ head's own codebooks, searched by faiss.
+    scenes = json.loads((repo / "metrics/tiny_scenes/seed0.json").read_text())
+    assert scenes["protocol"]["name"] == "multilabel" and scenes["queries"] == 9
+    assert {"map", "map@100", "ndcg@10", "ndcg@100"} <= set(scenes["float"])
+    assert scenes["quantized"]["softpq32"]["bytes_per_vector"] == 4
+    assert 0.0 < scenes["quantized"]["softpq32"]["map"] <= 1.0
     assert (repo / "dvclive/tiny_sketch/seed0/plots/metrics/loss_attribute_bce.tsv").is_file()
     table = (repo / "results/comparison.md").read_text()
     assert "| tiny | multi_similarity | 1 |" in table
@@ -148,7 +169,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     changed = warm_repro(repo, env)
     assert changed.returncode == 0, changed.stderr
-    assert ran_stages(changed.stdout) == {"evaluate@tiny-0", "evaluate@tiny_sketch-0", "report"}
+    assert ran_stages(changed.stdout) == {*{f"evaluate@{name}-0" for name in EXPERIMENTS}, "report"}
     assert "recall@8" not in json.loads((repo / "metrics/tiny/seed0.json").read_text())["float"]
 
     # A sweep point as a DVC experiment: only what depends on the swept key re-runs.
@@ -157,7 +178,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     exp = run(["dvc", "exp", "run", "-S", "evaluate.grid_queries=2"], repo, env)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
     # The report page shows the retrieval grids, so it is made again with them.
-    assert ran_stages(exp.stdout) == {"evaluate@tiny-0", "evaluate@tiny_sketch-0", "report"}
+    assert ran_stages(exp.stdout) == {*{f"evaluate@{name}-0" for name in EXPERIMENTS}, "report"}
     shown = run(["dvc", "exp", "show", "--json"], repo, env)
     assert shown.returncode == 0 and "grid_queries" in shown.stdout
     # The README's comparison line fits a terminal: the changed knob and the headline figures.
@@ -169,8 +190,9 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     # The metrics DVC compares are the headline figures; the details stay out of its tables.
     listed = run(["dvc", "metrics", "show", "--json"], repo, env)
     files = json.loads(listed.stdout)[""]["data"]  # "": the workspace
-    assert set(files) == {"metrics/tiny/seed0.summary.json", "metrics/tiny_sketch/seed0.summary.json"}
+    assert set(files) == {f"metrics/{name}/seed0.summary.json" for name in EXPERIMENTS}
     assert set(files["metrics/tiny/seed0.summary.json"]["data"]) == {"recall@1", "map@r"}
+    assert set(files["metrics/tiny_scenes/seed0.summary.json"]["data"]) == {"map", "ndcg@10"}
 
 
 def test_a_changed_module_retrains_and_a_forced_run_never_resumes_a_finished_one(project):
@@ -316,12 +338,15 @@ def test_deterministic_stages_give_identical_hashes_when_run_again(project):
     repo, env = project
     assert run(["git", "add", "-A"], repo, env).returncode == 0
     assert run(["git", "commit", "-qm", "resumed"], repo, env).returncode == 0
+    # (`dml run` writes dvc.lock with libyaml, plain `dvc` with ruamel: compare the data)
+    before = yaml.safe_load((repo / "dvc.lock").read_text())
     for stage in ("ingest@shapes", "preprocess@shapes"):
         forced = run(["dvc", "repro", "--force", "--single-item", stage], repo, env)
         assert forced.returncode == 0, forced.stderr
         assert ran_stages(forced.stdout) == {stage}
-    diff = run(["git", "diff", "--stat", "dvc.lock"], repo, env)
-    assert diff.stdout == "", f"output hashes changed on a clean re-run:\n{diff.stdout}"
+    after = yaml.safe_load((repo / "dvc.lock").read_text())
+    changed = [name for name, entry in after["stages"].items() if before["stages"].get(name) != entry]
+    assert not changed, f"output hashes changed on a clean re-run: {changed}"
 
 
 def test_each_seed_is_a_run_of_its_own_cached_apart(project):
@@ -333,7 +358,7 @@ def test_each_seed_is_a_run_of_its_own_cached_apart(project):
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     # seed 0's runs are reused as they are; only seed 1's run, and the report
     assert ran_stages(two.stdout) == {"report", *{f"{stage}@{name}-1" for stage in ("train", "embed", "quantize", "evaluate")
-                                                   for name in ("tiny", "tiny_sketch")}}
+                                                   for name in EXPERIMENTS}}
     cards = [json.loads((repo / f"models/tiny/seed{s}/model.json").read_text()) for s in (0, 1)]
     assert [c["seed"] for c in cards] == [0, 1] and cards[0]["sha256"] != cards[1]["sha256"]
     table = (repo / "results/comparison.md").read_text()
