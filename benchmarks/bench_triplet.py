@@ -51,7 +51,7 @@ def step(loss, embeddings: torch.Tensor, labels: torch.Tensor) -> float:
     x = embeddings.detach().requires_grad_(True)
     value = loss(x, labels)
     value.backward()
-    return float(value)
+    return float(value.detach())
 
 
 def measure(loss, embeddings, labels, repeats: int) -> tuple[float, float, int]:

@@ -226,6 +226,7 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
     runs = seed_runs(results, names)
     columns = metric_columns([r["float"] for n in names for r in runs[n]],
                              order=next((r["prefixes"] for n in names for r in runs[n] if "prefixes" in r), ()))
+    columns = _graded(columns) or columns
     indexes = sorted({q for n in names for r in runs[n] for q in r.get("quantized", {})})
     shown = headline_metrics(columns)
     header = ["experiment", "loss", "seeds", *[title(k) for k in columns], "B/vec"]
@@ -266,10 +267,21 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
                     Table(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
 
 
+def _graded(columns: Sequence[str]) -> list[str]:
+    """The figures of a graded (multi-label) evaluation, one with NDCG columns: R@1 (the top
+    result shares a class), mAP, mAP@K and NDCG@K; empty for any other evaluation. The
+    single-label figures (MAP@R, R-precision, R@K beyond 1) say little there."""
+    if not any(k.startswith("ndcg@") for k in columns):
+        return []
+    return [k for k in columns if k == "recall@1" or k.startswith(("map", "ndcg@")) and k != "map@r"]
+
+
 def _compared(columns: Sequence[str], n: int) -> list[str]:
-    """The first ``n`` figures to compare: the protocol's own (no prefix, NMI aside), else its
-    averages over tasks (``avg/``: over scales), else the first columns."""
-    return ([k for k in columns if "/" not in k and k != "nmi"][:n]
+    """The first ``n`` figures to compare: a graded evaluation's mAP and NDCG, else the
+    protocol's own (no prefix, NMI aside), else its averages over tasks (``avg/``: over
+    scales), else the first columns."""
+    graded = [k for k in _graded(columns) if k != "recall@1"]
+    return (graded[:n] or [k for k in columns if "/" not in k and k != "nmi"][:n]
             or [k for k in columns if k.startswith("avg/")][:n] or list(columns[:n]))
 
 

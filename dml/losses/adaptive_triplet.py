@@ -33,7 +33,7 @@ __all__ = ["AdaptiveTripletLoss", "triplet_hinge"]
 MINING = ("all", "semihard")
 REDUCTIONS = ("mean", "non_zero")
 #: Largest number of entries of one ``anchors x B x B`` block of triplets.
-DEFAULT_BLOCK_ELEMENTS = 1 << 22
+DEFAULT_BLOCK_ELEMENTS = 1 << 18  # 1 MiB of float32: blocks stay in cache (fastest on 2 cores)
 
 
 class _TripletHinge(torch.autograd.Function):
@@ -66,9 +66,9 @@ class _TripletHinge(torch.autograd.Function):
             hinge = (d_ap - d_an).add_(gap.mul_(gamma).add_(margin))
             if semihard:  # d_ap < d_an, and (below) a positive loss: d_an < d_ap + margin
                 valid &= d_an > d_ap
-            losses = torch.where(valid, hinge, 0.0).clamp_min_(0.0)
+            losses = hinge.mul_(valid).clamp_min_(0.0)
             total += losses.sum()
-            active = losses > 0
+            active = (losses > 0).to(d.dtype)
             uses_as_positive[lo:hi] = active.sum(2)
             uses_as_negative[lo:hi] = active.sum(1)
         # Semi-hard triplets all have a positive loss: both reductions average over them.

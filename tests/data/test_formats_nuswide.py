@@ -162,12 +162,13 @@ def test_named_concepts(nus):
 
 def test_unlabelled_fail_names_the_images(nus):
     with pytest.raises(DataError, match=re.escape(
-            "1 image(s) have no concept among the 4 kept (set ingest.options.unlabelled: skip "
-            "to leave them out): Flickr/dog/0001_4.jpg")):
+            "1 image(s) show no class (set ingest.options.unlabelled: skip to leave them out): "
+            "Flickr/dog/0001_4.jpg (no concept among the 4 kept)")):
         NuswideSource(nus, unlabelled="fail")
     with pytest.raises(DataError, match=re.escape(
-            f"6 image(s) have no concept among the 1 kept (set ingest.options.unlabelled: skip "
-            f"to leave them out): {', '.join(IDS[:5])}, ...")):  # the first five named
+            "6 image(s) show no class (set ingest.options.unlabelled: skip to leave them out): "
+            + ", ".join(f"{i} (no concept among the 1 kept)" for i in IDS[:5]) + " and 1 more")):
+        # the first five named
         NuswideSource(nus, concepts=["animal"], unlabelled="fail")
     (nus / "TrainTestLabels/Labels_animal_Train.txt").write_bytes(_crlf(["1 "] * 4))
     assert len(list(NuswideSource(nus, unlabelled="fail").records())) == 7

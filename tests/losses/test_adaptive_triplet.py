@@ -130,8 +130,9 @@ class _LargestTensor(TorchDispatchMode):
 
 
 def test_no_cube_of_triplets_at_batch_512() -> None:
-    """B = 512: the B³ = 134M triplets are mined in blocks of at most 4M entries, forward and
-    backward (``triplet`` with ``mining: all`` builds the whole cube)."""
+    """B = 512: the B³ = 134M triplets are mined in blocks of 256K entries, forward and
+    backward (``triplet`` with ``mining: all`` builds the whole cube); the largest tensor is the
+    Jaccard similarity's own block (B x rows x C, at most 4M entries)."""
     gen = torch.Generator().manual_seed(0)
     counts = (torch.rand(512, 20, generator=gen) < 0.15).float() * 2
     counts[counts.sum(1) == 0, 0] = 1

@@ -52,17 +52,15 @@ from pathlib import Path
 from typing import Any
 
 from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems, relative_path
+from dml.data.formats.problems import (UNLABELLED_SHOWN, FileProblems, check_unlabelled,
+                                        leave_out_unlabelled, relative_path)
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
 #: (split, stem of the annotation file and image folder) in reading order.
 SPLIT_FILES = (("train", "train"), ("test", "val"))
 YEARS = (2014, 2017)
-UNLABELLED = ("skip", "fail")
 REQUIRED_KEYS = ("images", "annotations", "categories")
-#: Unlabelled images named in the ``unlabelled: fail`` error; the rest are counted.
-SHOWN = 5
 
 #: One image of a file: (origin, image_id, counted objects per category id, crowd annotations).
 _Image = tuple[str, str, Counter[int], int]
@@ -155,9 +153,9 @@ def _category_difference(a: Path, a_names: dict[int, str], b: Path,
 
     diffs = [f"id {i}: {name(a_names, i)} vs {name(b_names, i)}"
              for i in sorted(set(a_names) | set(b_names)) if a_names.get(i) != b_names.get(i)]
-    more = f" and {len(diffs) - SHOWN} more" if len(diffs) > SHOWN else ""
+    more = f" and {len(diffs) - UNLABELLED_SHOWN} more" if len(diffs) > UNLABELLED_SHOWN else ""
     return DataError(f"coco source: {a} and {b} list different categories (they must be the "
-                     f"same): {'; '.join(diffs[:SHOWN])}{more}")
+                     f"same): {'; '.join(diffs[:UNLABELLED_SHOWN])}{more}")
 
 
 class CocoSource:
@@ -170,9 +168,7 @@ class CocoSource:
                               f"{', '.join(map(str, YEARS))}")
         if not isinstance(count_crowd, bool):
             raise ConfigError(f"ingest.options.count_crowd: {count_crowd!r} is not true or false")
-        if unlabelled not in UNLABELLED:
-            raise ConfigError(f"ingest.options.unlabelled: {unlabelled!r} is not one of: "
-                              f"{', '.join(UNLABELLED)}")
+        check_unlabelled(unlabelled)
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"coco source: root {self.root} is not a directory")
@@ -192,21 +188,17 @@ class CocoSource:
 
         # rows: (origin, image_id, split, object_counts)
         self.rows: list[tuple[str, str, str, list[dict[str, int]]]] = []
-        self.ignored: list[str] = []
+        unlabelled_images: list[tuple[str, str]] = []
         for split, _, _, images in read:
             for origin, image_id, counts, crowds in images:
                 if not counts:
                     why = "only crowd annotations" if crowds else "no object annotation"
-                    self.ignored.append(f"{image_id} ({why})")
+                    unlabelled_images.append((image_id, why))
                     continue
                 objects = sorted((rank[c], n) for c, n in counts.items())
                 self.rows.append((origin, image_id, split,
                                   [{"label": label, "count": n} for label, n in objects]))
-        if self.ignored and unlabelled == "fail":
-            more = f" and {len(self.ignored) - SHOWN} more" if len(self.ignored) > SHOWN else ""
-            raise DataError(f"coco source: {len(self.ignored)} image(s) without a counted object "
-                            "(set ingest.options.unlabelled: skip to leave them out): "
-                            f"{', '.join(self.ignored[:SHOWN])}{more}")
+        self.ignored = leave_out_unlabelled("coco", unlabelled_images, unlabelled)
 
     def _check_exists(self, path: Path, folder: str) -> None:
         if not path.is_file():

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from dml.data.formats import FORMATS
-from dml.data.formats.problems import SHOWN, FileProblems
+from dml.data.formats.problems import SHOWN, FileProblems, check_unlabelled, leave_out_unlabelled
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -54,9 +54,6 @@ LISTS = (("train", "ImageList/TrainImagelist.txt", "Train"),
          ("test", "ImageList/TestImagelist.txt", "Test"))
 LABELS = "TrainTestLabels/Labels_{concept}_{part}.txt"
 IMAGES = "Flickr"
-UNLABELLED = ("skip", "fail")
-#: Images named in the error of ``unlabelled: fail``.
-NAMED = 5
 _LAYOUT = ("root must be the NUS-WIDE folder of the release, holding Concepts81.txt, "
            "ImageList/ and TrainTestLabels/")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -149,9 +146,7 @@ def _read_labels(path: Path, images: int, list_name: str) -> bytes:
 
 
 def _check_options(concepts: Any, unlabelled: Any) -> None:
-    if unlabelled not in UNLABELLED:
-        raise ConfigError(f"ingest.options.unlabelled: {unlabelled!r} is not one of: "
-                          f"{', '.join(UNLABELLED)}")
+    check_unlabelled(unlabelled)
     if isinstance(concepts, (list, tuple)):
         if not concepts or not all(isinstance(c, str) and c for c in concepts):
             raise ConfigError(f"ingest.options.concepts: {concepts!r} is not a non-empty list "
@@ -214,13 +209,9 @@ class NuswideSource:
                     self.rows.append((f"{path} line {line}", rel, split, kept))
                 else:
                     unlabelled_ids.append(rel)
-        if unlabelled_ids and unlabelled == "fail":
-            more = ", ..." if len(unlabelled_ids) > NAMED else ""
-            raise DataError(f"nuswide source: {len(unlabelled_ids)} image(s) have no concept "
-                            f"among the {len(wanted)} kept (set ingest.options.unlabelled: skip "
-                            f"to leave them out): {', '.join(unlabelled_ids[:NAMED])}{more}")
-        self.ignored = [f"{rel} (no concept among the {len(wanted)} kept)"
-                        for rel in unlabelled_ids]
+        self.ignored = leave_out_unlabelled(
+            "nuswide", [(rel, f"no concept among the {len(wanted)} kept") for rel in unlabelled_ids],
+            unlabelled)
 
     def records(self) -> Iterator[dict[str, Any]]:
         for origin, image_id, split, kept in self.rows:

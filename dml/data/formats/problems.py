@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from dml.errors import DataError
+from dml.errors import ConfigError, DataError
 
 #: Problems listed in one error; the rest are counted.
 SHOWN = 20
@@ -41,3 +41,30 @@ def relative_path(text: str) -> str | None:
     if not parts or text.startswith(("/", "\\")) or ".." in parts:
         return None
     return "/".join(parts)
+
+
+#: The ``unlabelled`` option of multi-label readers: what to do with an image that shows no
+#: class (the multi-label retrieval literature leaves such images out).
+UNLABELLED = ("skip", "fail")
+#: Unlabelled images named in the ``unlabelled: fail`` error; the rest are counted.
+UNLABELLED_SHOWN = 5
+
+
+def check_unlabelled(value: object) -> None:
+    """ConfigError unless the reader option ``unlabelled`` is one of :data:`UNLABELLED`."""
+    if value not in UNLABELLED:
+        raise ConfigError(f"ingest.options.unlabelled: {value!r} is not one of: "
+                          f"{', '.join(UNLABELLED)}")
+
+
+def leave_out_unlabelled(source: str, images: list[tuple[str, str]], mode: str) -> list[str]:
+    """The ingest report's ``ignored`` lines, ``"<image> (<why>)"``, for ``(image, why)`` pairs
+    of images that show no class; with ``mode`` ``fail`` a DataError naming the first ones."""
+    lines = [f"{image} ({why})" for image, why in images]
+    if lines and mode == "fail":
+        more = (f" and {len(lines) - UNLABELLED_SHOWN} more" if len(lines) > UNLABELLED_SHOWN
+                else "")
+        raise DataError(f"{source} source: {len(lines)} image(s) show no class (set "
+                        "ingest.options.unlabelled: skip to leave them out): "
+                        f"{', '.join(lines[:UNLABELLED_SHOWN])}{more}")
+    return lines
