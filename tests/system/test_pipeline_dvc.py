@@ -50,12 +50,12 @@ def tiny_params() -> dict:
     raw["evaluate"]["grid_queries"] = 3
     # The sketch experiment is SGML: an attribute head on rows of which half (the sketches)
     # have no attributes, through every stage.
-    raw["experiments"] = {"tiny": raw["experiments"]["multi_similarity"],
-                          "tiny_sketch": {**raw["experiments"]["sgml"], "dataset": "sketches", "search": {}}}
-    raw["experiments"]["tiny_sketch"].pop("baseline")
     # The scenes experiment trains the soft-PQ head beside adaptive-margin triplets on the
     # multiset Jaccard similarity; its learned codebooks become a faiss index of their own.
     scenes_exp = raw["experiments"]["jaccard_softpq"]
+    raw["experiments"] = {"tiny": raw["experiments"]["multi_similarity"],
+                          "tiny_sketch": {**raw["experiments"]["sgml"], "dataset": "sketches", "search": {}}}
+    raw["experiments"]["tiny_sketch"].pop("baseline")
     scenes_exp.update(search={}, quantize={"bits": [32]})
     scenes_exp["model"] = {"heads": {"soft_pq": {"bits": [32], "codeword_bits": 8}}}
     scenes_exp["train"] = {**scenes_exp["train"], "sampler": {"name": "multilabel", "k": 3}}
@@ -229,7 +229,7 @@ def test_unknown_params_key_stops_the_stage_and_names_it(project):
     bad.write_text(yaml.safe_dump(params))
     out = run([sys.executable, "pipelines/quantize.py", "--params", str(bad), "--experiment", "tiny",
                "--tuned", "tuned/tiny.json", "--embeddings", "embeddings/tiny/seed0.parquet",
-               "--out", "indexes/elsewhere"], repo, env)
+               "--model", "models/tiny/seed0", "--out", "indexes/elsewhere"], repo, env)
     assert out.returncode == 2
     assert "quantize.bitz: unknown key" in out.stderr
     assert "Traceback" not in out.stderr
