@@ -107,8 +107,9 @@ class ModelOutput:
     heads: dict[str, Tensor] = field(default_factory=dict)
 
     def float(self) -> ModelOutput:
-        """A copy in float32 (losses' exponentials need the range after bf16 autocast)."""
-        return _map_tensors(self, lambda t: t.float())
+        """A copy with half-precision tensors in float32 (losses' exponentials need the range
+        after bf16 autocast); float32 and float64 stay as they are."""
+        return _map_tensors(self, lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
 
     def head(self, name: str, who: str) -> Tensor:
         """Output of head ``name``; a clear error naming ``who`` needs it when it is absent."""

@@ -29,7 +29,9 @@ class BuildContext:
     - ``num_attributes``: length of the attribute vectors (0 when the data has none);
     - ``count_classes``: length of the object-count vectors (0 when the data has none);
     - ``embed_dim``: the embedding size; ``feature_dim``: the trunk's output size;
-    - ``image_size``: the side of the model's (square) input images.
+    - ``image_size``: the side of the model's (square) input images;
+    - ``embedding_head``: the model's embedding layer (``W h + b``), for a loss that applies
+      it again to detached trunk features (energy confusion); None before the model exists.
     """
 
     num_classes: int = 0
@@ -40,6 +42,7 @@ class BuildContext:
     embed_dim: int = 0
     feature_dim: int = 0
     image_size: int = 0
+    embedding_head: Any = None
 
     def values(self) -> dict[str, Any]:
         """Field name -> value."""

@@ -200,12 +200,16 @@ def _float_cell(runs: Sequence[Mapping], key: str) -> str:
 
 
 def _difference(method: Runs, baseline: Runs, key: str) -> str:
-    """The paired difference on the seeds both ran, in points, marked ``*`` where its 95%
-    interval excludes zero."""
-    pairs = {s: r["float"].get(key) for s, r in method.items()}
-    base = {s: r["float"].get(key) for s, r in baseline.items()}
-    diff = paired_difference({s: v for s, v in pairs.items() if isinstance(v, float)},
-                             {s: v for s, v in base.items() if isinstance(v, float)})
+    """The paired difference of a float figure on the seeds both ran (:func:`_paired`)."""
+    return _paired({s: r["float"].get(key) for s, r in method.items()},
+                   {s: r["float"].get(key) for s, r in baseline.items()})
+
+
+def _paired(method: Mapping[int, float | None], baseline: Mapping[int, float | None]) -> str:
+    """The paired difference of per-seed values on the seeds both have, in points, marked
+    ``*`` where its 95% interval excludes zero."""
+    diff = paired_difference({s: v for s, v in method.items() if isinstance(v, float)},
+                             {s: v for s, v in baseline.items() if isinstance(v, float)})
     if diff.n == 0:
         return "–"
     if diff.n < 2:
@@ -253,6 +257,7 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
                          for n in paired]),
                   "Δ: mean difference in points ± half-width of its 95% t interval over the seeds "
                   "both ran; * where the interval excludes zero."]
+    parts += _gap_table(names, results, shown, baselines)
     detail_keys = _compared(columns, 4)
     detail_rows = []
     for name in names:
@@ -267,6 +272,50 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
                     Table(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
 
 
+def _gaps(runs: Runs, key: str) -> dict[int, float | None]:
+    """Per seed, seen − unseen of a float figure (None where either is missing)."""
+    out: dict[int, float | None] = {}
+    for seed, run in runs.items():
+        if "gap" in run:
+            seen, unseen = (run["gap"][side]["float"].get(key) for side in ("seen", "unseen"))
+            out[seed] = seen - unseen if isinstance(seen, float) and isinstance(unseen, float) else None
+    return out
+
+
+def _gap_table(names: Sequence[str], results: Mapping[str, Runs], keys: Sequence[str],
+               baselines: Mapping[str, str]) -> list[Block]:
+    """Seen against unseen classes: each headline figure on the sample of training classes
+    and on as many test classes (an evaluation's ``gap``), the gap between them (seen −
+    unseen, per seed, then over seeds), and for a method the paired difference of its gap to
+    its baseline's; nothing where no run has the samples (a split by image)."""
+    with_gap = [n for n in names if any("gap" in r for r in results[n].values())]
+    if not with_gap or not keys:
+        return []
+    compared = [n for n in with_gap if baselines.get(n) in with_gap]
+    rows = []
+    for name in with_gap:
+        measured = [results[name][s]["gap"] for s in sorted(results[name]) if "gap" in results[name][s]]
+        row = [name, str(measured[0]["classes"])]
+        for key in keys:
+            row += [_cell([m[side]["float"].get(key) for m in measured]) for side in ("seen", "unseen")]
+            row.append(_cell(list(_gaps(results[name], key).values())))
+            if compared:
+                base = baselines.get(name)
+                row.append(_paired(_gaps(results[name], key), _gaps(results[base], key))
+                           if name in compared else "–")
+        rows.append(row)
+    header = ["experiment", "classes"]
+    for key in keys:
+        header += [f"seen {title(key)}", f"unseen {title(key)}", f"gap {title(key)}"]
+        header += [f"Δ gap {title(key)} vs baseline"] if compared else []
+    return [Heading(3, "Seen vs unseen classes"), Table(header, rows),
+            "Seen: the training images of a seeded sample of the classes trained on; unseen: "
+            "the test images of as many test classes (classes: how many on each side), each "
+            "image ranked against the others of its sample. Gap: seen − unseen, per seed, then "
+            "its mean ± the half-width of its 95% t interval over seeds; Δ gap: the paired "
+            "difference of a method's gap to its baseline's (negative: a smaller gap)."]
+
+
 def _graded(columns: Sequence[str]) -> list[str]:
     """The figures of a graded (multi-label) evaluation, one with NDCG columns: R@1 (the top
     result shares a class), mAP, mAP@K and NDCG@K; empty for any other evaluation. The
@@ -278,10 +327,10 @@ def _graded(columns: Sequence[str]) -> list[str]:
 
 def _compared(columns: Sequence[str], n: int) -> list[str]:
     """The first ``n`` figures to compare: a graded evaluation's mAP and NDCG, else the
-    protocol's own (no prefix, NMI aside), else its averages over tasks (``avg/``: over
+    protocol's own (no prefix, NMI and AMI aside), else its averages over tasks (``avg/``: over
     scales), else the first columns."""
     graded = [k for k in _graded(columns) if k != "recall@1"]
-    return (graded[:n] or [k for k in columns if "/" not in k and k != "nmi"][:n]
+    return (graded[:n] or [k for k in columns if "/" not in k and k not in ("nmi", "ami")][:n]
             or [k for k in columns if k.startswith("avg/")][:n] or list(columns[:n]))
 
 

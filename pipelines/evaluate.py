@@ -1,5 +1,6 @@
 """Stage evaluate: the experiment's protocol on the test rows, float and every quantized index,
-and the attribute head's per-attribute average precision where the model has one."""
+the same float figures on a sample of the training classes (the seen/unseen gap), and the
+attribute head's per-attribute average precision where the model has one."""
 
 from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
@@ -86,7 +87,8 @@ def main() -> None:
     indexes = {p.stem: load_index(p)[0] for p in sorted(Path(args.indexes).glob("*.faiss"))}
     report = evaluate_test_split(rows, vectors, protocol, indexes, ks=tuple(cfg.ks),
                                  attribute_logits=head_output(table, "attributes"),
-                                 attribute_names=read_info(data["manifest"]).attribute_names)
+                                 attribute_names=read_info(data["manifest"]).attribute_names,
+                                 held_out_folds=spec.train.val_folds, seed=args.seed)
     report.update(
         experiment=args.experiment,
         seed=args.seed,

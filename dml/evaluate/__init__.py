@@ -23,7 +23,7 @@ from dml.evaluate.knn import (
     per_query_metrics,
     prepare_embeddings,
 )
-from dml.evaluate.metrics import clustering_nmi
+from dml.evaluate.metrics import clustering_scores
 
 __all__ = ["Grades", "Relevance", "label_relevance", "per_query_metrics", "retrieval_metrics"]
 
@@ -137,7 +137,8 @@ def retrieval_metrics(
             relevance: 5 bytes per query-gallery pair); the result does not depend on it.
         nmi: also cluster the query embeddings (L2-normalized under cosine; faiss k-means,
             K = number of distinct query labels, k-means++ seeding with ``seed``) and report
-            NMI against the labels (``sklearn.metrics.normalized_mutual_info_score``).
+            NMI and AMI against the labels (scikit-learn's ``normalized_mutual_info_score``
+            and ``adjusted_mutual_info_score``).
         seed: seed of that k-means.
         query_gallery_index: int ``[Q]``, only with a separate gallery: the gallery row that
             holds the same item as each query, or -1. That row is left out of the query's
@@ -151,7 +152,7 @@ def retrieval_metrics(
         gallery size means "any"), ``precision@K`` (K=1 and ``precision_ks``),
         ``r_precision``, ``map@r`` (Musgrave et al. 2020, ``1/R sum_{i<=R} P@i rel(i)``),
         ``map`` (average precision over the whole ranking), ``map@K``, ``ndcg@K``, ``asi``, ``nmi``
-        (only when ``nmi=True``) and ``queries_without_relevant``.
+        and ``ami`` (only when ``nmi=True``) and ``queries_without_relevant``.
 
     Queries with no relevant item in the gallery (a class seen once when ranking a set
     against itself, a query class absent from the gallery) have no defined retrieval score:
@@ -269,7 +270,8 @@ def retrieval_metrics(
         if per_query is not None:  # each query's value (NaN where it has no relevant item)
             per_query.update({prefix + k: np.where(valid, v, np.nan) for k, v in values_per_query.items()})
         if nmi and name == next(iter(labelled)):  # the first (finest) labels only
-            result[prefix + "nmi"] = clustering_nmi(q.cpu().numpy(), q_lab.cpu().numpy(), seed=seed)
+            clusters = clustering_scores(q.cpu().numpy(), q_lab.cpu().numpy(), seed=seed)
+            result.update({prefix + name: value for name, value in clusters.items()})
         result[prefix + "queries_without_relevant"] = float((~valid).sum())
     return result
 

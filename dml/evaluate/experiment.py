@@ -46,6 +46,50 @@ def test_rows(rows: EvalRows) -> np.ndarray:
     return mask
 
 
+def gap_samples(rows: EvalRows, held_out_folds: Sequence[int] = (), *,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Masks of the two samples that measure the gap between seen and unseen classes: the
+    training images of K classes the model trained on (the validation folds
+    ``held_out_folds`` were not trained on), and the test images of K test classes, K the
+    smaller of the two class counts, each sample drawn from ``seed``: both sides rank among
+    as many classes.
+
+    None where a split has no such gap: rows without class labels (multi-label scenes, split
+    by image), or test classes that are also training classes.
+    """
+    if not rows.labels:
+        return None
+    fine = next(iter(rows.labels.values()))
+    trained = (rows.split == "train") & (fine >= 0)
+    if held_out_folds and rows.fold is not None:
+        trained &= ~np.isin(rows.fold, np.asarray(list(held_out_folds), dtype=np.int64))
+    tested = (rows.split == "test") & (fine >= 0)
+    seen, unseen = np.unique(fine[trained]), np.unique(fine[tested])
+    if not len(seen) or not len(unseen) or np.isin(unseen, seen).any():
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    k = min(len(seen), len(unseen))
+    return (trained & np.isin(fine, rng.choice(seen, size=k, replace=False)),
+            tested & np.isin(fine, rng.choice(unseen, size=k, replace=False)))
+
+
+def evaluate_gap(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, *,
+                 held_out_folds: Sequence[int] = (), ks: Sequence[int] = (1, 2, 4, 8),
+                 seed: int = 0) -> dict[str, Any] | None:
+    """The protocol's float metrics on each sample of :func:`gap_samples`, every row ranked
+    against the others of its sample (role "both"): ``{"classes": K, "seen": {"images": n,
+    "float": {...}}, "unseen": {...}}``; None where there are no such samples."""
+    samples = gap_samples(rows, held_out_folds, seed=seed)
+    if samples is None:
+        return None
+    out: dict[str, Any] = {"classes": int(len(np.unique(rows.fine[samples[0]])))}
+    for side, mask in zip(("seen", "unseen"), samples):
+        out[side] = {"images": int(mask.sum()),
+                     "float": protocol.evaluate(rows.subset(mask).with_roles("both"), vectors[mask],
+                                                ks=ks, seed=seed)}
+    return out
+
+
 def evaluate_test_split(
     rows: EvalRows,
     vectors: np.ndarray,
@@ -55,9 +99,15 @@ def evaluate_test_split(
     ks: Sequence[int] = (1, 2, 4, 8),
     attribute_logits: np.ndarray | None = None,
     attribute_names: Sequence[str] = (),
+    held_out_folds: Sequence[int] | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The protocol's metrics on the test rows: float vectors, then each index's decoded
     gallery (queries keep their float vectors).
+
+    With ``held_out_folds`` (the validation folds the model did not train on), also the
+    same float metrics on a sample of the classes it trained on and on as many test classes
+    (``gap``: :func:`evaluate_gap`), for the gap between seen and unseen classes.
 
     A quantized gallery is ranked as faiss's asymmetric search does: by inner product with
     the decoded codes under cosine protocols, by L2 distance under euclidean ones.
@@ -67,11 +117,13 @@ def evaluate_test_split(
     precision on the test rows (:func:`attribute_quality`); each one's is under
     ``attributes``.
     """
+    gap = (None if held_out_folds is None else
+           evaluate_gap(rows, vectors, protocol, held_out_folds=held_out_folds, ks=ks, seed=seed))
     mask = test_rows(rows)
     rows, vectors = rows.subset(mask), vectors[mask]
     queries, gallery, _ = protocol.split(rows)
     per_query: dict[str, np.ndarray] = {}
-    floats = protocol.evaluate(rows, vectors, ks=ks, per_query=per_query)
+    floats = protocol.evaluate(rows, vectors, ks=ks, per_query=per_query, seed=seed)
     per_attribute = None
     if attribute_logits is not None:
         floats["attributes/map"], per_attribute = attribute_quality(rows, attribute_logits[mask],
@@ -99,6 +151,7 @@ def evaluate_test_split(
         "quantized": {k: v for k, v in quantized.items() if k != "flat"},
         "exact_index": quantized.get("flat"),
         **({"attributes": per_attribute} if per_attribute is not None else {}),
+        **({"gap": gap} if gap is not None else {}),
     }
 
 

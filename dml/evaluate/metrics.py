@@ -33,7 +33,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, normalized_mutual_info_score
+from sklearn.metrics import (adjusted_mutual_info_score, average_precision_score,
+                             normalized_mutual_info_score)
 
 __all__ = [
     "attribute_average_precision",
@@ -41,7 +42,7 @@ __all__ = [
     "average_precision_at_k",
     "average_set_intersection",
     "ndcg_at_k",
-    "clustering_nmi",
+    "clustering_scores",
     "kmeans_assign",
     "map_at_r",
     "precision_at_k",
@@ -271,22 +272,26 @@ def kmeans_assign(embeddings: np.ndarray, k: int, *, seed: int = 0, niter: int =
     return assign[:, 0].astype(np.int64)
 
 
-def clustering_nmi(embeddings: np.ndarray, labels: ArrayLike, *, seed: int = 0) -> float:
-    """NMI between the labels and a k-means clustering with K = number of distinct labels.
+def clustering_scores(embeddings: np.ndarray, labels: ArrayLike, *, seed: int = 0) -> dict[str, float]:
+    """NMI and AMI between the labels and one k-means clustering with K = number of distinct
+    labels: ``{"nmi": ..., "ami": ...}``.
 
-    ``embeddings: float[N, D]``, ``labels: int[N]``. Uses :func:`kmeans_assign` and
-    ``sklearn.metrics.normalized_mutual_info_score`` (arithmetic normalization).
+    ``embeddings: float[N, D]``, ``labels: int[N]``. Uses :func:`kmeans_assign` (seeded) and
+    scikit-learn's ``normalized_mutual_info_score`` and ``adjusted_mutual_info_score``
+    (arithmetic normalization): AMI is NMI corrected for chance, 0 for a random clustering
+    whatever the number of classes, where NMI grows with it.
 
     >>> x = np.array([[0.0, 0.0], [0.0, 0.1], [10.0, 10.0], [10.0, 10.1]], dtype=np.float32)
-    >>> clustering_nmi(x, [3, 3, 7, 7])
-    1.0
-    >>> clustering_nmi(x[:1], [5])        # a lone point: one cluster, one class
-    1.0
+    >>> clustering_scores(x, [3, 3, 7, 7])
+    {'nmi': 1.0, 'ami': 1.0}
+    >>> clustering_scores(x[:1], [5])        # a lone point: one cluster, one class
+    {'nmi': 1.0, 'ami': 1.0}
     """
     y = np.asarray(labels)
     k = int(np.unique(y).size)
     assign = kmeans_assign(embeddings, k, seed=seed)
-    return float(normalized_mutual_info_score(y, assign))
+    return {"nmi": float(normalized_mutual_info_score(y, assign)),
+            "ami": float(adjusted_mutual_info_score(y, assign))}
 
 
 def attribute_average_precision(scores: ArrayLike, targets: ArrayLike, known: ArrayLike | None = None) -> np.ndarray:

@@ -34,6 +34,7 @@ An item with role "both" is in the query set and in the gallery set. Two cases f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,7 +112,8 @@ class EvalRows:
     ``labels`` maps each scale present (finest first) to int64 ``[N]``; ``counts`` is float
     ``[N, C]`` for multi-object rows; ``attributes`` float ``[N, A]`` of 0/1 with
     ``attribute_known`` bool ``[N, A]`` where the rows have attributes. ``split``, ``role``,
-    ``domain`` are str ``[N]``.
+    ``domain`` are str ``[N]``; ``fold`` int64 ``[N]``, each training row's validation fold
+    (-1 on test rows; None when unknown).
     """
 
     ids: np.ndarray
@@ -122,6 +124,7 @@ class EvalRows:
     counts: np.ndarray | None = None
     attributes: np.ndarray | None = None
     attribute_known: np.ndarray | None = None
+    fold: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -150,8 +153,12 @@ class EvalRows:
             ids=self.ids[mask], split=self.split[mask], role=self.role[mask],
             domain=self.domain[mask], labels={k: v[mask] for k, v in self.labels.items()},
             counts=rows(self.counts), attributes=rows(self.attributes),
-            attribute_known=rows(self.attribute_known),
+            attribute_known=rows(self.attribute_known), fold=rows(self.fold),
         )
+
+    def with_roles(self, role: str) -> EvalRows:
+        """The same rows, every one with ``role`` ("both": each ranked against the others)."""
+        return dataclasses.replace(self, role=np.full(len(self), role, dtype=object))
 
     @classmethod
     def from_dataset(cls, dataset: Any) -> EvalRows:
@@ -170,6 +177,8 @@ class EvalRows:
             counts=dataset.counts,
             attributes=dataset.attributes,
             attribute_known=dataset.attribute_mask,
+            fold=(table.column("fold").to_numpy(zero_copy_only=False).astype(np.int64)
+                  if "fold" in table.column_names else None),
         )
 
 
@@ -415,7 +424,7 @@ class PerScale(QueryGallery):
             per_scale.setdefault(key.split("/", 1)[1], []).append(value)
         n = max(len(v) for v in per_scale.values())
         averages = {f"avg/{name}": float(np.mean(values)) for name, values in per_scale.items()
-                    if len(values) == n and name not in ("nmi", "queries_without_relevant")}
+                    if len(values) == n and name not in ("nmi", "ami", "queries_without_relevant")}
         return {**metrics, **averages}
 
 

@@ -25,6 +25,7 @@ from dml.losses.contrastive import ContrastiveLoss
 from dml.losses.cosface import CosFaceLoss
 from dml.losses.cross_scale import CrossScaleLoss
 from dml.losses.embedding_norm import EmbeddingNormLoss
+from dml.losses.energy_confusion import EnergyConfusionLoss
 from dml.losses.multi_similarity import MultiSimilarityLoss
 from dml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from dml.losses.proxy_anchor import ProxyAnchorLoss
@@ -40,6 +41,7 @@ __all__ = [
     "CosFaceLoss",
     "CrossScaleLoss",
     "EmbeddingNormLoss",
+    "EnergyConfusionLoss",
     "MetricLoss",
     "MultiSimilarityLoss",
     "NormalizedSoftmaxLoss",

@@ -391,11 +391,18 @@ class WrapperLoss(MetricLoss):
             return value
         term = self.term(output, batch)
         self.log_term(self.term_name, term)
-        return value + self.weight * term
+        value = value + self.weight * term
+        extra = self.unweighted_term(output, batch)
+        return value if extra is None else value + extra
 
     def term(self, output: ModelOutput, batch: Batch) -> Tensor:
         """The added term (a scalar tensor)."""
         raise NotImplementedError
+
+    def unweighted_term(self, output: ModelOutput, batch: Batch) -> Tensor | None:
+        """A regularizer that comes with the term, added unscaled by ``weight`` (and only
+        while the term is on); None by default. The subclass logs it."""
+        return None
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}"

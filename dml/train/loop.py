@@ -171,7 +171,8 @@ def build_learner(
     """The model and loss of ``spec``, sizes (classes, attributes, embed dim) from ``context``."""
     model = build_model(spec.model, context)
     context = BuildContext(**{**context.values(), "embed_dim": model.embed_dim,
-                              "feature_dim": model.trunk.out_dim, "image_size": spec.model.image_size})
+                              "feature_dim": model.trunk.out_dim, "image_size": spec.model.image_size,
+                              "embedding_head": model.head})
     if spec.loss is None:
         raise ConfigError(f"experiments.{spec.experiment}.loss: missing; nothing to train with")
     loss = build_loss(spec.loss, context=context, where=f"experiments.{spec.experiment}.loss")

@@ -15,7 +15,7 @@ from dml.evaluate.metrics import (
     average_set_intersection,
     attribute_average_precision,
     average_precision,
-    clustering_nmi,
+    clustering_scores,
     map_at_r,
     precision_at_k,
     r_precision,
@@ -158,18 +158,38 @@ def test_excluded_item_is_ranked_nowhere():
 
 
 # ---------------------------------------------------------------- clustering
-def test_nmi_perfect_on_separated_blobs():
+def test_nmi_and_ami_perfect_on_separated_blobs():
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((6, 16)) * 10
     labels = np.repeat(np.arange(6), 30)
     x = (centers[labels] + 0.05 * rng.standard_normal((180, 16))).astype(np.float32)
-    assert clustering_nmi(x, labels, seed=0) == pytest.approx(1.0)
+    assert clustering_scores(x, labels, seed=0) == pytest.approx({"nmi": 1.0, "ami": 1.0})
 
 
-def test_nmi_of_random_labels_is_low():
+def test_nmi_and_ami_of_random_labels_are_low_and_ami_is_chance_corrected():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((300, 8)).astype(np.float32)
-    assert clustering_nmi(x, rng.integers(0, 5, 300), seed=0) < 0.2
+    few = clustering_scores(x, rng.integers(0, 5, 300), seed=0)
+    assert few["nmi"] < 0.2 and abs(few["ami"]) < 0.05
+    many = clustering_scores(x, rng.integers(0, 60, 300), seed=0)
+    assert many["nmi"] > 0.4 and abs(many["ami"]) < 0.05  # NMI grows with K on noise, AMI does not
+
+
+def test_clustering_is_seeded():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    labels = rng.integers(0, 8, 200)
+    assert clustering_scores(x, labels, seed=4) == clustering_scores(x, labels, seed=4)
+
+
+def test_ami_matches_its_definition_on_a_hand_clustering():
+    # two classes of four points, k-means finds them exactly: both scores are 1; a labelling
+    # that splits each cluster in half carries no information about it: AMI <= 0
+    x = np.array([[0, 0], [0, 0.1], [0.1, 0], [0.1, 0.1], [5, 5], [5, 5.1], [5.1, 5], [5.1, 5.1]],
+                 dtype=np.float32)
+    assert clustering_scores(x, [0, 0, 0, 0, 1, 1, 1, 1]) == pytest.approx({"nmi": 1.0, "ami": 1.0})
+    halves = clustering_scores(x, [0, 0, 1, 1, 0, 0, 1, 1])
+    assert halves["nmi"] < 0.5 and halves["ami"] <= 1e-9
 
 
 # ---------------------------------------------------------------- docstring examples

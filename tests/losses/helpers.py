@@ -15,6 +15,9 @@ EXTRA_KWARGS: dict[str, dict[str, Any]] = {
     "csl": {"margins": {"fine": 0.25}},  # single-scale here; tests/losses/test_csl.py has the scales
     # Its term reads the soft_pq head, which a bare loss call has not: tests/losses/test_quantized.py
     "quantized": {"base": {"name": "adaptive_triplet"}, "weight": 0.0},
+    # Its term reads the trunk features and the model's embedding layer, which a bare loss call
+    # has not: tests/losses/test_energy_confusion.py
+    "energy_confusion": {"base": {"name": "binomial_deviance"}, "weight": 0.0},
 }
 
 

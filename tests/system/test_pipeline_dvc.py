@@ -48,13 +48,16 @@ def tiny_params() -> dict:
     raw["tune"]["trials"] = 0
     raw["quantize"] = {"kinds": ["pq"], "bits": [32]}
     raw["evaluate"]["grid_queries"] = 3
+    # The photo experiment is ECAML over multi-similarity: the model's embedding layer applied
+    # again to detached trunk features in the loss, through Ray Train, Tune and export.
     # The sketch experiment is SGML: an attribute head on rows of which half (the sketches)
     # have no attributes, through every stage.
     # The scenes experiment trains the soft-PQ head beside adaptive-margin triplets on the
     # multiset Jaccard similarity; its learned codebooks become a faiss index of their own.
     scenes_exp = raw["experiments"]["jaccard_softpq"]
-    raw["experiments"] = {"tiny": raw["experiments"]["multi_similarity"],
+    raw["experiments"] = {"tiny": {**raw["experiments"]["ecaml_ms"], "search": {}},
                           "tiny_sketch": {**raw["experiments"]["sgml"], "dataset": "sketches", "search": {}}}
+    raw["experiments"]["tiny"].pop("baseline")
     raw["experiments"]["tiny_sketch"].pop("baseline")
     scenes_exp.update(search={}, quantize={"bits": [32]})
     scenes_exp["model"] = {"heads": {"soft_pq": {"bits": [32], "codeword_bits": 8}}}
@@ -134,8 +137,13 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
         *{f"{stage}@{name}-0" for stage in per_seed for name in EXPERIMENTS},
     }
     metrics = json.loads((repo / "metrics/tiny/seed0.json").read_text())
-    assert set(metrics["float"]) >= {"recall@1", "recall@8", "map@r", "r_precision", "map", "nmi"}
+    assert set(metrics["float"]) >= {"recall@1", "recall@8", "map@r", "r_precision", "map", "nmi", "ami"}
     assert 0.0 < metrics["float"]["recall@1"] <= 1.0
+    # ... and the same figures on the 4 trained classes (6 training classes, 2 validated on)
+    # and on 4 of the 6 test classes: the seen/unseen gap
+    gap = metrics["gap"]
+    assert gap["classes"] == 4 and gap["seen"]["images"] == gap["unseen"]["images"] == 4 * 45
+    assert set(gap["seen"]["float"]) >= {"recall@1", "map@r", "nmi", "ami"}
     assert metrics["quantized"]["pq32"]["bytes_per_vector"] == 4
     # The sketch dataset is evaluated with its own protocol: sketch queries against photos.
     sketch = json.loads((repo / "metrics/tiny_sketch/seed0.json").read_text())
@@ -154,10 +162,11 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     assert 0.0 < scenes["quantized"]["softpq32"]["map"] <= 1.0
     assert (repo / "dvclive/tiny_sketch/seed0/plots/metrics/loss_attribute_bce.tsv").is_file()
     table = (repo / "results/comparison.md").read_text()
-    assert "| tiny | multi_similarity | 1 |" in table
+    assert "| tiny | energy_confusion | 1 |" in table and "### Seen vs unseen classes" in table
     assert "## shapes · self_retrieval" in table and "## sketches · cross_domain" in table
     assert (repo / "plots/tiny/seed0/retrieval_grid.png").stat().st_size > 0
     assert (repo / "dvclive/tiny/seed0/plots/metrics/loss.tsv").is_file()
+    assert (repo / "dvclive/tiny/seed0/plots/metrics/loss_energy_confusion.tsv").is_file()
     assert (repo / "dvclive/tiny/seed0/plots/metrics/val_map_at_r.tsv").is_file()  # the validation curve
 
     again = run(["dvc", "repro"], repo, env)
@@ -363,7 +372,7 @@ def test_each_seed_is_a_run_of_its_own_cached_apart(project):
     assert [c["seed"] for c in cards] == [0, 1] and cards[0]["sha256"] != cards[1]["sha256"]
     table = (repo / "results/comparison.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| tiny | "))
-    assert row.startswith("| tiny | multi_similarity | 2 |") and " ± " in row
+    assert row.startswith("| tiny | energy_confusion | 2 |") and " ± " in row
 
     params["seeds"] = [1]  # dropping a seed re-runs nothing but the report
     (repo / "params.yaml").write_text(yaml.safe_dump(params))

@@ -48,6 +48,9 @@ CASES = {name: {} for name in LOSSES.names()} | {
     "adaptive_triplet-cosine-semihard": {"similarity": "cosine", "mining": "semihard", "margin": 0.5},
     # the soft-PQ head's code words are DDP parameters trained through the quantized term
     "quantized-soft_pq": {"weight": 1.0},
+    # ECAML: random partners over the global batch, the model's embedding layer applied again
+    # to the detached trunk features of every rank, and the row-norm penalty on it
+    "energy_confusion-binomial": {"weight": 0.5, "partners": 3, "row_norm": 0.5},
 }
 #: Losses that read the attribute head (the model gets one for them).
 WITH_ATTRIBUTE_HEAD = {"soft_binomial_deviance"}
@@ -65,7 +68,10 @@ def make_learner(case: str) -> MetricLearner:
     heads = {"attributes": AttributeHead(D_IN, A)} if name in WITH_ATTRIBUTE_HEAD else {}
     if case == "quantized-soft_pq":
         heads = {"soft_pq": SoftProductQuantizer(D, bits=[2, 4], codeword_bits=1, temperature=0.5)}
-    return MetricLearner(EmbeddingModel(Flat(), D, heads), build_loss(name, **kwargs))
+    model = EmbeddingModel(Flat(), D, heads)
+    if name == "energy_confusion":
+        kwargs["embedding_head"] = model.head  # what build_learner's context hands it
+    return MetricLearner(model, build_loss(name, **kwargs))
 
 
 def batch() -> Batch:

@@ -1,0 +1,207 @@
+"""The ``energy_confusion`` wrapper (ECAML): hand values, reduction to the base loss, where its
+gradient goes (the embedding layer, never the trunk), the row-norm penalty, determinism of the
+partners, gradcheck and errors. Two-worker exactness: tests/train/test_distributed.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from dml.batch import Batch, ModelOutput
+from dml.errors import ConfigError
+from dml.losses import build_loss
+from dml.losses.energy_confusion import random_partners
+from dml.models import EmbeddingModel
+from dml.train.loop import MetricLearner
+
+BASE = {"name": "binomial_deviance"}
+LABELS = torch.tensor([0, 0, 1, 1])
+# With W = I and b = 0 these features are the embeddings z.
+FEATURES = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 3.0]], dtype=torch.float64)
+
+
+def _layer(weight: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0]).double()
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(torch.zeros(weight.shape[0]) if bias is None else bias)
+    return layer
+
+
+def _call(loss, layer: nn.Linear, features: torch.Tensor = FEATURES, labels: torch.Tensor = LABELS,
+          step: int = 0) -> torch.Tensor:
+    output = ModelOutput(embeddings=layer(features), features=features)
+    return loss.forward_batch(output, Batch(images=None, index=torch.arange(len(labels)), labels=labels,
+                                            step=step))
+
+
+def _energy_confusion(layer: nn.Linear | None, **knobs) -> nn.Module:
+    return build_loss({"name": "energy_confusion", "base": BASE, **knobs}, embedding_head=layer)
+
+
+def test_by_hand_every_other_row_a_partner() -> None:
+    # r = B - 1: each unordered pair is drawn twice (once from each end), so
+    # E = Σ_{i<j} ‖z_i − z_j‖² / w_ij with w = 2 positive pairs, 4 negative pairs:
+    # positives (0,1) 1, (2,3) 1 -> 2/2 = 1; negatives 4 + 9 + 5 + 10 = 28 -> 28/4 = 7; E = 8.
+    layer = _layer(torch.eye(2))
+    base = build_loss(BASE)(layer(FEATURES), LABELS)
+    loss = _energy_confusion(layer, weight=0.25, partners=3)
+    assert _call(loss, layer).item() == pytest.approx(base.item() + 0.25 * math.log(8.0), abs=1e-12)
+    terms = loss.pop_terms()
+    assert terms["energy_confusion"] == pytest.approx(math.log(8.0))
+    assert terms["row_norm"] == 0.0  # unit rows
+    # W = 2I: z doubles, E = 32, and each row's squared norm is 4: penalty 0.5/2 * (9 + 9) = 4.5
+    double = _layer(2 * torch.eye(2))
+    base = build_loss(BASE)(double(FEATURES), LABELS)
+    expected = base.item() + 0.25 * math.log(32.0) + 4.5
+    assert _call(_energy_confusion(double, weight=0.25, partners=3), double).item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_by_hand_one_random_partner_each() -> None:
+    layer = _layer(torch.tensor([[1.0, 0.5], [-0.5, 2.0]]), torch.tensor([0.1, -0.2]))
+    loss = _energy_confusion(layer, weight=1.0, partners=1, row_norm=0.0, seed=3)
+    z = layer(FEATURES).detach()
+    partners = random_partners(4, 1, torch.Generator().manual_seed(3 * 1_000_003 + 5))
+    energy = 0.0
+    for i in range(4):
+        j = int(partners[i, 0])
+        assert j != i
+        kind = 2 if LABELS[i] == LABELS[j] else 4
+        energy += 0.5 * float((z[i] - z[j]).pow(2).sum()) / kind
+    base = build_loss(BASE)(layer(FEATURES), LABELS)
+    assert _call(loss, layer, step=5).item() == pytest.approx(base.item() + math.log(energy), abs=1e-12)
+
+
+def test_partners_are_distinct_other_rows() -> None:
+    partners = random_partners(6, 4, torch.Generator().manual_seed(0))
+    assert partners.shape == (6, 4)
+    for i, row in enumerate(partners.tolist()):
+        assert i not in row and len(set(row)) == 4
+    assert random_partners(3, 10, torch.Generator().manual_seed(0)).shape == (3, 2)  # all others
+
+
+def test_weight_zero_is_the_base_loss_exactly() -> None:
+    layer = _layer(torch.tensor([[1.0, 0.5], [-0.5, 2.0]]))
+    base = build_loss(BASE)
+    off = _energy_confusion(layer, weight=0.0, row_norm=0.5)
+    output = ModelOutput(embeddings=layer(FEATURES), features=FEATURES)
+    batch = Batch(images=None, index=torch.arange(4), labels=LABELS)
+    assert torch.equal(off.forward_batch(output, batch), base.forward_batch(output, batch))
+    assert set(off.pop_terms()) == {"base"}  # neither log E nor the penalty is computed
+
+
+class _Trunk(nn.Module):
+    """A one-layer trunk with its own weights."""
+
+    out_dim = 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.net(x))
+
+
+def _learner(weight: float, seed: int = 0) -> MetricLearner:
+    torch.manual_seed(seed)
+    model = EmbeddingModel(_Trunk(), 4)
+    loss = build_loss({"name": "energy_confusion", "weight": weight, "partners": 3, "base": BASE},
+                      embedding_head=model.head)
+    return MetricLearner(model, loss)
+
+
+def _images(seed: int = 1) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(images=torch.randn(8, 6, generator=g), index=torch.arange(8),
+                 labels=torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+
+
+def _gradients(learner: MetricLearner) -> dict[str, torch.Tensor]:
+    learner.zero_grad()
+    learner(_images()).backward()
+    return {name: p.grad.clone() for name, p in learner.named_parameters()}
+
+
+def test_the_trunk_gradient_is_the_base_losses_alone_and_the_layer_gets_the_term() -> None:
+    plain, confused = _gradients(_learner(0.0)), _gradients(_learner(0.5))
+    assert set(plain) == set(confused) == {"model.trunk.net.weight", "model.trunk.net.bias",
+                                           "model.head.weight", "model.head.bias"}
+    # b cancels out of every z_i - z_j: the energy moves W alone
+    for name in ("model.trunk.net.weight", "model.trunk.net.bias", "model.head.bias"):
+        assert torch.equal(plain[name], confused[name]), name
+    assert not torch.allclose(plain["model.head.weight"], confused["model.head.weight"])
+
+
+def test_the_layer_stays_the_models_own() -> None:
+    learner = _learner(0.5)
+    # one parameter set, one state-dict entry per weight: the loss holds no copy of W, b
+    assert [n for n, _ in learner.loss.named_parameters()] == []
+    assert not any(key.startswith("loss.") for key in learner.state_dict())
+
+
+def test_partners_are_fixed_by_seed_and_step() -> None:
+    layer = _layer(torch.tensor([[1.0, 0.5], [-0.5, 2.0]]))
+    features = torch.randn(10, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])
+    loss = _energy_confusion(layer, weight=1.0, partners=2)
+    first = _call(loss, layer, features, labels, step=7)
+    assert torch.equal(_call(loss, layer, features, labels, step=7), first)
+    assert _call(loss, layer, features, labels, step=8) != first
+    other = _energy_confusion(layer, weight=1.0, partners=2, seed=1)
+    assert _call(other, layer, features, labels, step=7) != first
+
+
+def test_gradcheck_of_the_embedding_layer_through_the_model() -> None:
+    # The embedding layer's gradient is the base loss's plus the term's. The trunk's is not
+    # checked against finite differences: by design it leaves out how the term moves with
+    # the trunk features (they are detached in its branch).
+    learner = _learner(0.7).double()
+    batch = _images()
+    batch = batch.replace(images=batch.images.double())
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in learner.named_parameters()
+              if name.startswith("model.head.")}
+    names = list(params)
+
+    def run(*values: torch.Tensor) -> torch.Tensor:
+        return functional_call(learner, dict(zip(names, values)), (batch,))
+
+    assert torch.autograd.gradcheck(run, tuple(params.values()))
+
+
+def test_errors_name_what_is_wrong() -> None:
+    with pytest.raises(ConfigError, match="loss.partners"):
+        _energy_confusion(None, partners=0)
+    with pytest.raises(ConfigError, match="loss.row_norm"):
+        _energy_confusion(None, row_norm=-1.0)
+    with pytest.raises(ConfigError, match="model.embed_dim"):
+        _energy_confusion(nn.Identity())
+    layer = _layer(torch.eye(2))
+    with pytest.raises(ValueError, match="embedding layer"):
+        _call(_energy_confusion(None), layer)
+    with pytest.raises(ValueError, match="forward_batch"):  # a bare call has no trunk features
+        _energy_confusion(_layer(torch.ones(3, 2)))(torch.randn(4, 3, dtype=torch.float64), LABELS)
+    output = ModelOutput(embeddings=layer(FEATURES), features=FEATURES)
+    with pytest.raises(ValueError, match="'labels'"):
+        _energy_confusion(layer).forward_batch(output, Batch(images=None, index=torch.arange(4),
+                                                             counts=torch.ones(4, 2)))
+
+
+def test_over_a_proxy_loss_the_proxies_stay_the_wrappers_parameters() -> None:
+    layer = _layer(torch.tensor([[1.0, 0.5], [-0.5, 2.0]]))
+    base = {"name": "proxy_anchor", "num_classes": 2, "embed_dim": 2}
+    torch.manual_seed(0)
+    plain = build_loss(base).double()
+    torch.manual_seed(0)
+    wrapped = build_loss({"name": "energy_confusion", "weight": 0.3, "partners": 3, "base": base},
+                         embedding_head=layer).double()
+    assert [n for n, _ in wrapped.named_parameters()] == ["base.proxies"]
+    z = layer(FEATURES)
+    energy = wrapped.energy(z.detach(), LABELS, step=0)  # r = B - 1: every other row a partner
+    penalty = 0.5 / 2 * ((layer.weight.detach().pow(2).sum(1) - 1) ** 2).sum()
+    expected = plain(z, LABELS) + 0.3 * torch.log(energy) + penalty
+    torch.testing.assert_close(_call(wrapped, layer), expected)
