@@ -99,17 +99,23 @@ class EnergyConfusionLoss(WrapperLoss):
 
     def energy(self, z: Tensor, labels: Tensor, step: int) -> Tensor:
         """``E`` of the module doc on embeddings ``z [B, D]`` with class ids ``labels [B]``,
-        partners drawn for global step ``step``."""
+        partners drawn for global step ``step``.
+
+        Computed as ``½ Σ_ij C_ij ‖z_i − z_j‖²`` with ``C_ij = 1 / w_ij`` where j is a partner
+        of i (0 elsewhere), the squared distances from the Gram matrix: matrix products,
+        whose gradient is the same on every run (a gather's scattered backward is not).
+        """
         size = z.shape[0]
         generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + int(step))
         partner = random_partners(size, self.partners, generator).to(z.device)
-        anchor = torch.arange(size, device=z.device)[:, None].expand_as(partner)
         same = labels[:, None] == labels[None, :]
         positives = (same.sum() - size) / 2  # unordered pairs of the batch, by kind
         negatives = size * (size - 1) / 2 - positives
-        kind_count = torch.where(same[anchor, partner], positives, negatives).to(z.dtype)
-        squared = (z[anchor] - z[partner]).pow(2).sum(-1)
-        return (0.5 * squared / kind_count).sum()
+        kind_count = torch.where(same, positives, negatives).to(z.dtype)
+        chosen = torch.zeros(size, size, dtype=z.dtype, device=z.device).scatter_(1, partner, 1.0)
+        squared_norm = z.pow(2).sum(1)
+        squared = (squared_norm[:, None] + squared_norm[None, :] - 2 * z @ z.T).clamp_min(0)
+        return 0.5 * (chosen / kind_count * squared).sum()
 
     def term(self, output: ModelOutput, batch: Batch) -> Tensor:
         """``log E`` on the embedding layer applied to the detached trunk features."""

@@ -205,3 +205,20 @@ def test_over_a_proxy_loss_the_proxies_stay_the_wrappers_parameters() -> None:
     penalty = 0.5 / 2 * ((layer.weight.detach().pow(2).sum(1) - 1) ** 2).sum()
     expected = plain(z, LABELS) + 0.3 * torch.log(energy) + penalty
     torch.testing.assert_close(_call(wrapped, layer), expected)
+
+
+def test_the_gradient_is_the_same_on_every_run() -> None:
+    # a gather's scattered backward sums in a thread-dependent order; the Gram form does not
+    torch.manual_seed(0)
+    layer = nn.Linear(32, 16)
+    features = torch.randn(48, 32)
+    labels = torch.arange(12).repeat_interleave(4)
+    loss = build_loss({"name": "energy_confusion", "weight": 0.5, "base": BASE}, embedding_head=layer)
+    runs = []
+    for _ in range(10):
+        layer.zero_grad()
+        value = loss.forward_batch(ModelOutput(embeddings=layer(features), features=features),
+                                   Batch(images=None, index=torch.arange(48), labels=labels, step=3))
+        value.backward()
+        runs.append((value.detach(), layer.weight.grad.clone()))
+    assert all(torch.equal(v, runs[0][0]) and torch.equal(g, runs[0][1]) for v, g in runs)
