@@ -55,15 +55,18 @@ def gap_samples(rows: EvalRows, held_out_folds: Sequence[int] = (), *,
     as many classes.
 
     None where a split has no such gap: rows without class labels (multi-label scenes, split
-    by image), or test classes that are also training classes.
+    by image), test classes that are also training classes, or test rows that are not
+    labelled at every scale (DyML's per-scale benchmarks, each labelled at its own scale).
     """
     if not rows.labels:
         return None
     fine = next(iter(rows.labels.values()))
+    tested = rows.split == "test"
+    if any((labels[tested] < 0).any() for labels in rows.labels.values()):
+        return None
     trained = (rows.split == "train") & (fine >= 0)
     if held_out_folds and rows.fold is not None:
         trained &= ~np.isin(rows.fold, np.asarray(list(held_out_folds), dtype=np.int64))
-    tested = (rows.split == "test") & (fine >= 0)
     seen, unseen = np.unique(fine[trained]), np.unique(fine[tested])
     if not len(seen) or not len(unseen) or np.isin(unseen, seen).any():
         return None
@@ -82,7 +85,8 @@ def evaluate_gap(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, *,
     samples = gap_samples(rows, held_out_folds, seed=seed)
     if samples is None:
         return None
-    out: dict[str, Any] = {"classes": int(len(np.unique(rows.fine[samples[0]])))}
+    fine = next(iter(rows.labels.values()))
+    out: dict[str, Any] = {"classes": int(len(np.unique(fine[samples[0]])))}
     for side, mask in zip(("seen", "unseen"), samples):
         out[side] = {"images": int(mask.sum()),
                      "float": protocol.evaluate(rows.subset(mask).with_roles("both"), vectors[mask],

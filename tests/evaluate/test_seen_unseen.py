@@ -54,6 +54,15 @@ def test_no_samples_where_there_is_no_gap_to_measure() -> None:
     by_image = rows()
     by_image.split[[0, 1]] = "test"  # class 0 on both sides
     assert gap_samples(by_image) is None
+    # DyML: each test benchmark labelled at its own scale only (-1 at the others)
+    dyml = rows()
+    coarse = dyml.labels["fine"] // 2
+    coarse[(dyml.split == "test") & (dyml.labels["fine"] == 9)] = -1
+    per_scale = EvalRows(ids=dyml.ids, split=dyml.split, role=dyml.role, domain=dyml.domain,
+                         labels={"fine": dyml.labels["fine"], "coarse": coarse}, fold=dyml.fold)
+    assert gap_samples(per_scale) is None
+    per_scale.labels["coarse"][:] = dyml.labels["fine"] // 2  # labelled everywhere: a gap
+    assert gap_samples(per_scale) is not None
 
 
 def test_the_gap_is_the_protocols_figures_on_each_sample() -> None:
