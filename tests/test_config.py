@@ -136,7 +136,7 @@ def test_nested_search_key_into_a_wrapped_loss_is_checked():
 
 
 @pytest.mark.parametrize(("section", "value", "match"), [
-    ("train", {"sampler": {"name": "m_per_clas"}}, r"unknown sampler 'm_per_clas'; valid choices: hierarchical, m_per_class, multilabel, random"),
+    ("train", {"sampler": {"name": "m_per_clas"}}, r"unknown sampler 'm_per_clas'; valid choices: cross_domain, hierarchical, m_per_class, multilabel, random"),
     ("train", {"sampler": {"name": "m_per_class", "k": 4}}, r"experiments\.contrastive\.train\.sampler\.k"),
     ("train", {"sampler": {"name": "random", "rank": 1}}, r"train\.sampler\.rank: set by the training loop"),
     ("model", {"heads": {"colour": {}}}, r"unknown head 'colour'; valid choices: attributes"),
@@ -186,7 +186,7 @@ def test_an_experiment_overrides_the_quantize_section():
     (lambda raw: raw["experiments"]["proxy_anchor"]["loss"].update(name="proxy_anchorz"),
      "experiments.proxy_anchor.loss.name: unknown loss 'proxy_anchorz'; valid choices: {losses}"),
     (lambda raw: raw["experiments"]["proxy_anchor"].update(train={"sampler": {"name": "m_per_clas"}}),
-     "experiments.proxy_anchor.train.sampler.name: unknown sampler 'm_per_clas'; valid choices: hierarchical, m_per_class, multilabel, random"),
+     "experiments.proxy_anchor.train.sampler.name: unknown sampler 'm_per_clas'; valid choices: cross_domain, hierarchical, m_per_class, multilabel, random"),
     (lambda raw: raw["experiments"]["proxy_anchor"].update(model={"backbone": "vgg"}),
      "experiments.proxy_anchor.model.backbone: unknown backbone 'vgg'; valid choices: {backbones}"),
 ], ids=["top-level key", "split bound", "pydantic value error", "two keys", "loss knob", "loss name", "sampler name", "backbone"])

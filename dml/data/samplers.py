@@ -120,6 +120,30 @@ def multilabel_epoch(counts: np.ndarray, *, k: int, global_batch: int, num_batch
     return image[pairs].reshape(num_batches, global_batch).astype(np.int64)
 
 
+def cross_domain_epoch(labels: np.ndarray, domains: np.ndarray, *, m: int, global_batch: int,
+                       num_batches: int, seed: int, epoch: int,
+                       pair: tuple[str, str] = ("sketch", "photo")) -> np.ndarray:
+    """Global batches of one epoch over two domains, int64 ``[num_batches, global_batch]``,
+    from (seed, epoch) alone.
+
+    Each batch holds ``global_batch // m`` distinct classes among those both domains show
+    (:func:`class_slots`), and for each, ``m / 2`` images of the first domain of ``pair``
+    followed by ``m / 2`` of the second: every sketch in a batch has photos of its class
+    beside it, and every photo sketches.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
+    shown = [set(np.unique(labels[domains == d]).tolist()) for d in pair]
+    classes = np.asarray(sorted(shown[0] & shown[1]), dtype=labels.dtype)
+    slots = class_slots(rng, len(classes), num_batches, global_batch // m)
+    parts = []
+    for domain in pair:
+        rows = np.flatnonzero((domains == domain) & np.isin(labels, classes))
+        inverse = np.searchsorted(classes, labels[rows])
+        counts = np.bincount(inverse, minlength=len(classes))
+        parts.append(rows[images_of_slots(rng, inverse, counts, slots, m // 2)])
+    return np.concatenate(parts, axis=2).reshape(num_batches, global_batch).astype(np.int64)
+
+
 class GlobalBatchSampler(Sampler[list[int]]):
     """Base of every sampler: rank slicing of global batches, epochs and resumable state.
 
@@ -291,6 +315,33 @@ class MultiLabelBatchSampler(GlobalBatchSampler):
                                 num_batches=len(self), seed=self.seed, epoch=epoch)
 
 
+class CrossDomainBatchSampler(GlobalBatchSampler):
+    """Batches over two domains: ``m`` images of each of ``global_batch // m`` classes, half
+    from each domain; see :func:`cross_domain_epoch`. Each rank's slice is whole groups."""
+
+    def __init__(self, labels: np.ndarray, domains: np.ndarray, *, m: int, batch_size: int,
+                 rank: int = 0, world_size: int = 1, seed: int = 0,
+                 pair: tuple[str, str] = ("sketch", "photo")) -> None:
+        labels, domains = np.asarray(labels), np.asarray(domains, dtype=object)
+        if m < 2 or m % 2:
+            raise ConfigError(f"train.sampler.m: {m} must be even and at least 2 (half of each domain)")
+        if batch_size % m:
+            raise ConfigError(f"train.batch_size ({batch_size}) must be divisible by train.sampler.m ({m})")
+        super().__init__(len(labels), batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
+        shown = [set(np.unique(labels[domains == d]).tolist()) for d in pair]
+        both = shown[0] & shown[1]
+        needed = batch_size * world_size // m
+        if len(both) < needed:
+            raise ConfigError(
+                f"sampler 'cross_domain': {len(both)} class(es) have both {pair[0]} and {pair[1]} "
+                f"images; a global batch of {batch_size} x {world_size} with m={m} needs {needed}")
+        self.labels, self.domains, self.pair, self.m = labels, domains, pair, int(m)
+
+    def make_epoch(self, epoch: int) -> np.ndarray:
+        return cross_domain_epoch(self.labels, self.domains, m=self.m, global_batch=self.global_batch,
+                                  num_batches=len(self), seed=self.seed, epoch=epoch, pair=self.pair)
+
+
 class RandomBatchSampler(GlobalBatchSampler):
     """Plain shuffled batches, a new permutation per epoch; the last partial batch is dropped.
 
@@ -341,6 +392,15 @@ def multilabel(dataset: Any, *, batch_size: int, rank: int, world_size: int, see
                           "'object_counts' column); single-label data uses m_per_class")
     return MultiLabelBatchSampler(dataset.counts, k=k, batch_size=batch_size, rank=rank,
                                   world_size=world_size, seed=seed)
+
+
+@SAMPLERS.register("cross_domain")
+def cross_domain(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
+                 m: int = DEFAULT_M) -> CrossDomainBatchSampler:
+    """``m`` images of each of ``batch_size // m`` classes, ``m / 2`` sketches then ``m / 2``
+    photos: a sketch in a batch always has photos of its class beside it."""
+    return CrossDomainBatchSampler(dataset.require_labels("sampler 'cross_domain'"), dataset.domains,
+                                   m=m, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
 
 
 @SAMPLERS.register("random")

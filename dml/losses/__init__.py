@@ -26,6 +26,7 @@ from dml.losses.cosface import CosFaceLoss
 from dml.losses.cross_scale import CrossScaleLoss
 from dml.losses.embedding_norm import EmbeddingNormLoss
 from dml.losses.energy_confusion import EnergyConfusionLoss
+from dml.losses.mems import MemsLoss
 from dml.losses.multi_similarity import MultiSimilarityLoss
 from dml.losses.normalized_softmax import NormalizedSoftmaxLoss
 from dml.losses.proxy_anchor import ProxyAnchorLoss
@@ -42,6 +43,7 @@ __all__ = [
     "CrossScaleLoss",
     "EmbeddingNormLoss",
     "EnergyConfusionLoss",
+    "MemsLoss",
     "MetricLoss",
     "MultiSimilarityLoss",
     "NormalizedSoftmaxLoss",

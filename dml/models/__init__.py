@@ -91,6 +91,7 @@ def load_trunk_weights(trunk: nn.Module, path: str | Path, *, strict: bool = Tru
         raise IntegrityError(f"model.weights: cannot read {path}: {err}") from None
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = trunk.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("excitations.")]  # SE blocks start at random
     if strict and (missing or unexpected):
         raise IntegrityError(
             f"model.weights: {path} does not fit the trunk; missing {missing[:5]}, "

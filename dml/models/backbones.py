@@ -10,31 +10,59 @@ import math
 
 import torch
 import torchvision
+from torchvision.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from dml.errors import ConfigError
+from dml.models.excitation import SqueezeExcitation
 from dml.registry import Registry
 
 BACKBONES: Registry[nn.Module] = Registry("backbone")
 
 
+#: ``backbone_options.excitation``: no squeeze-and-excitation, plain SE in every block, or
+#: DASE (domain-aware SE) in every block of all stages but the last, which keeps plain SE.
+EXCITATIONS = ("none", "se", "dase")
+
+
+def _check_excitation(excitation: str) -> None:
+    if excitation not in EXCITATIONS:
+        raise ConfigError(f"model.backbone_options.excitation: {excitation!r} is not one of: "
+                          f"{', '.join(EXCITATIONS)}")
+
+
+def _excitation(excitation: str, channels: int, last_stage: bool) -> SqueezeExcitation | None:
+    """The SE block of a stage's block under ``excitation`` (None: none)."""
+    if excitation == "none":
+        return None
+    return SqueezeExcitation(channels, domain_aware=excitation == "dase" and not last_stage)
+
+
 class SmallCNN(nn.Module):
-    """Conv blocks (conv 3x3, norm, ReLU; max-pool between blocks), global average pooling.
+    """Conv blocks (conv 3x3, norm, [SE], ReLU; max-pool between blocks), global average
+    pooling.
 
     ``norm="group"`` (GroupNorm, 8 groups) is the default: a sample's output does not depend
     on the rest of its batch, so one worker and several workers compute the same function.
     ``norm="batch"`` (BatchNorm) normalizes over each worker's batch instead: often better
     generalisation, but a multi-worker run is no longer exactly a one-worker run.
+    ``excitation`` (:data:`EXCITATIONS`) adds a squeeze-and-excitation block after each
+    block's normalization; with ``dase`` the trunk takes each sample's domain flag
+    (``model.condition: domain``).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), norm: str = "group") -> None:
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), norm: str = "group",
+                 excitation: str = "none") -> None:
         super().__init__()
+        _check_excitation(excitation)
         layers: list[nn.Module] = []
         in_ch = 3
         for i, width in enumerate(widths):
+            se = _excitation(excitation, width, last_stage=i == len(widths) - 1)
             layers += [
                 nn.Conv2d(in_ch, width, 3, padding=1, bias=False),
                 nn.GroupNorm(math.gcd(8, width), width) if norm == "group" else nn.BatchNorm2d(width),
+                *([se] if se is not None else []),
                 nn.ReLU(inplace=True),
             ]
             if i < len(widths) - 1:
@@ -43,22 +71,26 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = in_ch
+        self.accepts_condition = excitation == "dase"
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(images)).flatten(1)
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        x = images
+        for layer in self.features:
+            x = layer(x, condition) if isinstance(layer, SqueezeExcitation) else layer(x)
+        return self.pool(x).flatten(1)
 
 
 @BACKBONES.register("small_cnn")
-def small_cnn(width: int = 32, depth: int = 4, norm: str = "group") -> nn.Module:
+def small_cnn(width: int = 32, depth: int = 4, norm: str = "group", excitation: str = "none") -> nn.Module:
     """The CPU default: ``depth`` blocks of ``width``, 2x``width``, 4x``width``, ... channels,
     normalized by ``norm`` (``group`` or ``batch``); fast enough to train the demo in minutes
-    on two cores."""
+    on two cores. ``excitation``: ``none``, ``se`` or ``dase`` (:data:`EXCITATIONS`)."""
     if width < 1 or not 1 <= depth <= 6:
         raise ConfigError(f"model.backbone_options: small_cnn needs width >= 1 and 1 <= depth <= 6, "
                           f"got width={width}, depth={depth}")
     if norm not in ("group", "batch"):
         raise ConfigError(f"model.backbone_options.norm: {norm!r} is not one of: group, batch")
-    return SmallCNN(tuple(width * 2**i for i in range(depth)), norm=norm)
+    return SmallCNN(tuple(width * 2**i for i in range(depth)), norm=norm, excitation=excitation)
 
 
 class Pixels(nn.Module):
@@ -79,26 +111,60 @@ def pixels(image_size: int) -> nn.Module:
     return Pixels(image_size)
 
 
-def _resnet(factory: object) -> nn.Module:
-    trunk = factory(weights=None)  # type: ignore[operator]
-    trunk.out_dim = trunk.fc.in_features
-    trunk.fc = nn.Identity()
-    return trunk
+class ResNetTrunk(torchvision.models.ResNet):
+    """A torchvision ResNet without its classifier (``fc`` is the identity), optionally with
+    an SE block after the last normalization of every residual block, before the residual
+    addition, as in SE-ResNet (``excitation``: :data:`EXCITATIONS`; DASE in the first three
+    stages, plain SE in the fourth).
+
+    The SE blocks live in ``excitations`` and run as forward hooks of those normalizations,
+    so the torchvision parameter names are unchanged and a local ImageNet state dict still
+    loads (the SE blocks start at random). torchvision's blocks take one tensor: a DASE
+    trunk holds each forward's domain flags while its blocks run.
+    """
+
+    def __init__(self, block: type[nn.Module], layers: list[int], excitation: str = "none") -> None:
+        super().__init__(block, layers)  # type: ignore[arg-type]
+        _check_excitation(excitation)
+        self.out_dim = self.fc.in_features
+        self.fc = nn.Identity()
+        self.condition: torch.Tensor | None = None
+        self.accepts_condition = excitation == "dase"
+        self.excitations = nn.ModuleDict()
+        for stage in range(1, 5):
+            for index, residual in enumerate(getattr(self, f"layer{stage}")):
+                norm = residual.bn3 if hasattr(residual, "bn3") else residual.bn2
+                se = _excitation(excitation, norm.num_features, last_stage=stage == 4)
+                if se is not None:
+                    self.excitations[f"layer{stage}_{index}"] = se
+                    norm.register_forward_hook(self._excite(se))
+
+    def _excite(self, se: SqueezeExcitation):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+            return se(output, self.condition)
+        return hook
+
+    def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        self.condition = condition
+        try:
+            return super().forward(images)
+        finally:
+            self.condition = None
 
 
 @BACKBONES.register("resnet18")
-def resnet18() -> nn.Module:
-    """torchvision ResNet-18 trunk (512-d features)."""
-    return _resnet(torchvision.models.resnet18)
+def resnet18(excitation: str = "none") -> nn.Module:
+    """torchvision ResNet-18 trunk (512-d features); ``excitation``: none, se or dase."""
+    return ResNetTrunk(BasicBlock, [2, 2, 2, 2], excitation)
 
 
 @BACKBONES.register("resnet34")
-def resnet34() -> nn.Module:
-    """torchvision ResNet-34 trunk (512-d features)."""
-    return _resnet(torchvision.models.resnet34)
+def resnet34(excitation: str = "none") -> nn.Module:
+    """torchvision ResNet-34 trunk (512-d features); ``excitation``: none, se or dase."""
+    return ResNetTrunk(BasicBlock, [3, 4, 6, 3], excitation)
 
 
 @BACKBONES.register("resnet50")
-def resnet50() -> nn.Module:
-    """torchvision ResNet-50 trunk (2048-d features)."""
-    return _resnet(torchvision.models.resnet50)
+def resnet50(excitation: str = "none") -> nn.Module:
+    """torchvision ResNet-50 trunk (2048-d features); ``excitation``: none, se or dase."""
+    return ResNetTrunk(Bottleneck, [3, 4, 6, 3], excitation)

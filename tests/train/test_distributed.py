@@ -51,6 +51,8 @@ CASES = {name: {} for name in LOSSES.names()} | {
     # ECAML: random partners over the global batch, the model's embedding layer applied again
     # to the detached trunk features of every rank, and the row-norm penalty on it
     "energy_confusion-binomial": {"weight": 0.5, "partners": 3, "row_norm": 0.5},
+    # MEMS with its full margin from the first step (its centres are DDP parameters)
+    "mems-margin": {"margin": 2.0, "ramp": 0.0},
 }
 #: Losses that read the attribute head (the model gets one for them).
 WITH_ATTRIBUTE_HEAD = {"soft_binomial_deviance"}
