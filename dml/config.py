@@ -41,13 +41,17 @@ class Component(Section):
 
 
 class SplitConfig(Section):
-    method: Literal["random", "ordered"] = "random"
+    # random / ordered: class-disjoint (zero-shot); held_out_queries: the category-level
+    # sketch protocol, queries_per_class test queries of query_domain, the rest trained on
+    method: Literal["random", "ordered", "held_out_queries"] = "random"
     test_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     num_folds: int = Field(3, ge=1)
     seed: int = 0
     # Share of the test images drawn as queries, the rest the gallery (the multi-label
     # retrieval protocol); null: every test image is both (self-retrieval).
     query_fraction: float | None = Field(None, gt=0.0, lt=1.0)
+    queries_per_class: int | None = Field(None, ge=1)
+    query_domain: Literal["photo", "sketch"] = "sketch"
 
 
 class DatasetConfig(Section):
@@ -139,8 +143,11 @@ class TuneConfig(Section):
 
 
 class QuantizeConfig(Section):
-    kinds: list[Literal["pq", "opq", "ivfpq"]] = Field(default_factory=lambda: ["pq", "opq"])
+    # pq / opq / ivfpq: product codes ranked against float queries; hash: binary codes of
+    # queries and gallery ranked by Hamming distance (dml/hashing.py)
+    kinds: list[Literal["pq", "opq", "ivfpq", "hash"]] = Field(default_factory=lambda: ["pq", "opq"])
     bits: list[int] = Field(default_factory=lambda: [32, 64])
+    hash_steps: int = Field(300, ge=1)  # optimisation steps of each hash (dml/hashing.py)
 
     @field_validator("bits")
     @classmethod
@@ -173,7 +180,15 @@ class ExperimentConfig(Section):
     protocol: Component | None = None
     quantize: dict[str, Any] = Field(default_factory=dict)  # over the top-level quantize section
     search: dict[str, SearchDim] = Field(default_factory=dict)
-    baseline: str | None = None  # the experiment it is compared against, paired over seeds
+    # the experiment(s) it is compared against, paired over seeds (a method may have several:
+    # one per part it adds)
+    baseline: str | list[str] | None = None
+
+    @property
+    def baselines(self) -> list[str]:
+        """``baseline`` as a list (empty: none)."""
+        return [] if self.baseline is None else [self.baseline] if isinstance(self.baseline, str) \
+            else list(self.baseline)
 
 
 class Params(Section):
@@ -198,11 +213,12 @@ class Params(Section):
             if exp.dataset not in self.datasets:
                 raise ValueError(f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; "
                                  f"valid choices: {', '.join(sorted(self.datasets))}")
-            base = self.experiments.get(exp.baseline) if exp.baseline else None
-            if exp.baseline and (base is None or base.dataset != exp.dataset or exp.baseline == name):
-                same = sorted(n for n, e in self.experiments.items() if e.dataset == exp.dataset and n != name)
-                raise ValueError(f"experiments.{name}.baseline: {exp.baseline!r} is not another experiment "
-                                 f"on dataset {exp.dataset!r}; valid choices: {', '.join(same)}")
+            for baseline in exp.baselines:
+                base = self.experiments.get(baseline)
+                if base is None or base.dataset != exp.dataset or baseline == name:
+                    same = sorted(n for n, e in self.experiments.items() if e.dataset == exp.dataset and n != name)
+                    raise ValueError(f"experiments.{name}.baseline: {baseline!r} is not another experiment "
+                                     f"on dataset {exp.dataset!r}; valid choices: {', '.join(same)}")
         return self
 
     def experiment(self, name: str) -> ExperimentConfig:

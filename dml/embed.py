@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,8 @@ from dml.io import atomic_path
 CARRIED_COLUMNS = ("image_id", "split", "role", "domain", "label")
 #: Column-name prefix of an extra head's stored output.
 HEAD_PREFIX = "head_"
+#: Column-name prefix of another view's embeddings (``view_flip``: the mirrored images).
+VIEW_PREFIX = "view_"
 
 
 @torch.no_grad()
@@ -36,13 +39,15 @@ def extract(
     progress: bool = False,
     normalize: bool = True,
     heads: Sequence[str] = (),
+    flip: bool = False,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Embeddings ``[N, D]`` (float32) of every item of ``dataset``, in order, and the raw
     outputs of the named extra ``heads`` (``[N, ...]`` float32 each) from the same pass.
 
     The model sees each batch with its annotations (a conditioned trunk gets its domain
     flag). ``normalize``: L2-normalize the rows (for cosine ranking); euclidean protocols
-    keep the raw vectors.
+    keep the raw vectors. ``flip``: embed each image mirrored left to right (the second view
+    of flip test-time augmentation).
     """
     model.eval()
     model.to(device)
@@ -52,7 +57,10 @@ def extract(
     head_parts: dict[str, list[torch.Tensor]] = {name: [] for name in heads}
     for batch in tqdm(loader, desc="embed", unit="batch", leave=False,
                       disable=None if progress else True):  # None: on a terminal only
-        output = model.forward_batch(batch.to(device))
+        batch = batch.to(device)
+        if flip:
+            batch = dataclasses.replace(batch, images=batch.images.flip(-1))
+        output = model.forward_batch(batch)
         embeddings = output.embeddings.float()
         parts.append((F.normalize(embeddings, dim=1) if normalize else embeddings).cpu())
         for name in heads:
@@ -76,10 +84,12 @@ def write_embeddings(
     model_hash: str,
     normalized: bool = True,
     heads: Mapping[str, np.ndarray] | None = None,
+    views: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Write ``embeddings.parquet`` atomically: carried columns plus a fixed-size list column,
-    and one ``head_<name>`` fixed-size list column per extra head's output (``[N, K]``: the
-    attribute head's logits, scored by the evaluate stage).
+    one ``head_<name>`` fixed-size list column per extra head's output (``[N, K]``: the
+    attribute head's logits, scored by the evaluate stage), and one ``view_<name>`` column
+    per other view of the images (``[N, D]``: the mirrored images' embeddings).
 
     ``normalized`` records whether the rows are L2-normalized (cosine protocols) or raw
     (euclidean ones).
@@ -89,12 +99,14 @@ def write_embeddings(
     arrays = {name: pa.array(values) for name, values in columns.items()}
     for name, values in (heads or {}).items():
         arrays[f"{HEAD_PREFIX}{name}"] = _fixed_size_rows(np.asarray(values).reshape(len(values), -1))
+    for name, values in (views or {}).items():
+        arrays[f"{VIEW_PREFIX}{name}"] = _fixed_size_rows(values)
     for name, array in arrays.items():
         if len(array) != n:
             raise DataError(f"{path}: column {name!r} has {len(array)} rows, embeddings have {n}")
     arrays["embedding"] = _fixed_size_rows(embeddings)
     meta = {"embed_dim": dim, "model_sha256": model_hash, "normalized": normalized,
-            "heads": sorted(heads or {})}
+            "heads": sorted(heads or {}), "views": sorted(views or {})}
     table = pa.table(arrays).replace_schema_metadata({"dml": json.dumps(meta)})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -111,6 +123,23 @@ def head_output(table: pa.Table, name: str) -> np.ndarray | None:
     if column not in table.column_names:
         return None
     return _fixed_size_matrix(table.column(column))
+
+
+def with_views(table: pa.Table, vectors: np.ndarray, views: Sequence[str], *,
+               path: str | os.PathLike[str] = "embeddings") -> np.ndarray:
+    """``vectors [N, D]`` as they are without ``views``, else stacked with each named view's
+    embeddings as ``[N, 1 + len(views), D]`` (the plain view first); DataError naming the
+    file and the view when it was not embedded."""
+    if not views:
+        return vectors
+    stacked = [vectors]
+    for name in views:
+        column = f"{VIEW_PREFIX}{name}"
+        if column not in table.column_names:
+            raise DataError(f"{path}: no {name!r} view of the images (column {column!r}); "
+                            "re-run the embed stage with this protocol")
+        stacked.append(_fixed_size_matrix(table.column(column)))
+    return np.stack(stacked, axis=1)
 
 
 def _fixed_size_matrix(column: pa.ChunkedArray) -> np.ndarray:

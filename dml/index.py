@@ -6,7 +6,9 @@ Kinds (:data:`KINDS`):
 - ``"pq"``: product quantization, ``M = bits // 8`` sub-quantizers of 8 bits (``bits / 8``
   bytes per vector);
 - ``"opq"``: a learned rotation (OPQ) followed by the same PQ;
-- ``"ivfpq"``: an inverted file over a flat coarse quantizer with PQ codes of the residuals.
+- ``"ivfpq"``: an inverted file over a flat coarse quantizer with PQ codes of the residuals;
+- ``"hash"`` (built by :mod:`dml.hashing`, read here like the others): a faiss ``IndexLSH``
+  of binary codes, queries encoded too and ranked by Hamming distance.
 
 Inner product (``metric="ip"``) is the default: embeddings are L2-normalized, so it ranks as
 cosine. Every random choice (training sample, k-means of the coarse quantizer and of the
@@ -234,6 +236,8 @@ def _kind(index: faiss.Index) -> str:
         return "ivfpq"
     elif isinstance(index, faiss.IndexPQ):
         return "pq"
+    elif isinstance(index, faiss.IndexLSH):
+        return "hash"
     return "other"
 
 

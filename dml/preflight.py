@@ -22,13 +22,14 @@ from dml.config import Params, QuantizeConfig, RunSpec, resolve_run
 from dml.context import BuildContext
 from dml.data.dataset import ManifestDataset
 from dml.data.samplers import fitting_batch_size
+from dml.data.splits import evaluated_rows
 from dml.errors import ConfigError, DataError
 from dml.evaluate.experiment import experiment_rows
 from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.index import CODEBOOK_BITS, KINDS, min_training_vectors
 from dml.models import build_model
 from dml.train.loop import DataSpec, build_learner, build_sampler, training_set
-from dml.validation import held_out
+from dml.validation import held_out, validation_set
 
 #: Rows of the dry forward pass: enough for pairs of two classes, cheap for any trunk.
 DRY_ROWS = 8
@@ -58,7 +59,7 @@ def preflight(spec: RunSpec, data: DataSpec, *, world_size: int, stage: str = "t
                     f"{list(spec.train.val_folds)} (train.val_folds)")
     if quantize is not None:
         dataset, rows = experiment_rows(spec, data.manifest, data.splits)
-        test = rows.subset(rows.split == "test")
+        test = rows.subset(evaluated_rows(rows.split, rows.role))
         _check_roles(spec, test, where)
         _check_rows(spec, test, f"{where}: the test split")
         result.notices += _quantizers(spec, dataset, int((rows.split == "train").sum()), quantize, where)
@@ -112,9 +113,8 @@ def _dry_step(spec: RunSpec, train_set: ManifestDataset, world_size: int, where:
 
 
 def _validation_rows(spec: RunSpec, data: DataSpec) -> EvalRows:
-    dataset = ManifestDataset(data.manifest, data.splits, split="train",
-                              include_folds=list(spec.train.val_folds), domains=spec.domains)
-    return EvalRows.from_dataset(dataset)
+    return EvalRows.from_dataset(validation_set(data.manifest, data.splits, spec.train.val_folds,
+                                                domains=spec.domains))
 
 
 def _check_roles(spec: RunSpec, rows: EvalRows, where: str) -> None:
@@ -143,7 +143,8 @@ def _quantizers(spec: RunSpec, dataset: ManifestDataset, n_train: int, cfg: Quan
     """The indexes of ``quantize`` these training vectors cannot train (a notice: the quantize
     stage skips them), and a ConfigError for a bit budget the embedding size cannot split."""
     dim = spec.model.embed_dim or build_model(spec.model, BuildContext(**dataset.context_sizes())).embed_dim
-    for bits in cfg.bits:
+    product = [kind for kind in cfg.kinds if kind != "hash"]  # a hash takes any number of bits
+    for bits in cfg.bits if product else ():
         if dim % (bits // CODEBOOK_BITS):
             raise ConfigError(f"quantize.bits: {bits} bits are {bits // CODEBOOK_BITS} sub-quantizers "
                               f"of {CODEBOOK_BITS} bits, which do not divide the {dim}-d embedding of "

@@ -123,14 +123,32 @@ def metric_columns(metrics: Sequence[Mapping[str, object]],
     return sorted(keys, key=lambda k: _sort_key(k, prefixes))
 
 
+def index_order(name: str) -> tuple[str, int]:
+    """Sort key of a quantized index's name: by kind, then bits as a number (``hash32`` before
+    ``hash128``)."""
+    kind, bits = re.fullmatch(r"(.*?)(\d*)", name).groups()
+    return kind, int(bits or 0)
+
+
 def headline_metrics(columns: Sequence[str]) -> list[str]:
     """The two headline figures among ``columns`` (e.g. R@1 and MAP@R): shown beside each
     quantized index, in the comparison chart and in the summary metrics file. A graded
-    (multi-label) evaluation, one with NDCG columns, is headed by mAP and its first NDCG@K."""
+    (multi-label) evaluation, one with NDCG columns, is headed by mAP and its first NDCG@K;
+    one with P@K columns (sketch-based retrieval) by mAP and its first P@K."""
     ndcg = sorted((k for k in columns if k.startswith("ndcg@")), key=lambda k: int(k[5:]))
     if ndcg:
         return [k for k in ("map", ndcg[0]) if k in columns]
+    precision = _precision_at(columns)
+    if precision:
+        return [k for k in ("map", precision[0]) if k in columns]
     return [k for k in HEADLINE if k in columns][:2]
+
+
+def _precision_at(columns: Sequence[str]) -> list[str]:
+    """The P@K columns beyond K = 1, by K: a protocol that asks for them (sketch-based
+    retrieval's P@200) is headed by mAP and the first."""
+    return sorted((k for k in columns if k.startswith("precision@") and k != "precision@1"),
+                  key=lambda k: int(k.rpartition("@")[2]))
 
 
 def summary_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
@@ -226,12 +244,13 @@ def seed_runs(results: Mapping[str, Runs], names: Sequence[str]) -> dict[str, li
     return {n: [results[n][s] for s in sorted(results[n])] for n in names}
 
 
-def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[str, str]) -> list[Block]:
+def _section(names: list[str], results: Mapping[str, Runs],
+             baselines: Mapping[str, list[str]]) -> list[Block]:
     runs = seed_runs(results, names)
     columns = metric_columns([r["float"] for n in names for r in runs[n]],
                              order=next((r["prefixes"] for n in names for r in runs[n] if "prefixes" in r), ()))
     columns = _graded(columns) or columns
-    indexes = sorted({q for n in names for r in runs[n] for q in r.get("quantized", {})})
+    indexes = sorted({q for n in names for r in runs[n] for q in r.get("quantized", {})}, key=index_order)
     shown = headline_metrics(columns)
     header = ["experiment", "loss", "seeds", *[title(k) for k in columns], "B/vec"]
     header += [f"{q} {' / '.join(title(k) for k in shown)} (B/vec)" for q in indexes]
@@ -248,13 +267,13 @@ def _section(names: list[str], results: Mapping[str, Runs], baselines: Mapping[s
                        f"({quantized[0].get('bytes_per_vector')})" if quantized else "–")
         rows.append(row)
     parts: list[Block] = [_setup(runs[names[0]][0]), Table(header, rows)]
-    paired = [n for n in names if baselines.get(n) in names]
+    paired = [(n, b) for n in names for b in baselines.get(n, []) if b in names]
     if paired:
         keys = _compared(columns, 3)
         parts += [Heading(3, "Against the baseline (paired over seeds)"),
                   Table(["experiment", "baseline", *[f"Δ {title(k)}" for k in keys]],
-                        [[n, baselines[n], *[_difference(results[n], results[baselines[n]], k) for k in keys]]
-                         for n in paired]),
+                        [[n, b, *[_difference(results[n], results[b], k) for k in keys]]
+                         for n, b in paired]),
                   "Δ: mean difference in points ± half-width of its 95% t interval over the seeds "
                   "both ran; * where the interval excludes zero."]
     parts += _gap_table(names, results, shown, baselines)
@@ -283,7 +302,7 @@ def _gaps(runs: Runs, key: str) -> dict[int, float | None]:
 
 
 def _gap_table(names: Sequence[str], results: Mapping[str, Runs], keys: Sequence[str],
-               baselines: Mapping[str, str]) -> list[Block]:
+               baselines: Mapping[str, list[str]]) -> list[Block]:
     """Seen against unseen classes: each headline figure on the sample of training classes
     and on as many test classes (an evaluation's ``gap``), the gap between them (seen −
     unseen, per seed, then over seeds), and for a method the paired difference of its gap to
@@ -291,7 +310,8 @@ def _gap_table(names: Sequence[str], results: Mapping[str, Runs], keys: Sequence
     with_gap = [n for n in names if any("gap" in r for r in results[n].values())]
     if not with_gap or not keys:
         return []
-    compared = [n for n in with_gap if baselines.get(n) in with_gap]
+    first = {n: b[0] for n, b in baselines.items() if b}  # a gap is compared with the first baseline
+    compared = [n for n in with_gap if first.get(n) in with_gap]
     rows = []
     for name in with_gap:
         measured = [results[name][s]["gap"] for s in sorted(results[name]) if "gap" in results[name][s]]
@@ -300,7 +320,7 @@ def _gap_table(names: Sequence[str], results: Mapping[str, Runs], keys: Sequence
             row += [_cell([m[side]["float"].get(key) for m in measured]) for side in ("seen", "unseen")]
             row.append(_cell(list(_gaps(results[name], key).values())))
             if compared:
-                base = baselines.get(name)
+                base = first.get(name)
                 row.append(_paired(_gaps(results[name], key), _gaps(results[base], key))
                            if name in compared else "–")
         rows.append(row)
@@ -327,9 +347,12 @@ def _graded(columns: Sequence[str]) -> list[str]:
 
 def _compared(columns: Sequence[str], n: int) -> list[str]:
     """The first ``n`` figures to compare: a graded evaluation's mAP and NDCG, else the
-    protocol's own (no prefix, NMI and AMI aside), else its averages over tasks (``avg/``: over
-    scales), else the first columns."""
+    protocol's own (no prefix, NMI and AMI aside; headed by mAP and P@K where it reports
+    P@K), else its averages over tasks (``avg/``: over scales), else the first columns."""
     graded = [k for k in _graded(columns) if k != "recall@1"]
+    if _precision_at(columns):
+        lead = headline_metrics(columns)
+        return (lead + [k for k in columns if "/" not in k and k not in (*lead, "nmi", "ami")])[:n]
     return (graded[:n] or [k for k in columns if "/" not in k and k not in ("nmi", "ami")][:n]
             or [k for k in columns if k.startswith("avg/")][:n] or list(columns[:n]))
 
@@ -355,20 +378,25 @@ def sections(results: Mapping[str, Runs]) -> dict[tuple[str, str], list[str]]:
     return groups
 
 
-def comparison_blocks(results: Mapping[str, Runs], baselines: Mapping[str, str] | None = None) -> list[Block]:
+Baselines = Mapping[str, str | Sequence[str]]
+
+
+def comparison_blocks(results: Mapping[str, Runs], baselines: Baselines | None = None) -> list[Block]:
     """The comparison as blocks: one section per (dataset, protocol), whose columns are the
     metrics its experiments hold; one row per experiment (float figures over its seeds, then
-    each quantized index's), the paired difference of each method against the baseline it
-    names (``baselines``: experiment -> baseline), then a float-vs-quantized table. Percentages.
+    each quantized index's), the paired difference of each method against each baseline it
+    names (``baselines``: experiment -> baseline or list of them), then a float-vs-quantized
+    table. Percentages.
     """
+    listed = {n: [b] if isinstance(b, str) else list(b) for n, b in (baselines or {}).items()}
     blocks: list[Block] = [Heading(1, "Comparison")]
     for (dataset, protocol), names in sections(results).items():
         blocks.append(Heading(2, f"{dataset} · {protocol}"))
-        blocks += _section(names, results, baselines or {})
+        blocks += _section(names, results, listed)
     return blocks
 
 
-def comparison_table(results: Mapping[str, Runs], baselines: Mapping[str, str] | None = None) -> str:
+def comparison_table(results: Mapping[str, Runs], baselines: Baselines | None = None) -> str:
     """The comparison (:func:`comparison_blocks`) as markdown."""
     return to_markdown(comparison_blocks(results, baselines))
 

@@ -3,6 +3,7 @@ objective of hyperparameter search and the criterion of model selection."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,13 +17,23 @@ from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.train.loop import DataSpec
 
 
+def validation_set(manifest: str, splits: str, folds: Sequence[int], *,
+                   domains: Sequence[str] | None = None, image_size: int = 32) -> ManifestDataset:
+    """The rows that validation folds ``folds`` rank: the training split's rows of those folds
+    in ``domains``, and the shared gallery that the test also searches (the photos of the
+    category-level sketch protocol; none in a class-disjoint split)."""
+    return ManifestDataset(manifest, splits, split="train", include_folds=list(folds),
+                           domains=domains, image_size=image_size, train=False,
+                           shared_gallery=True)
+
+
 @dataclass(frozen=True)
 class FoldValidator:
     """The protocol's metrics on the images of validation ``folds`` (class-disjoint from
     training), as ``val_<key>``.
 
-    Picklable, so Ray can ship it to training workers. The rows are the training split's
-    rows of those folds in the experiment's ``domains``; test classes are never touched.
+    Picklable, so Ray can ship it to training workers. The rows are :func:`validation_set`'s;
+    test classes and test queries are never touched.
     """
 
     manifest: str
@@ -34,15 +45,8 @@ class FoldValidator:
     batch_size: int = 256
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        dataset = ManifestDataset(
-            self.manifest,
-            self.splits,
-            split="train",
-            include_folds=list(self.folds),
-            domains=self.domains,
-            image_size=self.image_size,
-            train=False,
-        )
+        dataset = validation_set(self.manifest, self.splits, self.folds, domains=self.domains,
+                                 image_size=self.image_size)
         protocol = build_protocol(self.protocol)
         device = next(model.parameters(), torch.empty(0)).device  # (a pixels model has none)
         vectors = embed_dataset(model, dataset, batch_size=self.batch_size, device=device,

@@ -1,5 +1,6 @@
 """Stage embed: the exported model -> embeddings.parquet (and its extra heads' outputs) for every
-row of its dataset and domains."""
+row of its dataset and domains, and of the mirrored images where the protocol asks for flip
+test-time augmentation."""
 
 from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
@@ -26,10 +27,14 @@ def main() -> None:
     protocol = build_protocol(spec.protocol)
     vectors, heads = extract(model, dataset, batch_size=args.batch_size, progress=True,
                              normalize=protocol.metric == "cosine", heads=list(model.heads))
+    views = {}
+    if "flip" in protocol.views:  # flip test-time augmentation: the mirrored images too
+        views["flip"] = extract(model, dataset, batch_size=args.batch_size, progress=True,
+                                normalize=protocol.metric == "cosine", flip=True)[0]
     columns = {"image_id": list(rows.ids), "split": list(rows.split), "role": list(rows.role),
                "domain": list(rows.domain)}
     write_embeddings(args.out, columns, vectors, model_hash=card["sha256"],
-                     normalized=protocol.metric == "cosine", heads=heads)
+                     normalized=protocol.metric == "cosine", heads=heads, views=views)
     print(f"embed {args.experiment}: {vectors.shape[0]} x {vectors.shape[1]} -> {args.out}")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from dml.config import load_params, resolve_run
 from dml.data.manifest import read_info, read_manifest
-from dml.embed import head_output, read_embeddings
+from dml.embed import head_output, read_embeddings, with_views
 from dml.evaluate.experiment import aligned_rows, evaluate_test_split, grid_examples
 from dml.evaluate.protocols import EvalRows, Protocol, build_protocol
 from dml.index import load_index
@@ -35,15 +35,17 @@ def class_names(rows: EvalRows, manifest: str) -> dict[str, str] | None:
 def pair_scores(rows: EvalRows, vectors: np.ndarray, metric: str, queries: list[str],
                 results: list[list[str]]) -> np.ndarray:
     """``[Q, K]``: each result's cosine similarity to its query, or euclidean distance where
-    the protocol ranks by distance (what the grid's ranking is by)."""
+    the protocol ranks by distance (what the grid's ranking is by; with views ``[N, V, D]``,
+    the nearest pair of views)."""
     at = {image: i for i, image in enumerate(rows.ids)}
-    q = vectors[[at[i] for i in queries]].astype(np.float64)[:, None, :]
-    g = vectors[[[at[i] for i in row] for row in results]].astype(np.float64)
+    views = vectors if vectors.ndim == 3 else vectors[:, None, :]
+    q = views[[at[i] for i in queries]].astype(np.float64)[:, None, :, None, :]  # Q 1 V 1 D
+    g = views[[[at[i] for i in row] for row in results]].astype(np.float64)[:, :, None]  # Q K 1 W D
     if metric == "euclidean":
-        return np.linalg.norm(q - g, axis=-1)
+        return np.linalg.norm(q - g, axis=-1).min(axis=(2, 3))
     q = q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-12)
     g = g / np.linalg.norm(g, axis=-1, keepdims=True).clip(1e-12)
-    return (q * g).sum(-1)
+    return (q * g).sum(-1).max(axis=(2, 3))
 
 
 def write_grid(path: str, rows: EvalRows, vectors: np.ndarray, protocol: Protocol, manifest: str,
@@ -84,6 +86,7 @@ def main() -> None:
     table, vectors, _ = read_embeddings(args.embeddings, expected_dim=card["embed_dim"])
     data = read_tuned(args.tuned)["data"]
     rows = aligned_rows(spec, data["manifest"], data["splits"], table)
+    vectors = with_views(table, vectors, protocol.views, path=args.embeddings)  # [N, V, D] with flips
     indexes = {p.stem: load_index(p)[0] for p in sorted(Path(args.indexes).glob("*.faiss"))}
     report = evaluate_test_split(rows, vectors, protocol, indexes, ks=tuple(cfg.ks),
                                  attribute_logits=head_output(table, "attributes"),

@@ -20,7 +20,8 @@ def main() -> None:
     annotations = [c for c in manifest_columns(args.manifest) if c != "image"]  # no pixels
     table = read_manifest(args.manifest, columns=annotations)
     splits = make_splits(table, test_fraction=cfg.test_fraction, num_folds=cfg.num_folds,
-                         seed=cfg.seed, method=cfg.method, query_fraction=cfg.query_fraction)
+                         seed=cfg.seed, method=cfg.method, query_fraction=cfg.query_fraction,
+                         queries_per_class=cfg.queries_per_class, query_domain=cfg.query_domain)
     tables = label_tables(table, read_info(args.manifest), splits)  # checks the hierarchy
     write_splits(splits, args.splits)
     write_json_atomic(args.labels, tables)

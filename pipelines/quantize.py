@@ -1,7 +1,9 @@
 """Stage quantize: exact, PQ and OPQ faiss indexes of the protocol's test gallery at each bit
-budget, and the codebooks a model learned itself (a soft-PQ head) as plain faiss indexes.
+budget, binary hash codes (``hash``: Hamming ranking, dml/hashing.py), and the codebooks a
+model learned itself (a soft-PQ head) as plain faiss indexes.
 
-Codebooks are learned on the training-split embeddings, never on the gallery being searched.
+Codebooks and hashes are learned on the training-split embeddings, never on the test
+queries (the category-level sketch protocol's gallery is itself training data).
 """
 
 from dml.stage import hand_over, read_tuned, run_stage, stage_parser
@@ -13,6 +15,7 @@ from dml.embed import read_embeddings
 from dml.errors import DataError
 from dml.evaluate.experiment import aligned_rows, test_rows
 from dml.evaluate.protocols import build_protocol
+from dml.hashing import train_hash_index
 from dml.index import build_index, save_index
 from dml.io import atomic_path
 from dml.train.export import load_model
@@ -30,7 +33,9 @@ def main() -> None:
     table, vectors, meta = read_embeddings(args.embeddings)
     data = read_tuned(args.tuned)["data"]
     rows = aligned_rows(spec, data["manifest"], data["splits"], table)
-    train = vectors[rows.split == "train"]
+    trained = rows.split == "train"
+    train = vectors[trained]
+    train_labels = next(iter(rows.labels.values()))[trained] if rows.labels else None
     test = test_rows(rows)
     _, gallery_rows, _ = protocol.split(rows.subset(test))
     gallery = vectors[test][gallery_rows]
@@ -45,7 +50,11 @@ def main() -> None:
         for kind, bits in recipes:
             name = kind if bits is None else f"{kind}{bits}"
             try:
-                index = build_index(train, kind, bits=bits, metric=metric, seed=params.seed)
+                if kind == "hash":
+                    index = train_hash_index(train, train_labels, bits, seed=params.seed,
+                                             steps=spec.quantize.hash_steps)
+                else:
+                    index = build_index(train, kind, bits=bits, metric=metric, seed=params.seed)
             except DataError as err:  # this data cannot train this index: say so, build the rest
                 skipped.append(f"{name} ({err})")
                 continue

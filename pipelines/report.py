@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     results = read_results(Path(args.metrics), params)
-    baselines = {n: e.baseline for n, e in params.experiments.items() if e.baseline}
+    baselines = {n: e.baselines for n, e in params.experiments.items() if e.baselines}
     val_metrics = {name: resolve_run(params, name).train.val_metric for name in results}
     grids = read_grids(Path(args.plots), results)
     pictures = report_figures(results, load_curves(Path(args.dvclive), results, val_metrics), val_metrics)

@@ -203,3 +203,30 @@ def test_config_errors_are_one_line_naming_the_dotted_key(change, message):
     # (the choices are the registries' names: other tests register components of their own)
     assert str(err.value) == message.format(losses=", ".join(LOSSES.names()),
                                             backbones=", ".join(BACKBONES.names()))
+
+
+def test_a_method_may_name_several_baselines():
+    raw = base()
+    raw["experiments"] = {name: {"dataset": "shapes", "loss": {"name": "contrastive"}}
+                          for name in ("a", "b", "c")}
+    raw["experiments"]["a"]["baseline"] = ["b", "c"]
+    raw["experiments"]["b"]["baseline"] = "c"
+    params = parse_params(raw)
+    assert params.experiments["a"].baselines == ["b", "c"]
+    assert params.experiments["b"].baselines == ["c"] and params.experiments["c"].baselines == []
+    raw["experiments"]["a"]["baseline"] = ["b", "nope"]
+    with pytest.raises(ConfigError, match=r"experiments\.a\.baseline: 'nope' is not another experiment"):
+        parse_params(raw)
+
+
+def test_held_out_queries_split_and_hash_codes_are_settings():
+    raw = base()
+    raw["datasets"]["shapes"]["split"] = {"method": "held_out_queries", "queries_per_class": 5}
+    raw["quantize"] = {"kinds": ["hash"], "bits": [32, 128], "hash_steps": 10}
+    params = parse_params(raw)
+    assert params.datasets["shapes"].split.queries_per_class == 5
+    assert params.datasets["shapes"].split.query_domain == "sketch"
+    assert params.quantize.kinds == ["hash"]
+    raw["quantize"]["kinds"] = ["lsh"]
+    with pytest.raises(ConfigError, match=r"quantize\.kinds"):
+        parse_params(raw)

@@ -45,7 +45,7 @@ def test_embeddings_round_trip_and_wrong_size(tmp_path):
     table, vectors, meta = read_embeddings(path, expected_dim=16)
     np.testing.assert_array_equal(vectors, x)
     assert table.column("image_id").to_pylist() == columns["image_id"]
-    assert meta == {"embed_dim": 16, "model_sha256": "abc", "normalized": True, "heads": []}
+    assert meta == {"embed_dim": 16, "model_sha256": "abc", "normalized": True, "heads": [], "views": []}
     assert head_output(table, "attributes") is None
     with pytest.raises(DataError, match=r"e.parquet: embedding size 16 does not match the expected 32"):
         read_embeddings(path, expected_dim=32)
@@ -164,3 +164,52 @@ def test_per_scale_sections_show_each_scale_finest_first_and_compare_the_average
                              "avg mAP | avg ASI |")
     assert "| experiment | baseline | Δ avg R@1 | Δ avg mAP | Δ avg ASI |" in table
     assert "| csl | fine_only | +2.0 (1 seed) | +2.0 (1 seed) | +2.0 (1 seed) |" in table
+
+
+def test_several_baselines_and_a_cross_domain_headline():
+    """A method compared with each of its baselines (one row each); a protocol with P@K is
+    headed, and compared, by mAP and that P@K."""
+    def run(value: float) -> dict:
+        return {"loss": "x", "float": {"recall@1": value, "precision@40": value / 2, "map": value / 4,
+                                       "map@r": value / 8},
+                "quantized": {"hash32": {"recall@1": value, "precision@40": 0.1, "map": 0.2,
+                                         "bytes_per_vector": 4}}}
+
+    results = {name: {0: run(v)} for name, v in (("dase_mems", 0.4), ("se_mems", 0.2), ("plain", 0.3))}
+    table = comparison_table(results, {"dase_mems": ["se_mems", "plain"]})
+    assert "| experiment | baseline | Δ mAP | Δ P@40 | Δ R@1 |" in table
+    assert "| dase_mems | se_mems | +5.0 (1 seed) | +10.0 (1 seed) | +20.0 (1 seed) |" in table
+    assert "| dase_mems | plain | +2.5 (1 seed) | +5.0 (1 seed) | +10.0 (1 seed) |" in table
+    assert "hash32 mAP / P@40 (B/vec)" in table and "| 20.0 / 10.0 (4) |" in table
+
+
+def test_extract_embeds_the_mirrored_images_as_the_flip_view():
+    import torch
+
+    from dml.embed import extract
+    from dml.models import EmbeddingModel
+
+    class Rows(torch.nn.Module):
+        """A trunk that keeps the first row of pixels: the mirror reverses it."""
+        out_dim = 4
+        accepts_condition = False
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return images[:, 0, 0, :4]
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, i: int):
+            return torch.arange(4.0).repeat(3, 4, 1) + i, i
+
+        def collate(self, items):
+            from dml.batch import Batch
+            return Batch(images=torch.stack([x for x, _ in items]),
+                         index=torch.tensor([i for _, i in items]))
+
+    model = EmbeddingModel(Rows(), embed_dim=None)
+    plain, _ = extract(model, Images(), normalize=False)
+    mirrored, _ = extract(model, Images(), normalize=False, flip=True)
+    assert plain[0].tolist() == [0, 1, 2, 3] and mirrored[0].tolist() == [3, 2, 1, 0]

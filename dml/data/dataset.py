@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from dml.batch import DOMAIN_CODES, Batch
 from dml.data.manifest import (DOMAINS, SPLITS, attribute_matrix, manifest_columns, read_info,
                                read_manifest)
-from dml.data.splits import align, read_splits
+from dml.data.splits import align, read_splits, shared_gallery as shared_gallery_rows
 from dml.data.transforms import AugmentSpec, build_transforms, domain_augments
 from dml.errors import ConfigError, DataError
 
@@ -42,7 +42,9 @@ class ManifestDataset(Dataset):
     the manifest's own ``split`` column), whose validation ``fold`` is in ``include_folds`` and
     not in ``exclude_folds`` (folds need ``splits_path``), and whose domain is in ``domains``
     (default: every domain; a manifest without a ``domain`` column counts as all photos).
-    Rows keep manifest order.
+    With ``shared_gallery``, also the training rows that are the gallery of every evaluation
+    (role ``gallery``, whatever their fold; :func:`dml.data.splits.shared_gallery`): a
+    validation fold's sketches are searched among them. Rows keep manifest order.
 
     Only the needed columns are read. Images decode lazily (PIL, converted to RGB) and the
     uint8 arrays are cached up to ``cache_bytes`` (without ``train``, the transformed tensors,
@@ -77,6 +79,7 @@ class ManifestDataset(Dataset):
         relabel: bool = False,
         augment: AugmentSpec | Mapping[str, AugmentSpec] | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        shared_gallery: bool = False,
     ) -> None:
         self.manifest_path = Path(manifest_path)
         self.info = read_info(self.manifest_path)
@@ -125,6 +128,10 @@ class ManifestDataset(Dataset):
                 keep &= np.isin(fold_values, np.asarray(list(include_folds), dtype=np.int64))
             if exclude_folds is not None:
                 keep &= ~np.isin(fold_values, np.asarray(list(exclude_folds), dtype=np.int64))
+        if shared_gallery:
+            if split_values is None or role_values is None:
+                raise DataError("shared_gallery needs a splits file (splits_path)")
+            keep |= shared_gallery_rows(split_values, role_values)
         if "domain" in present:
             row_domains = np.asarray(meta.column("domain").to_pylist(), dtype=object)
         else:

@@ -120,6 +120,13 @@ def multilabel_epoch(counts: np.ndarray, *, k: int, global_batch: int, num_batch
     return image[pairs].reshape(num_batches, global_batch).astype(np.int64)
 
 
+def classes_in_both(labels: np.ndarray, domains: np.ndarray,
+                    pair: tuple[str, str] = ("sketch", "photo")) -> np.ndarray:
+    """The classes that have images in both domains of ``pair``, sorted."""
+    labels, domains = np.asarray(labels), np.asarray(domains, dtype=object)
+    return np.intersect1d(labels[domains == pair[0]], labels[domains == pair[1]])
+
+
 def cross_domain_epoch(labels: np.ndarray, domains: np.ndarray, *, m: int, global_batch: int,
                        num_batches: int, seed: int, epoch: int,
                        pair: tuple[str, str] = ("sketch", "photo")) -> np.ndarray:
@@ -132,8 +139,7 @@ def cross_domain_epoch(labels: np.ndarray, domains: np.ndarray, *, m: int, globa
     beside it, and every photo sketches.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
-    shown = [set(np.unique(labels[domains == d]).tolist()) for d in pair]
-    classes = np.asarray(sorted(shown[0] & shown[1]), dtype=labels.dtype)
+    classes = classes_in_both(labels, domains, pair).astype(labels.dtype)
     slots = class_slots(rng, len(classes), num_batches, global_batch // m)
     parts = []
     for domain in pair:
@@ -328,8 +334,7 @@ class CrossDomainBatchSampler(GlobalBatchSampler):
         if batch_size % m:
             raise ConfigError(f"train.batch_size ({batch_size}) must be divisible by train.sampler.m ({m})")
         super().__init__(len(labels), batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
-        shown = [set(np.unique(labels[domains == d]).tolist()) for d in pair]
-        both = shown[0] & shown[1]
+        both = classes_in_both(labels, domains, pair)
         needed = batch_size * world_size // m
         if len(both) < needed:
             raise ConfigError(
@@ -416,19 +421,23 @@ def fitting_batch_size(name: str, knobs: dict[str, Any], dataset: Any, *, batch_
     """The largest per-worker batch, at most ``batch_size``, that sampler ``name`` can fill
     from ``dataset``'s rows, and why it is smaller (empty when it is not).
 
-    Only ``m_per_class`` has such a limit: ``batch_size x world_size / m`` distinct classes per
-    global batch. A ConfigError when not even one class per worker is available. (The
+    ``m_per_class`` and ``cross_domain`` have such a limit: ``batch_size x world_size / m``
+    distinct classes per global batch (for ``cross_domain``, classes with images in both
+    domains). A ConfigError when not even one class per worker is available. (The
     hierarchical sampler repeats a scale's classes in a batch when it has too few.)
     """
-    if name != "m_per_class":
+    if name not in ("m_per_class", "cross_domain"):
         return batch_size, ""
     m = int(knobs.get("m", DEFAULT_M))
-    classes = len(np.unique(dataset.require_labels(f"sampler {name!r}")))
+    labels = dataset.require_labels(f"sampler {name!r}")
+    classes = len(classes_in_both(labels, dataset.domains) if name == "cross_domain"
+                  else np.unique(labels))
     needed = batch_size * world_size // max(m, 1)
     if needed <= classes:
         return batch_size, ""
-    reason = (f"m_per_class with m={m} needs {needed} classes per global batch of {batch_size} x "
-              f"{world_size} worker(s), the training rows have {classes}")
+    which = " classes with sketches and photos" if name == "cross_domain" else ""
+    reason = (f"{name} with m={m} needs {needed} classes per global batch of {batch_size} x "
+              f"{world_size} worker(s), the training rows have {classes}{which}")
     fitting = (classes // world_size) * m
     if fitting < m:
         raise ConfigError(f"{where}: {reason}: fewer classes than workers; lower "

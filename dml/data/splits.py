@@ -21,6 +21,16 @@ test), ``role`` (query / gallery / both) and ``fold`` (int64; -1 on test rows).
 - ``query_fraction``: a seeded share of the test rows becomes the queries (role ``query``),
   the others the gallery (role ``gallery``), as multi-label retrieval samples a query set
   from the test images and searches the rest. Only for a manifest without roles.
+- ``method="held_out_queries"``: the category-level protocol of sketch-based retrieval
+  (Sketchy, TU-Berlin; the split of the DASE/MEMS authors' code). Every class is trained on;
+  ``queries_per_class`` seeded rows of each class in ``query_domain`` (sketches) are held out
+  as test queries (role ``query``), and every row of the other domain (photos) is both
+  trained on and searched: split ``train``, role ``gallery``, a *shared gallery*
+  (:func:`evaluated_rows`). The other query-domain rows are dealt into the validation folds
+  class by class (each fold holds sketches of every class); the shared gallery belongs to
+  no fold (-1), so it is never held out of training and validation searches it as the test
+  does. The zero-shot variant of that benchmark is ``random`` or ``ordered``: its test
+  classes' sketches are searched among their photos.
 """
 
 from __future__ import annotations
@@ -36,14 +46,27 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dml.data.hierarchy import class_parents, scale_labels
-from dml.data.manifest import SPLITS, ManifestInfo, attribute_matrix
+from dml.data.manifest import DOMAINS, SPLITS, ManifestInfo, attribute_matrix
 from dml.errors import ConfigError, DataError
 from dml.io import atomic_path
 
-METHODS = ("random", "ordered")
+METHODS = ("random", "ordered", "held_out_queries")
 SPLITS_SCHEMA = pa.schema(
     [("image_id", pa.string()), ("split", pa.string()), ("role", pa.string()), ("fold", pa.int64())]
 )
+
+
+def evaluated_rows(split: np.ndarray, role: np.ndarray) -> np.ndarray:
+    """Mask of the rows a test evaluation ranks: the test split, and the training rows that
+    form a shared gallery (role ``gallery``: trained on and searched, as the photos of the
+    category-level sketch protocol)."""
+    split, role = np.asarray(split, dtype=object), np.asarray(role, dtype=object)
+    return (split == "test") | shared_gallery(split, role)
+
+
+def shared_gallery(split: np.ndarray, role: np.ndarray) -> np.ndarray:
+    """Mask of the training rows that are also the test and validation gallery."""
+    return (np.asarray(split, dtype=object) == "train") & (np.asarray(role, dtype=object) == "gallery")
 
 
 def _check(test_fraction: float, num_folds: int, method: str) -> None:
@@ -63,6 +86,8 @@ def make_splits(
     seed: int = 0,
     method: str = "random",
     query_fraction: float | None = None,
+    queries_per_class: int | None = None,
+    query_domain: str = "sketch",
 ) -> pa.Table:
     """Split ``table`` (a manifest) into train/test and validation folds; see the module doc.
 
@@ -72,6 +97,15 @@ def make_splits(
     names = table.column_names
     if "image_id" not in names:
         raise DataError("make_splits: the manifest has no 'image_id' column")
+    if (method == "held_out_queries") != (queries_per_class is not None):
+        raise ConfigError("split.queries_per_class goes with split.method: held_out_queries "
+                          "(the category-level protocol), and only with it")
+    if method == "held_out_queries":
+        if query_fraction is not None:
+            raise ConfigError("split.query_fraction: held_out_queries draws its queries per "
+                              "class (split.queries_per_class); remove query_fraction")
+        return _held_out_queries(table, int(queries_per_class), query_domain,
+                                 num_folds=num_folds, seed=seed)
     n = table.num_rows
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
     fold_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
@@ -129,6 +163,19 @@ def make_splits(
     if query_fraction is not None:
         role = _draw_queries(role, split, float(query_fraction), has_role="role" in names,
                              seed=seed)
+    return _splits_table(table, split, role, fold, {
+        "method": "given" if has_split else method,
+        "seed": int(seed),
+        "test_fraction": float(test_fraction),
+        "num_folds": int(num_folds),
+        "class_disjoint": "label" in names,
+        "query_fraction": query_fraction,
+    })
+
+
+def _splits_table(table: pa.Table, split: np.ndarray, role: np.ndarray, fold: np.ndarray,
+                  provenance: dict[str, Any]) -> pa.Table:
+    """The splits table of ``table``'s rows, its provenance in the schema metadata."""
     out = pa.table(
         {
             "image_id": table.column("image_id").cast(pa.string()),
@@ -138,15 +185,63 @@ def make_splits(
         },
         schema=SPLITS_SCHEMA,
     )
-    provenance = {
-        "method": "given" if has_split else method,
-        "seed": int(seed),
-        "test_fraction": float(test_fraction),
-        "num_folds": int(num_folds),
-        "class_disjoint": "label" in names,
-        "query_fraction": query_fraction,
-    }
     return out.replace_schema_metadata({b"dml": json.dumps(provenance, sort_keys=True)})
+
+
+def _held_out_queries(table: pa.Table, per_class: int, query_domain: str, *, num_folds: int,
+                      seed: int) -> pa.Table:
+    """The category-level split (module doc): ``per_class`` test queries of each class in
+    ``query_domain``, every other-domain row a shared gallery, folds over the rest."""
+    names = table.column_names
+    if per_class < 1:
+        raise ConfigError(f"split.queries_per_class: {per_class} must be at least 1")
+    if query_domain not in DOMAINS:
+        raise ConfigError(f"split.query_domain: {query_domain!r} is not one of: {', '.join(DOMAINS)}")
+    missing = [c for c in ("label", "domain") if c not in names]
+    if missing or "split" in names or "role" in names:
+        raise DataError("split.method held_out_queries needs a manifest with 'label' and "
+                        "'domain' columns and without its own 'split' or 'role' columns"
+                        + (f" (missing: {missing})" if missing else ""))
+    labels_col = table.column("label")
+    if labels_col.null_count:
+        row = int(np.flatnonzero(labels_col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"make_splits: null label on row {row} "
+                        f"(image_id {table.column('image_id')[row].as_py()!r})")
+    labels = labels_col.to_numpy(zero_copy_only=False).astype(np.int64)
+    domain = np.asarray(table.column("domain").to_pylist(), dtype=object)
+    query_rows = domain == query_domain
+    if not query_rows.any() or query_rows.all():
+        raise DataError(f"split.method held_out_queries: the manifest needs rows of domain "
+                        f"{query_domain!r} (the queries) and of another domain (the gallery); "
+                        f"it has {sorted(set(domain.tolist()))}")
+    n = table.num_rows
+    split = np.full(n, "train", dtype=object)
+    role = np.where(query_rows, "both", "gallery").astype(object)
+    fold = np.full(n, -1, dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
+    fold_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    short = []
+    for c in np.unique(labels[query_rows]):
+        rows = np.flatnonzero(query_rows & (labels == c))
+        if len(rows) <= per_class:
+            short.append(f"class {int(c)} ({len(rows)})")
+            continue
+        drawn = rng.permutation(rows)
+        split[drawn[:per_class]], role[drawn[:per_class]] = "test", "query"
+        rest = np.sort(drawn[per_class:])
+        # Each class's training queries dealt round-robin from a seeded start: every fold holds
+        # every class when the class has as many rows as there are folds.
+        fold[rest[fold_rng.permutation(len(rest))]] = (
+            np.arange(len(rest)) + int(fold_rng.integers(num_folds))) % num_folds
+    if short:
+        raise DataError(f"split.queries_per_class: {per_class} held-out queries per class "
+                        f"leave no {query_domain} of some classes to train on: "
+                        f"{', '.join(short[:5])}{' ...' if len(short) > 5 else ''} "
+                        f"({query_domain} rows per class in brackets)")
+    return _splits_table(table, split, role, fold, {
+        "method": "held_out_queries", "seed": int(seed), "num_folds": int(num_folds),
+        "queries_per_class": per_class, "query_domain": query_domain, "class_disjoint": False,
+    })
 
 
 def _draw_queries(role: np.ndarray, split: np.ndarray, fraction: float, *, has_role: bool,

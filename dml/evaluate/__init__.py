@@ -30,15 +30,16 @@ __all__ = ["Grades", "Relevance", "label_relevance", "per_query_metrics", "retri
 
 def _embeddings(x: ArrayLike | torch.Tensor, name: str, metric: str) -> torch.Tensor:
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-    if t.dim() != 2:
-        raise DataError(f"{name} embeddings must be 2-D [rows, dim], got shape {tuple(t.shape)}")
+    if t.dim() not in (2, 3):
+        raise DataError(f"{name} embeddings must be 2-D [rows, dim] (or 3-D [rows, views, dim]), "
+                        f"got shape {tuple(t.shape)}")
     if metric == "hamming":
         if not bool(((t == 0) | (t == 1)).all()):
             raise DataError(f"{name} codes must hold 0/1 bits (one column per bit) for hamming ranking")
     elif not t.is_floating_point():
         raise DataError(f"{name} embeddings must be floating point, got {t.dtype}")
     t = t.detach().to(torch.float32)
-    finite = torch.isfinite(t).all(dim=1)
+    finite = torch.isfinite(t).flatten(1).all(dim=1)
     if not bool(finite.all()):
         row = int((~finite).nonzero()[0, 0])
         raise DataError(f"{name} embeddings contain non-finite values (NaN/inf in float32), first at row {row}")
@@ -114,7 +115,9 @@ def retrieval_metrics(
 
     Args:
         query: ``[Q, D]``, numpy or torch: float vectors, or 0/1 code bits for ``hamming``
-            (computed in float32 on the tensor's device).
+            (computed in float32 on the tensor's device). ``[Q, V, D]``: several views of
+            each query (image and mirror), a pair scoring as its nearest views; so may the
+            gallery.
         query_labels: int ``[Q]`` class of each query; relevance is "same class" unless
             ``relevance`` is given (then labels are only needed for NMI). A mapping of label
             sets (``{"fine": ..., "coarse": ...}``, with ``gallery_labels`` a mapping of the
@@ -221,7 +224,7 @@ def retrieval_metrics(
         exclude = torch.arange(q.shape[0], device=q.device)
     else:
         g = _embeddings(gallery, "gallery", metric).to(q.device)
-        if g.shape[1] != q.shape[1]:
+        if g.shape[-1] != q.shape[-1]:
             raise DataError(
                 f"query and gallery dimensions differ: query shape {tuple(q.shape)}, "
                 f"gallery shape {tuple(g.shape)}"
@@ -239,7 +242,8 @@ def retrieval_metrics(
 
     if metric == "cosine":
         for name, t in (("query", q), ("gallery", g)):
-            zero = (t == 0).all(dim=1) if t is not None else torch.zeros(0, dtype=torch.bool)
+            zero = ((t == 0).all(dim=-1).reshape(t.shape[0], -1).any(dim=1) if t is not None
+                    else torch.zeros(0, dtype=torch.bool))
             if bool(zero.any()):
                 row = int(zero.nonzero()[0, 0])
                 raise DataError(f"{name} row {row} is all zeros: cosine similarity is undefined")
@@ -270,7 +274,8 @@ def retrieval_metrics(
         if per_query is not None:  # each query's value (NaN where it has no relevant item)
             per_query.update({prefix + k: np.where(valid, v, np.nan) for k, v in values_per_query.items()})
         if nmi and name == next(iter(labelled)):  # the first (finest) labels only
-            clusters = clustering_scores(q.cpu().numpy(), q_lab.cpu().numpy(), seed=seed)
+            plain = q if q.dim() == 2 else q[:, 0]  # views: the plain one
+            clusters = clustering_scores(plain.cpu().numpy(), q_lab.cpu().numpy(), seed=seed)
             result.update({prefix + name: value for name, value in clusters.items()})
         result[prefix + "queries_without_relevant"] = float((~valid).sum())
     return result

@@ -12,9 +12,11 @@ import pyarrow as pa
 
 from dml.config import RunSpec
 from dml.data.dataset import ManifestDataset
+from dml.data.splits import evaluated_rows
 from dml.errors import DataError
 from dml.evaluate.metrics import attribute_average_precision
 from dml.evaluate.protocols import EvalRows, Protocol
+from dml.hashing import encode, index_codes
 from dml.index import decode_gallery, describe_index
 from dml.stats import bootstrap_interval
 
@@ -39,11 +41,11 @@ def aligned_rows(spec: RunSpec, manifest: str, splits: str, embeddings: pa.Table
 
 
 def test_rows(rows: EvalRows) -> np.ndarray:
-    """Mask of the test split's rows; a clear error when there are none."""
-    mask = rows.split == "test"
-    if not mask.any():
+    """Mask of the rows the test ranks: the test split's, and a shared gallery of training
+    rows (:func:`dml.data.splits.evaluated_rows`); a clear error when there are none."""
+    if not (rows.split == "test").any():
         raise DataError("the embeddings hold no test-split rows")
-    return mask
+    return evaluated_rows(rows.split, rows.role)
 
 
 def gap_samples(rows: EvalRows, held_out_folds: Sequence[int] = (), *,
@@ -113,8 +115,7 @@ def evaluate_test_split(
     same float metrics on a sample of the classes it trained on and on as many test classes
     (``gap``: :func:`evaluate_gap`), for the gap between seen and unseen classes.
 
-    A quantized gallery is ranked as faiss's asymmetric search does: by inner product with
-    the decoded codes under cosine protocols, by L2 distance under euclidean ones.
+    A quantized gallery is ranked by :func:`evaluate_index`.
 
     With ``attribute_logits`` (the attribute head's output for every row), the float figures
     also hold ``attributes/map``: the mean over attributes of each attribute's average
@@ -134,20 +135,18 @@ def evaluate_test_split(
                                                                     attribute_names)
     # The spread due to the finite query set: the interval of a single run (one seed).
     intervals = {key: bootstrap_interval(values) for key, values in per_query.items()}
-    quantized_metric = "dot" if protocol.metric == "cosine" else protocol.metric
     quantized = {}
     for name, index in indexes.items():
         if index.ntotal != len(gallery):
             raise DataError(f"index {name} holds {index.ntotal} vectors, the gallery has {len(gallery)}")
-        metrics = protocol.evaluate(rows, vectors, ks=ks, gallery=decode_gallery(index),
-                                    metric=quantized_metric, nmi=False)
+        metrics = evaluate_index(rows, vectors, protocol, index, ks=ks)
         metrics["bytes_per_vector"] = describe_index(index)["code_size"]
         quantized[name] = metrics
     return {
         "split": "test",
         "queries": int(len(queries)),
         "gallery": int(len(gallery)),
-        "bytes_per_vector": int(4 * vectors.shape[1]),
+        "bytes_per_vector": int(4 * vectors.shape[-1]),
         "float": floats,
         # the order of the protocol's tasks (scales, finest first): JSON files sort their keys
         "prefixes": list(dict.fromkeys(k.rpartition("/")[0] for k in floats if "/" in k)),
@@ -157,6 +156,26 @@ def evaluate_test_split(
         **({"attributes": per_attribute} if per_attribute is not None else {}),
         **({"gap": gap} if gap is not None else {}),
     }
+
+
+def evaluate_index(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, index: faiss.Index, *,
+                   ks: Sequence[int] = (1, 2, 4, 8)) -> dict[str, float]:
+    """The protocol's metrics with the gallery as ``index`` holds it. Product codes are
+    decoded and ranked against the float queries, as faiss's asymmetric search ranks them
+    (by inner product under cosine protocols, by L2 distance under euclidean ones); a hash
+    index encodes the queries too and ranks by Hamming distance."""
+    if isinstance(faiss.downcast_index(index), faiss.IndexLSH):
+        lsh = faiss.downcast_index(index)
+        return protocol.evaluate(rows, encode(lsh, _plain(vectors)), ks=ks, gallery=index_codes(lsh),
+                                 metric="hamming", nmi=False)
+    return protocol.evaluate(rows, vectors, ks=ks, gallery=decode_gallery(index),
+                             metric="dot" if protocol.metric == "cosine" else protocol.metric, nmi=False)
+
+
+def _plain(vectors: np.ndarray) -> np.ndarray:
+    """The plain view of ``vectors`` (``[N, D]``, or the first of ``[N, V, D]``): codes are
+    made from it."""
+    return vectors if vectors.ndim == 2 else vectors[:, 0]
 
 
 def attribute_quality(rows: EvalRows, logits: np.ndarray,

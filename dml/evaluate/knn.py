@@ -91,7 +91,7 @@ def label_relevance(query_labels: torch.Tensor, gallery_labels: torch.Tensor) ->
 
 
 def prepare_embeddings(x: torch.Tensor, metric: str) -> torch.Tensor:
-    """float32 copy of ``x: [N, D]`` in the form :func:`block_scores` ranks.
+    """float32 copy of ``x: [N, D]`` (or ``[N, V, D]``, views) in the form :func:`block_scores` ranks.
 
     ``"cosine"`` L2-normalizes the rows; ``"hamming"`` maps 0/1 (or boolean) code bits to
     ±1; ``"dot"`` and ``"euclidean"`` leave the vectors as they are.
@@ -100,7 +100,7 @@ def prepare_embeddings(x: torch.Tensor, metric: str) -> torch.Tensor:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     x = x.detach().to(torch.float32)
     if metric == "cosine":
-        return F.normalize(x, dim=1)
+        return F.normalize(x, dim=-1)
     if metric == "hamming":
         return x * 2.0 - 1.0
     return x
@@ -112,12 +112,34 @@ def block_scores(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str,
 
     For ``euclidean`` pass ``gallery_sq_norms = ‖g‖²``: the score ``2 q·g − ‖g‖²`` differs
     from ``−‖q − g‖²`` by ``‖q‖²``, a constant per query, so it ranks identically.
+
+    Rows with several views (``[B, V, D]`` and/or ``[N, W, D]``, e.g. image and mirror)
+    score as their nearest pair of views: the largest of the ``V·W`` scores, euclidean ones
+    as ``−‖q − g‖²`` in full (the constant per query differs between views).
     """
+    if query_rows.dim() == 3 or gallery.dim() == 3:
+        return _nearest_views(query_rows, gallery, metric)
     scores = query_rows @ gallery.T
     if metric == "euclidean":
         norms = gallery_sq_norms if gallery_sq_norms is not None else (gallery * gallery).sum(1)
         scores.mul_(2.0).sub_(norms[None, :])
     return scores
+
+
+def _nearest_views(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str) -> torch.Tensor:
+    """``float32[B, N]``: for each pair the best score over its views (:func:`block_scores`)."""
+    q = query_rows if query_rows.dim() == 3 else query_rows[:, None]
+    g = gallery if gallery.dim() == 3 else gallery[:, None]
+    best: torch.Tensor | None = None
+    for v in range(q.shape[1]):
+        for w in range(g.shape[1]):
+            scores = q[:, v] @ g[:, w].T
+            if metric == "euclidean":
+                scores.mul_(2.0).sub_((g[:, w] * g[:, w]).sum(1)[None, :])
+                scores.sub_((q[:, v] * q[:, v]).sum(1)[:, None])
+            best = scores if best is None else torch.maximum(best, scores, out=best)
+    assert best is not None
+    return best
 
 
 def rows_per_block(n_gallery: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
@@ -209,7 +231,8 @@ def ranked_blocks(
     """Rank blocks of queries against the whole gallery; yield ``(rows, ranks, n_relevant, ndcg)``.
 
     ``query: float32[Q, D]`` and ``gallery: float32[N, D]`` are already prepared
-    (:func:`prepare_embeddings` with the same ``metric``). ``exclude: int64[Q]`` names, per
+    (:func:`prepare_embeddings` with the same ``metric``); either may hold views, ``[Q, V, D]``
+    (:func:`block_scores`). ``exclude: int64[Q]`` names, per
     query, one gallery position to leave out of its ranking and its relevant set (-1: none);
     for a query set ranked against itself it is ``arange(Q)``. ``rows: int64[B]`` are the
     block's query indices; ``ranks``/``n_relevant`` as in :func:`relevant_ranks`; ``ndcg``
@@ -226,7 +249,8 @@ def ranked_blocks(
         raise ValueError("graded relevance (ndcg_ks) goes with a single relevance")
     n_query, n_gallery = query.shape[0], gallery.shape[0]
     step = rows_per_block(n_gallery, block_bytes)
-    sq_norms = (gallery * gallery).sum(1) if metric == "euclidean" else None
+    single = query.dim() == 2 and gallery.dim() == 2  # several views: scored in full
+    sq_norms = (gallery * gallery).sum(1) if metric == "euclidean" and single else None
     for start in range(0, n_query, step):
         rows = torch.arange(start, min(start + step, n_query), device=query.device)
         scores = block_scores(query[rows], gallery, metric, sq_norms)

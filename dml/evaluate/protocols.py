@@ -226,7 +226,8 @@ class Protocol:
 
     Subclasses choose ``query_mask``/``gallery_mask`` (default: every row is both) and
     ``tasks``; ``metric`` is how it ranks (``cosine`` or ``euclidean``); ``asi`` adds the
-    average set intersection to the metrics.
+    average set intersection to the metrics; ``flip`` ranks each pair by its nearest views
+    (image or mirror, on both sides).
     """
 
     metric: str = "cosine"
@@ -234,6 +235,13 @@ class Protocol:
     precision_ks: tuple[int, ...] = ()
     ndcg_ks: tuple[int, ...] = ()
     asi: bool = False
+    flip: bool = False
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The other views of each image its ranking uses (``"flip"``: the mirrored image;
+        the embed stage stores them, ``evaluate`` takes them stacked as ``[N, V, D]``)."""
+        return ("flip",) if self.flip else ()
 
     def query_mask(self, rows: EvalRows) -> np.ndarray:
         return np.ones(len(rows), dtype=bool)
@@ -262,8 +270,10 @@ class Protocol:
                  seed: int = 0, per_query: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         """Metrics of ``vectors`` (aligned with ``rows``) under this protocol.
 
-        ``gallery`` replaces the gallery rows' vectors (a gallery decoded from quantization
-        codes, ranked with ``metric``, e.g. ``"dot"``); NMI is computed on the float queries.
+        ``vectors`` may hold several views of each row, ``[N, V, D]`` (``views``: the plain
+        view first), a pair then scoring as its nearest views. ``gallery`` replaces the
+        gallery rows' vectors (a gallery decoded from quantization codes, ranked with
+        ``metric``, e.g. ``"dot"``); NMI is computed on the float queries.
         ``per_query`` is filled with each task's per-query values, under the same keys.
         """
         from dml.evaluate import retrieval_metrics
@@ -368,14 +378,18 @@ class QueryGallery(Protocol):
 
 class CrossDomain(Protocol):
     """Queries of ``query_domain`` against a gallery of ``gallery_domain`` (same class is
-    relevant), ranked by ``metric``; P@K for each of ``precision_ks`` besides the usual."""
+    relevant), ranked by ``metric``; P@K for each of ``precision_ks`` besides the usual
+    (the report heads it with mAP@all and that P@K, sketch-based retrieval's figures); with ``flip``,
+    a pair's distance is the smallest over image and mirror on both sides (the DASE/MEMS
+    authors' tester)."""
 
     def __init__(self, query_domain: str, gallery_domain: str, metric: str,
-                 precision_ks: Sequence[int], map_ks: Sequence[int]) -> None:
+                 precision_ks: Sequence[int], map_ks: Sequence[int], flip: bool = False) -> None:
         self.query_domain, self.gallery_domain = query_domain, gallery_domain
         self.metric = metric
         self.precision_ks = tuple(int(k) for k in precision_ks)
         self.map_ks = tuple(int(k) for k in map_ks)
+        self.flip = bool(flip)
 
     def query_mask(self, rows: EvalRows) -> np.ndarray:
         return rows.domain == self.query_domain
@@ -480,8 +494,9 @@ def query_gallery() -> Protocol:
 @PROTOCOLS.register("cross_domain")
 def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
                  metric: str = "euclidean", precision_ks: Sequence[int] = (200,),
-                 map_ks: Sequence[int] = ()) -> Protocol:
-    """Sketch queries against photos (or any two domains)."""
+                 map_ks: Sequence[int] = (), flip: bool = False) -> Protocol:
+    """Sketch queries against photos (or any two domains); ``flip``: flip test-time
+    augmentation (nearest of image and mirror)."""
     from dml.data.manifest import DOMAINS
 
     for key, value in (("query_domain", query_domain), ("gallery_domain", gallery_domain)):
@@ -489,8 +504,10 @@ def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
             raise ConfigError(f"protocol.{key}: {value!r} is not one of: {', '.join(DOMAINS)}")
     if metric not in ("cosine", "euclidean"):
         raise ConfigError(f"protocol.metric: {metric!r} is not one of: cosine, euclidean")
+    if not isinstance(flip, bool):
+        raise ConfigError(f"protocol.flip: {flip!r} must be true or false")
     return CrossDomain(query_domain, gallery_domain, metric, _ks("precision_ks", precision_ks),
-                       _ks("map_ks", map_ks))
+                       _ks("map_ks", map_ks), flip)
 
 
 @PROTOCOLS.register("per_scale")

@@ -45,3 +45,19 @@ def test_errors_name_the_knob() -> None:
         CrossDomainBatchSampler(labels, domains, m=3, batch_size=12)
     with pytest.raises(ConfigError, match="6 class"):  # class 6 has no sketch
         CrossDomainBatchSampler(labels, domains, m=2, batch_size=14)
+
+
+def test_a_batch_too_big_for_the_classes_shrinks_with_the_reason():
+    from types import SimpleNamespace
+
+    from dml.data.samplers import classes_in_both, fitting_batch_size
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 3])
+    domains = np.array(["sketch", "photo"] * 3 + ["photo"], dtype=object)
+    assert classes_in_both(labels, domains).tolist() == [0, 1, 2]  # class 3: photos only
+    data = SimpleNamespace(require_labels=lambda where: labels, domains=domains)
+    size, reason = fitting_batch_size("cross_domain", {"m": 2}, data, batch_size=16, world_size=1)
+    assert size == 6
+    assert reason == ("cross_domain with m=2 needs 8 classes per global batch of 16 x 1 worker(s), "
+                      "the training rows have 3 classes with sketches and photos")
+    assert fitting_batch_size("cross_domain", {"m": 2}, data, batch_size=6, world_size=1) == (6, "")

@@ -27,8 +27,8 @@ TINY_OPTIONS = {"seed": 0, "image_size": 32, "families": 2, "types_per_family": 
                 "images_per_class": 45}
 
 
-#: The experiments of the tiny pipeline, one per dataset.
-EXPERIMENTS = ("tiny", "tiny_sketch", "tiny_scenes")
+#: The experiments of the tiny pipeline: one per dataset, and DASE + MEMS on the sketches.
+EXPERIMENTS = ("tiny", "tiny_sketch", "tiny_dase", "tiny_scenes")
 
 
 def tiny_params() -> dict:
@@ -38,9 +38,12 @@ def tiny_params() -> dict:
     shapes = raw["datasets"]["shapes"]
     shapes["options"] = dict(TINY_OPTIONS)
     shapes["split"]["num_folds"] = 3  # 6 training classes: 2 validated, 4 trained on
+    # the sketches' category-level split: 3 query sketches of each class against every photo,
+    # ranked by the nearest of image and mirror
     sketches = {**shapes, "options": {**TINY_OPTIONS, "images_per_class": 24, "domains": ["photo", "sketch"]},
+                "split": {"method": "held_out_queries", "queries_per_class": 3, "num_folds": 3, "seed": 0},
                 "protocol": {"name": "cross_domain", "query_domain": "sketch", "gallery_domain": "photo",
-                             "precision_ks": [10]}}
+                             "precision_ks": [10], "flip": True}}
     scenes = {**raw["datasets"]["scenes"], "options": {**TINY_OPTIONS, "view": "scenes", "scenes": 90}}
     raw["datasets"] = {"shapes": shapes, "sketches": sketches, "scenes": scenes}
     raw["model"]["embed_dim"] = 16
@@ -55,10 +58,16 @@ def tiny_params() -> dict:
     # The scenes experiment trains the soft-PQ head beside adaptive-margin triplets on the
     # multiset Jaccard similarity; its learned codebooks become a faiss index of their own.
     scenes_exp = raw["experiments"]["jaccard_softpq"]
+    dase_exp = raw["experiments"]["dase_mems"]
     raw["experiments"] = {"tiny": {**raw["experiments"]["ecaml_ms"], "search": {}},
                           "tiny_sketch": {**raw["experiments"]["sgml"], "dataset": "sketches", "search": {}}}
-    raw["experiments"]["tiny"].pop("baseline")
-    raw["experiments"]["tiny_sketch"].pop("baseline")
+    # DASE + MEMS: the domain flag into the trunk, the cross-domain sampler, 32-bit hash codes
+    raw["experiments"]["tiny_dase"] = {**dase_exp, "search": {},
+                                       "quantize": {"kinds": ["hash"], "bits": [32]}}
+    raw["experiments"]["tiny_dase"]["train"] = {**raw["experiments"]["tiny_dase"]["train"],
+                                                "batch_size": 12, "epochs": 1}
+    for name in ("tiny", "tiny_sketch", "tiny_dase"):
+        raw["experiments"][name].pop("baseline")
     scenes_exp.update(search={}, quantize={"bits": [32]})
     scenes_exp["model"] = {"heads": {"soft_pq": {"bits": [32], "codeword_bits": 8}}}
     scenes_exp["train"] = {**scenes_exp["train"], "sampler": {"name": "multilabel", "k": 3}}
@@ -149,7 +158,15 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     sketch = json.loads((repo / "metrics/tiny_sketch/seed0.json").read_text())
     assert sketch["protocol"]["name"] == "cross_domain" and "precision@10" in sketch["float"]
     manifest = pq.read_table(repo / "data/sketches/manifest.parquet", columns=["domain"])
-    assert sketch["queries"] == manifest.column("domain").to_pylist().count("sketch") // 2
+    domains = manifest.column("domain").to_pylist()
+    assert sketch["queries"] == 12 * 3 and sketch["gallery"] == domains.count("photo") == 12 * 24
+    # DASE + MEMS on them: flips embedded and searched, hash codes ranked by Hamming distance
+    dase = json.loads((repo / "metrics/tiny_dase/seed0.json").read_text())
+    assert dase["loss"] == "mems" and 0.0 < dase["float"]["map"] <= 1.0
+    assert set(dase["quantized"]) == {"hash32"} and dase["quantized"]["hash32"]["bytes_per_vector"] == 4
+    assert 0.0 < dase["quantized"]["hash32"]["map"] <= 1.0
+    assert "view_flip" in pq.read_schema(repo / "embeddings/tiny_dase/seed0.parquet").names
+    assert (repo / "dvclive/tiny_dase/seed0/plots/metrics/loss_margin.tsv").is_file()
     # ... and the attribute head is scored on the test photos, beside the retrieval figures.
     assert sketch["loss"] == "soft_binomial_deviance" and 0.0 < sketch["float"]["attributes/map"] <= 1.0
     assert set(sketch["attributes"]) >= {"warm", "filled", "large"}
@@ -164,6 +181,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(project):
     table = (repo / "results/comparison.md").read_text()
     assert "| tiny | energy_confusion | 1 |" in table and "### Seen vs unseen classes" in table
     assert "## shapes · self_retrieval" in table and "## sketches · cross_domain" in table
+    assert "hash32 mAP / P@10 (B/vec)" in table
     assert (repo / "plots/tiny/seed0/retrieval_grid.png").stat().st_size > 0
     assert (repo / "dvclive/tiny/seed0/plots/metrics/loss.tsv").is_file()
     assert (repo / "dvclive/tiny/seed0/plots/metrics/loss_energy_confusion.tsv").is_file()

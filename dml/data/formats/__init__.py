@@ -33,6 +33,8 @@ class Source(Protocol):
 FORMATS: Registry[Source] = Registry("data source")
 
 # Register the readers (import for their side effect).
-from dml.data.formats import cars196, coco, cub, dyml, folder, inshop, nuswide, sop, synthetic  # noqa: E402,F401
+from dml.data.formats import (  # noqa: E402,F401
+    cars196, coco, cub, dyml, folder, inshop, nuswide, sketchy, sop, synthetic, tuberlin,
+)
 
 __all__ = ["FORMATS", "Source"]
