@@ -3,6 +3,7 @@ the check of the image paths the files list."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
 from dml.errors import ConfigError, DataError
@@ -41,6 +42,39 @@ def relative_path(text: str) -> str | None:
     if not parts or text.startswith(("/", "\\")) or ".." in parts:
         return None
     return "/".join(parts)
+
+
+def text_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-empty lines of the text file ``path``, stripped, with their 1-based numbers
+    (UTF-8, a byte-order mark and either line end accepted); DataError naming a file that is
+    not UTF-8."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            lines = list(handle)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+    return [(number, line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def listing(items: list[str]) -> str:
+    """``items`` joined for a message, the first :data:`SHOWN` of them and a count of the rest."""
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
+def id_prefix(folder: Path, root: Path, outside: str) -> str:
+    """Image id prefix of the files under ``folder``: its path relative to ``root``, or
+    ``outside`` when it lies elsewhere (a photo folder given apart from the dataset's)."""
+    try:
+        rel = Path(os.path.abspath(folder)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return outside
+    return "" if rel == "." else rel
+
+
+def join_id(prefix: str, rel: str) -> str:
+    """The image id of ``rel`` under ``prefix`` (from :func:`id_prefix`)."""
+    return f"{prefix}/{rel}" if prefix else rel
 
 
 #: The ``unlabelled`` option of multi-label readers: what to do with an image that shows no

@@ -86,7 +86,8 @@ from typing import Any
 
 from dml.data.formats import FORMATS
 from dml.data.formats.folder import IMAGE_EXTENSIONS, scan_tree
-from dml.data.formats.problems import SHOWN, FileProblems, relative_path
+from dml.data.formats.problems import (SHOWN, FileProblems, id_prefix, join_id, listing,
+                                        relative_path, text_lines)
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -112,11 +113,6 @@ LAYOUTS = ("the release rendered_256x256 (256x256/photo/<augmentation>/<class>/<
            "of the DASE/MEMS code (photos/<class>/<file> and sketches/<class>/<file>)")
 
 
-def _listing(items: list[str]) -> str:
-    """``items`` joined for a message, the first SHOWN of them."""
-    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
-    return ", ".join(items[:SHOWN]) + more
-
 
 def _fail(summary: str, problems: list[str]) -> None:
     """Raise one DataError listing ``problems`` under ``summary``, if there are any."""
@@ -129,18 +125,6 @@ def _has_folders(parent: Path, *names: str) -> bool:
     return all((parent / name).is_dir() for name in names)
 
 
-def _prefix(folder: Path, root: Path, outside: str) -> str:
-    """Image id prefix of the files under ``folder``: its path relative to ``root``, or
-    ``outside`` when it lies elsewhere."""
-    try:
-        rel = Path(os.path.abspath(folder)).relative_to(os.path.abspath(root)).as_posix()
-    except ValueError:
-        return outside
-    return "" if rel == "." else rel
-
-
-def _join(prefix: str, rel: str) -> str:
-    return f"{prefix}/{rel}" if prefix else rel
 
 
 class _Tree:
@@ -152,7 +136,7 @@ class _Tree:
         self.ignored = [f"{self.image_id(rel)} (not an image file)" for rel in ignored]
 
     def image_id(self, rel: str) -> str:
-        return _join(self.prefix, rel)
+        return join_id(self.prefix, rel)
 
 
 def _stem(rel: str) -> str:
@@ -196,10 +180,10 @@ def _check_classes(photos: _Tree, sketches: _Tree) -> None:
     if only_photos or only_sketches:
         sides = []
         if only_photos:
-            sides.append(f"only among the photos ({photos.folder}): {_listing(only_photos)}")
+            sides.append(f"only among the photos ({photos.folder}): {listing(only_photos)}")
         if only_sketches:
             sides.append(f"only among the sketches ({sketches.folder}): "
-                         f"{_listing(only_sketches)}")
+                         f"{listing(only_sketches)}")
         raise DataError("sketchy source: the photo and sketch class folders differ; "
                         + "; ".join(sides))
     empty = [f"class {name!r} has no {kind} in {tree.folder / name}"
@@ -272,15 +256,7 @@ def read_invalid(folder: Path, classes: list[str]) -> dict[tuple[str | None, str
     for reason, name in INVALID_FILES.items():
         path = folder / name
         problems = FileProblems(path)
-        try:
-            with open(path, encoding="utf-8-sig") as handle:
-                lines = list(handle)
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc})") from None
-        for number, line in enumerate(lines, start=1):
-            text = line.strip()
-            if not text:
-                continue
+        for number, text in text_lines(path):
             key = _sketch_id(text)
             if key is None:
                 problems.add(number, f"expected a sketch id such as n02691156_10151-3 "
@@ -316,8 +292,8 @@ class SketchySource:
         self.layout, photo_dir, sketch_dir = _locate(self.root, augmentation)
         self.augmentation = (augmentation or AUGMENTATIONS[0]) if self.layout == "release" else None
         self.invalid = invalid
-        photos = _Tree(photo_dir, _prefix(photo_dir, self.root, ""))
-        sketches = _Tree(sketch_dir, _prefix(sketch_dir, self.root, ""))
+        photos = _Tree(photo_dir, id_prefix(photo_dir, self.root, ""))
+        sketches = _Tree(sketch_dir, id_prefix(sketch_dir, self.root, ""))
         _check_classes(photos, sketches)
         self.class_names = list(sketches.classes)
         self.ignored: list[str] = photos.ignored + sketches.ignored
@@ -365,7 +341,7 @@ class SketchySource:
         if not folder.is_dir():
             raise DataError(f"sketchy source: extended_photos {folder} is not a directory (the "
                             "EXTEND_image_sketchy folder of Sketchy Extended)")
-        tree = _Tree(folder, _prefix(folder, self.root, EXTENDED_PREFIX))
+        tree = _Tree(folder, id_prefix(folder, self.root, EXTENDED_PREFIX))
         unknown = [f"{name!r}{_close(name, self.class_names)}" for name in tree.classes
                    if name not in photos.images]
         _fail(f"sketchy source: extended_photos {folder} has class folders that are not classes "

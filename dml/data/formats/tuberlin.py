@@ -59,7 +59,8 @@ from typing import Any
 
 from dml.data.formats import FORMATS
 from dml.data.formats.folder import scan_tree
-from dml.data.formats.problems import SHOWN, FileProblems, relative_path
+from dml.data.formats.problems import (SHOWN, FileProblems, id_prefix, join_id, listing,
+                                        relative_path, text_lines)
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -87,10 +88,6 @@ def photo_key(name: str) -> str:
     Extension names most photo folders (``bear (animal)`` -> ``bearanimal``)."""
     return re.sub(r"[^0-9a-z]", "", name.lower())
 
-
-def _listing(items: list[str]) -> str:
-    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
-    return ", ".join(items[:SHOWN]) + more
 
 
 def match_photo_folders(classes: list[str], folders: list[str]) -> tuple[dict[str, str],
@@ -135,23 +132,11 @@ def match_photo_folders(classes: list[str], folders: list[str]) -> tuple[dict[st
                  if len(names) > 1]
     unmatched = [folder for folder in folders if folder not in takers]
     if unmatched:
-        problems.append(f"photo folders matching no sketch class: {_listing(unmatched)} (the "
+        problems.append(f"photo folders matching no sketch class: {listing(unmatched)} (the "
                         "photos are not the TU-Berlin Extension of these sketches)")
     return matched, problems
 
 
-def _prefix(folder: Path, root: Path, outside: str) -> str:
-    """Image id prefix of the files under ``folder``: its path relative to ``root``, or
-    ``outside`` when it lies elsewhere."""
-    try:
-        rel = Path(os.path.abspath(folder)).relative_to(os.path.abspath(root)).as_posix()
-    except ValueError:
-        return outside
-    return "" if rel == "." else rel
-
-
-def _join(prefix: str, rel: str) -> str:
-    return f"{prefix}/{rel}" if prefix else rel
 
 
 def read_filelist(path: Path, sketch_dir: Path, images: set[str]) -> list[str]:
@@ -160,15 +145,7 @@ def read_filelist(path: Path, sketch_dir: Path, images: set[str]) -> list[str]:
     ``images`` (the image files of the tree)."""
     problems = FileProblems(path)
     listed: dict[str, int] = {}
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            lines = list(handle)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
-    for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
+    for number, text in text_lines(path):
         rel = relative_path(text)
         if rel is None or "/" not in rel:
             problems.add(number, f"expected '<class>/<file>', got {text!r}")
@@ -221,11 +198,11 @@ class TuBerlinSource:
             images = {name: [] for name in classes}
             for rel in listed:
                 images[rel.split("/", 1)[0]].append(rel)
-        sketch_prefix = _prefix(sketch_dir, self.root, SKETCH_FOLDERS[0])
-        photo_prefix = _prefix(self.photo_dir, self.root, PHOTOS)
+        sketch_prefix = id_prefix(sketch_dir, self.root, SKETCH_FOLDERS[0])
+        photo_prefix = id_prefix(self.photo_dir, self.root, PHOTOS)
         folders, photo_images, photo_others = scan_tree(self.photo_dir)
-        self.ignored = [f"{_join(sketch_prefix, rel)} ({why})" for rel, why in left_out] + [
-            f"{_join(photo_prefix, rel)} (not an image file)" for rel in photo_others]
+        self.ignored = [f"{join_id(sketch_prefix, rel)} ({why})" for rel, why in left_out] + [
+            f"{join_id(photo_prefix, rel)} (not an image file)" for rel in photo_others]
 
         if not classes:
             raise DataError(f"tuberlin source: {sketch_dir} has no class folders")
@@ -245,9 +222,9 @@ class TuBerlinSource:
         # (image id, path, domain, label), class by class
         self.rows: list[tuple[str, str, str, int]] = []
         for label, name in enumerate(self.class_names):
-            self.rows += [(_join(photo_prefix, rel), str(self.photo_dir / rel), "photo", label)
+            self.rows += [(join_id(photo_prefix, rel), str(self.photo_dir / rel), "photo", label)
                           for rel in photo_images[self.photo_folders[name]]]
-            self.rows += [(_join(sketch_prefix, rel), str(sketch_dir / rel), "sketch", label)
+            self.rows += [(join_id(sketch_prefix, rel), str(sketch_dir / rel), "sketch", label)
                           for rel in images[name]]
 
     def _filelist_path(self, option: str | os.PathLike[str] | bool | None) -> Path | None:
