@@ -1,4 +1,4 @@
-"""Speed and memory of the adaptive-margin triplet loss against the dense ``triplet`` loss
+"""Speed and memory of the adaptive-margin triplet loss against the ``triplet`` loss
 (``mining: all``), forward and backward, in one run.
 
 Command (from the repository root)::
@@ -9,10 +9,11 @@ Command (from the repository root)::
 Data: ``B`` float32 embeddings of size ``--dim`` and class labels (``B / 4`` classes), so both
 losses mine the same triplets: with class-equality similarity and ``gamma = 0``,
 ``adaptive_triplet`` with ``reduction: non_zero`` is ``triplet`` exactly (the script checks
-the two values agree). Ours mines in blocks of anchors without autograd and back-propagates
-through one ``B x B`` matrix; the reference builds the ``B x B x B`` cube of triplet losses
-and lets autograd keep it. Time: the median of ``--repeats`` forward+backward passes.
-Memory: the largest tensor either creates (elements), from a dispatch-mode probe.
+the two values agree). The adaptive loss mines in blocks of anchors without autograd and
+back-propagates through one ``B x B`` matrix (it needs each triplet's own margin); ``triplet``
+counts, per pair, the triplets it selects (two binary searches over sorted distances) and
+never holds more than ``B x B`` either. Time: the median of ``--repeats`` forward+backward
+passes. Memory: the largest tensor either creates (elements), from a dispatch-mode probe.
 """
 
 from __future__ import annotations
