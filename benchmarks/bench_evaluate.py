@@ -1,27 +1,33 @@
-"""Speed and memory of ``dml.evaluate.retrieval_metrics`` against a brute-force numpy reference.
+"""Exact evaluation against pytorch-metric-learning's AccuracyCalculator, in the same run.
 
-Command (from the repository root)::
+Commands (from the repository root; the peer comes with the ``bench`` extra,
+``pip install -e '.[bench]'``)::
 
-    .venv/bin/python benchmarks/bench_evaluate.py --n 100000 --dim 128 --classes 1000 \\
-        --out benchmarks/results/evaluate.json
+    .venv/bin/python benchmarks/bench_evaluate.py --n 20000 --dim 64
+    .venv/bin/python benchmarks/bench_evaluate.py --n 100000 --dim 128
+    .venv/bin/python benchmarks/bench_evaluate.py --n 1000000 --dim 128 --queries 2000 \\
+        --modes query_gallery --peer 0        # memory flat in the gallery size
 
-Data: ``n`` random ``dim``-d embeddings in ``classes`` classes (class centres plus Gaussian noise,
-so that the metrics are neither 0 nor 1), float32, generated from ``--seed``; the query set is
-the gallery (each query ranked against all the others).
+Data: ``n`` random ``dim``-d embeddings in ``classes`` classes (class centres plus Gaussian
+noise, so that the metrics are neither 0 nor 1), L2-normalized, generated from ``--seed``.
+Two protocols: ``self`` (every embedding ranked against all the others) and
+``query_gallery`` (``--queries`` embeddings, n/2 by default, against the rest).
 
-Reference: what one would write first with numpy: row blocks of 2,048 queries, the full
-``[2048, n]`` cosine matrix, ``np.argsort`` of every row, labels gathered in ranked order,
-recall@1 and MAP@R from the whole ranked relevance matrix.
+Measured, each in a fresh subprocess:
 
-Each measurement runs in a fresh subprocess; peak memory is that process's
-``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (which sees torch's allocations, unlike
-tracemalloc), reported in total and above the process's peak before the timed call (data,
-interpreter and libraries). The two must agree on recall@1 and MAP@R to 1e-6.
+- ``dml``: ``retrieval_metrics(..., nmi=False, full_map=False)``: P@1, R-Precision and MAP@R
+  (plus recall@K), every query against the whole gallery, each query's own R deep;
+- ``dml full``: the same with ``full_map=True``, which also ranks every relevant item for
+  the average precision over the whole ranking (no peer computes it; shown for its cost);
+- ``pml``: ``AccuracyCalculator(include=(precision_at_1, r_precision,
+  mean_average_precision_at_r), k="max_bin_count").get_accuracy(...)`` (faiss k-NN with
+  k = the largest class, then the metrics from the top k).
 
-``--ref-queries m`` (m < n) runs the reference on a seeded sample of m queries against the whole
-gallery and scales its time by n/m (its memory does not depend on m beyond one block); the
-agreement check then compares the reference with ``retrieval_metrics`` on the same sampled
-queries. The output says when it did this.
+Time is wall seconds of the call; memory is the process's peak RSS
+(``resource.getrusage``), in total and above the peak before the call (data, interpreter and
+libraries). Ratios are dml / pml from the same run. The metrics must agree with the peer's
+within 1e-4; the script exits non-zero when they do not. Figures go to
+``benchmarks/results/evaluate-<n>x<dim>.json``.
 """
 
 from __future__ import annotations
@@ -41,96 +47,72 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dml.io import write_json_atomic  # noqa: E402
 
-REF_BLOCK = 2048
+METRICS = {"precision@1": "precision_at_1", "r_precision": "r_precision", "map@r": "mean_average_precision_at_r"}
+TOLERANCE = 1e-4
 
 
 def make_data(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` L2-normalized float32 embeddings of ``classes`` balanced classes, and their labels."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % classes  # balanced: n / classes items per class
+    labels = np.arange(n) % classes
     rng.shuffle(labels)
     centres = rng.standard_normal((classes, dim)).astype(np.float32)
-    noise = rng.standard_normal((n, dim), dtype=np.float32) * 2.0
-    return centres[labels] + noise, labels.astype(np.int64)
+    x = centres[labels] + rng.standard_normal((n, dim), dtype=np.float32) * 2.0
+    return x / np.linalg.norm(x, axis=1, keepdims=True), labels.astype(np.int64)
 
 
-def reference_metrics(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> dict[str, float]:
-    """Brute force: full similarity rows, np.argsort, metrics from the ranked relevance matrix."""
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    recall1, map_r = [], []
-    for start in range(0, len(rows), REF_BLOCK):
-        block = rows[start : start + REF_BLOCK]
-        sim = xn[block] @ xn.T
-        sim[np.arange(len(block)), block] = -np.inf  # the query itself goes last ...
-        order = np.argsort(-sim, axis=1)[:, :-1]  # ... and is dropped
-        rel = y[order] == y[block, None]
-        n_rel = rel.sum(axis=1)
-        valid = n_rel > 0
-        width = int(n_rel.max())
-        top = rel[:, :width]
-        precision = np.cumsum(top, axis=1) / np.arange(1, width + 1)
-        within_r = np.arange(width) < n_rel[:, None]
-        recall1.append(rel[valid, 0])
-        map_r.append(((precision * top * within_r).sum(axis=1) / np.maximum(n_rel, 1))[valid])
-    return {"recall@1": float(np.concatenate(recall1).mean()), "map@r": float(np.concatenate(map_r).mean())}
+def protocol(args: argparse.Namespace, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(query, query_labels, gallery, gallery_labels)``; no gallery for ``self``."""
+    x, y = make_data(args.n, args.dim, args.classes, args.seed)
+    if mode == "self":
+        return x, y, None, None
+    queries = args.queries or args.n // 2
+    return x[:queries], y[:queries], x[queries:], y[queries:]
+
+
+def prepare(kind: str):
+    """The call to time, with its libraries imported and threads set (not timed)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    if kind == "pml":
+        from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+        calculator = AccuracyCalculator(include=tuple(METRICS.values()), k="max_bin_count")
+
+        def run_pml(query, query_labels, gallery, gallery_labels) -> dict[str, float]:
+            tensors = [torch.from_numpy(a) if a is not None else None
+                       for a in (query, query_labels, gallery, gallery_labels)]
+            result = calculator.get_accuracy(*tensors, ref_includes_query=gallery is None)
+            return {name: float(result[peer]) for name, peer in METRICS.items()}
+
+        return run_pml
+    from dml.evaluate import retrieval_metrics
+
+    def run_dml(query, query_labels, gallery, gallery_labels) -> dict[str, float]:
+        result = retrieval_metrics(query, query_labels, gallery, gallery_labels, nmi=False,
+                                   full_map=kind == "dml-full")
+        return {name: result[name] for name in METRICS}
+
+    return run_dml
 
 
 def worker(args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
-    x, y = make_data(args.n, args.dim, args.classes, args.seed)
-    sample = None
-    if args.ref_queries and args.ref_queries < args.n:
-        sample = np.sort(np.random.default_rng(args.seed + 1).choice(args.n, args.ref_queries, replace=False))
-    if args.worker == "ours":
-        import torch
-
-        from dml.evaluate import retrieval_metrics
-
-        torch.set_num_threads(os.cpu_count() or 1)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
-        result = retrieval_metrics(x, y, ks=(1,), nmi=False, block_bytes=args.block_bytes)
-        seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        metrics = {"recall@1": result["recall@1"], "map@r": result["map@r"]}
-        extra = {}
-        if args.time_nmi:  # clustering is not part of the reference: timed on its own, after the peak
-            from dml.evaluate.metrics import clustering_scores
-
-            xn = torch.nn.functional.normalize(torch.from_numpy(x), dim=1).numpy()
-            start_nmi = time.perf_counter()
-            extra = {"nmi": clustering_scores(xn, y, seed=args.seed)["nmi"], "nmi_seconds": time.perf_counter() - start_nmi}
-        if sample is not None:  # the same sampled queries as the reference, self excluded
-            sampled = retrieval_metrics(x[sample], y[sample], x, y, ks=(1,), nmi=False, query_gallery_index=sample)
-            metrics = {"recall@1": sampled["recall@1"], "map@r": sampled["map@r"]}
-        scale = 1.0
-    else:
-        extra = {}
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        rows = np.arange(args.n) if sample is None else sample
-        start = time.perf_counter()
-        metrics = reference_metrics(x, y, rows)
-        seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        scale = args.n / len(rows)
-    print(
-        json.dumps(
-            {
-                "seconds": seconds * scale,
-                "seconds_measured": seconds,
-                "time_scaled_from_queries": None if scale == 1.0 else len(rows),
-                "peak_rss_mib": peak / 1024,
-                "peak_rss_before_call_mib": before / 1024,
-                "metrics": metrics,
-                **extra,
-            }
-        )
-    )
+    data = protocol(args, args.mode)
+    call = prepare(args.worker)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    metrics = call(*data)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_rss_mib": peak / 1024, "call_rss_mib": (peak - before) / 1024,
+                      "metrics": metrics}))
 
 
-def measure(kind: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind] + [
-        f"--{name.replace('_', '-')}={getattr(args, name)}"
-        for name in ("n", "dim", "classes", "seed", "block_bytes", "ref_queries", "time_nmi")
+def measure(kind: str, mode: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--mode", mode] + [
+        f"--{name}={getattr(args, name)}" for name in ("n", "dim", "classes", "seed", "queries")
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -142,60 +124,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--block-bytes", type=int, default=256 << 20)
-    parser.add_argument("--ref-queries", type=int, default=0, help="time the reference on this many queries and scale (0: all)")
-    parser.add_argument("--time-nmi", type=int, default=1, help="also time clustering (k-means, K=classes) on its own (1/0)")
-    parser.add_argument("--out", default="benchmarks/results/evaluate.json")
-    parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--queries", type=int, default=0, help="queries of query_gallery (0: n/2; the rest is the gallery)")
+    parser.add_argument("--modes", nargs="+", default=["self", "query_gallery"], choices=["self", "query_gallery"])
+    parser.add_argument("--peer", type=int, default=1, help="also run pytorch-metric-learning (1/0)")
+    parser.add_argument("--full", type=int, default=1, help="also time full_map=True (1/0)")
+    parser.add_argument("--out", default="")
+    parser.add_argument("--worker", choices=["dml", "dml-full", "pml"], help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["self", "query_gallery"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args)
         return 0
 
-    load_before = os.getloadavg()
-    ours = measure("ours", args)
-    reference = measure("reference", args)
-    diff = {key: abs(ours["metrics"][key] - reference["metrics"][key]) for key in ("recall@1", "map@r")}
-    agree = all(d <= 1e-6 for d in diff.values())
-    sampled = reference["time_scaled_from_queries"]
-
-    rows = [("dml retrieval_metrics", ours), ("numpy argsort reference", reference)]
-    print(f"n={args.n} dim={args.dim} classes={args.classes} (query set = gallery), {os.cpu_count()} CPUs")
-    print(f"{'method':<26}{'wall s':>10}{'peak MiB':>11}{'+call MiB':>11}{'recall@1':>11}{'map@r':>10}")
-    for name, r in rows:
-        print(
-            f"{name:<26}{r['seconds']:>10.1f}{r['peak_rss_mib']:>11.0f}"
-            f"{r['peak_rss_mib'] - r['peak_rss_before_call_mib']:>11.0f}"
-            f"{r['metrics']['recall@1']:>11.6f}{r['metrics']['map@r']:>10.6f}"
-        )
-    ratio = reference["seconds"] / ours["seconds"]
-    print(f"speed-up (reference time / dml time): {ratio:.2f}x")
-    if "nmi_seconds" in ours:
-        print(f"clustering (not in the times above): nmi={ours['nmi']:.4f} in {ours['nmi_seconds']:.1f} s")
-    print(f"peak memory ratio (reference / dml): {reference['peak_rss_mib'] / ours['peak_rss_mib']:.2f}x")
-    if sampled:
-        print(f"NOTE: reference timed on {sampled} sampled queries and scaled by {args.n / sampled:.1f}; "
-              "agreement checked on those queries")
-    print(f"agreement |diff| recall@1={diff['recall@1']:.2e} map@r={diff['map@r']:.2e}: {'OK' if agree else 'FAIL'}")
-
-    result = {
-        "config": {k: getattr(args, k) for k in ("n", "dim", "classes", "seed", "block_bytes", "ref_queries", "time_nmi")},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-        },
-        "dml": ours,
-        "reference": reference,
-        "speedup": ratio,
-        "abs_diff": diff,
-        "agree_1e-6": agree,
-    }
-    write_json_atomic(args.out, result)
-    print(f"wrote {args.out}")
+    kinds = ["dml"] + (["dml-full"] if args.full else []) + (["pml"] if args.peer else [])
+    print(f"n={args.n} dim={args.dim} classes={args.classes}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    print(f"{'protocol':<14}{'method':<10}{'wall s':>9}{'peak MiB':>10}{'+call MiB':>11}"
+          + "".join(f"{name:>13}" for name in METRICS) + f"{'time / pml':>12}")
+    results, agree = {}, True
+    for mode in args.modes:
+        rows = {kind: measure(kind, mode, args) for kind in kinds}
+        peer = rows.get("pml")
+        for kind, row in rows.items():
+            if peer is not None:
+                row["time_ratio_to_pml"] = row["seconds"] / peer["seconds"]
+                row["abs_diff_to_pml"] = {k: abs(row["metrics"][k] - peer["metrics"][k]) for k in METRICS}
+                agree &= max(row["abs_diff_to_pml"].values()) <= TOLERANCE
+            ratio = f"{row['time_ratio_to_pml']:.2f}x" if peer is not None else "-"
+            print(f"{mode:<14}{kind:<10}{row['seconds']:>9.2f}{row['peak_rss_mib']:>10.0f}{row['call_rss_mib']:>11.0f}"
+                  + "".join(f"{row['metrics'][k]:>13.6f}" for k in METRICS) + f"{ratio:>12}")
+        results[mode] = rows
+    if args.peer:
+        print(f"metrics equal to the peer's within {TOLERANCE:g}: {'OK' if agree else 'FAIL'}")
+    out = args.out or f"benchmarks/results/evaluate-{args.n}x{args.dim}.json"
+    write_json_atomic(out, {
+        "config": {k: getattr(args, k) for k in ("n", "dim", "classes", "seed", "queries", "modes")},
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "results": results, "agree": agree,
+    })
+    print(f"wrote {out}")
     return 0 if agree else 1
 
 

@@ -77,6 +77,11 @@ class Batch:
         """A copy with every tensor on ``device``."""
         return _map_tensors(self, lambda t: t.to(device, non_blocking=non_blocking))
 
+    def pin_memory(self) -> Batch:
+        """A copy in page-locked memory (what ``DataLoader(pin_memory=True)`` calls), so that
+        ``to(cuda, non_blocking=True)`` overlaps the copy with compute."""
+        return _map_tensors(self, lambda t: t.pin_memory())
+
     def replace(self, **changes: Any) -> Batch:
         """A copy with some fields changed (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)

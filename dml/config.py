@@ -83,6 +83,10 @@ class TrainConfig(Section):
     loss_lr: float = Field(1e-2, gt=0)  # proxies and centres learn faster than the trunk
     weight_decay: float = Field(1e-4, ge=0)
     num_workers: int = Field(1, ge=1)
+    # DataLoader processes decoding and augmenting images beside each training worker (0: in
+    # the worker itself) and page-locked batches for the GPU copy (auto: when on a GPU).
+    loader_workers: int = Field(0, ge=0)
+    pin_memory: bool | Literal["auto"] = "auto"
     # auto: Ray Train when a cluster is given (RAY_ADDRESS), several workers or a GPU; otherwise
     # the same loop in this process, where Ray Train's worker start-up costs more than training.
     launcher: Literal["auto", "ray", "local"] = "auto"

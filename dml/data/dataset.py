@@ -302,6 +302,14 @@ class ManifestDataset(Dataset):
                             "neither image bytes nor a path")
         return data
 
+    def preload(self) -> None:
+        """Decode now, in this process, every image that fits the cache: DataLoader workers
+        forked afterwards share these arrays instead of each decoding its own every epoch."""
+        for index in range(len(self)):
+            if self._cached >= self._cache_bytes:
+                break
+            self.image_array(index)
+
     def image_array(self, index: int, *, keep: bool = True) -> np.ndarray:
         """The decoded uint8 RGB array [H, W, 3] of item ``index`` (cached if ``keep``)."""
         cached = self._cache.get(index)

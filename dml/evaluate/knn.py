@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_BLOCK_BYTES",
     "METRICS",
     "Grades",
+    "LabelRelevance",
     "Relevance",
     "label_relevance",
     "per_query_metrics",
@@ -61,6 +62,7 @@ __all__ = [
     "ranks_among",
     "relevant_scores",
     "rows_per_block",
+    "sort_rows_",
 ]
 
 Relevance = Callable[[torch.Tensor], torch.Tensor]
@@ -76,18 +78,43 @@ BYTES_PER_PAIR = 5  # one float32 score + one bool relevance flag per (query, ga
 METRICS = ("cosine", "dot", "euclidean", "hamming")
 
 
-def label_relevance(query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> Relevance:
+class LabelRelevance:
     """Relevance by class equality: ``relevant[b, j] = query_labels[rows[b]] == gallery_labels[j]``.
+
+    A :data:`Relevance` callback that also answers, without a ``B x N`` matrix, how many
+    gallery items each query's class has (:meth:`counts`) and whether given pairs are
+    relevant (:meth:`pairs`): what ranking only each query's top needs.
 
     >>> rel = label_relevance(torch.tensor([0, 1]), torch.tensor([1, 0, 1]))
     >>> rel(torch.tensor([1])).tolist()
     [[True, False, True]]
+    >>> rel.counts(torch.tensor([0, 1])).tolist(), rel.pairs(torch.tensor([1, 1]), torch.tensor([0, 1])).tolist()
+    ([1, 2], [True, False])
     """
 
-    def relevance(rows: torch.Tensor) -> torch.Tensor:
-        return query_labels[rows, None] == gallery_labels[None, :]
+    def __init__(self, query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> None:
+        self.query_labels, self.gallery_labels = query_labels, gallery_labels
+        self._classes, self._sizes = torch.unique(gallery_labels, return_counts=True)
 
-    return relevance
+    def __call__(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.query_labels[rows, None] == self.gallery_labels[None, :]
+
+    def counts(self, rows: torch.Tensor) -> torch.Tensor:
+        """int64 ``[B]``: the gallery items of each query's class."""
+        labels = self.query_labels[rows]
+        if self._classes.numel() == 0:
+            return torch.zeros_like(labels)
+        at = torch.searchsorted(self._classes, labels).clamp(max=self._classes.numel() - 1)
+        return torch.where(self._classes[at] == labels, self._sizes[at], 0)
+
+    def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """bool ``[K]``: whether gallery item ``cols[i]`` is relevant to query ``rows[i]``."""
+        return self.query_labels[rows] == self.gallery_labels[cols]
+
+
+def label_relevance(query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> LabelRelevance:
+    """Relevance by class equality (:class:`LabelRelevance`)."""
+    return LabelRelevance(query_labels, gallery_labels)
 
 
 def prepare_embeddings(x: torch.Tensor, metric: str) -> torch.Tensor:
@@ -107,7 +134,7 @@ def prepare_embeddings(x: torch.Tensor, metric: str) -> torch.Tensor:
 
 
 def block_scores(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str,
-                 gallery_sq_norms: torch.Tensor | None = None) -> torch.Tensor:
+                 gallery_sq_norms: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """``float32[B, N]`` scores, higher is nearer, from prepared vectors (one GEMM).
 
     For ``euclidean`` pass ``gallery_sq_norms = ‖g‖²``: the score ``2 q·g − ‖g‖²`` differs
@@ -116,10 +143,11 @@ def block_scores(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str,
     Rows with several views (``[B, V, D]`` and/or ``[N, W, D]``, e.g. image and mirror)
     score as their nearest pair of views: the largest of the ``V·W`` scores, euclidean ones
     as ``−‖q − g‖²`` in full (the constant per query differs between views).
+    ``out``: a contiguous ``[B, N]`` buffer to write single-view scores into (no allocation).
     """
     if query_rows.dim() == 3 or gallery.dim() == 3:
         return _nearest_views(query_rows, gallery, metric)
-    scores = query_rows @ gallery.T
+    scores = torch.mm(query_rows, gallery.T, out=out) if out is not None else query_rows @ gallery.T
     if metric == "euclidean":
         norms = gallery_sq_norms if gallery_sq_norms is not None else (gallery * gallery).sum(1)
         scores.mul_(2.0).sub_(norms[None, :])
@@ -153,7 +181,7 @@ def rows_per_block(n_gallery: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> in
     return max(1, int(block_bytes) // (BYTES_PER_PAIR * max(1, n_gallery)))
 
 
-def _sort_rows_(scores: torch.Tensor) -> torch.Tensor:
+def sort_rows_(scores: torch.Tensor) -> torch.Tensor:
     """Sort each row ascending by value; in place on CPU (numpy SIMD sort, one thread per core)."""
     if scores.device.type != "cpu":
         return torch.sort(scores, dim=1).values
@@ -189,7 +217,7 @@ def relevant_ranks(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.
     [[2]]
     """
     rel_scores, n_relevant = relevant_scores(scores, relevant)
-    return ranks_among(_sort_rows_(scores), rel_scores, n_relevant), n_relevant
+    return ranks_among(sort_rows_(scores), rel_scores, n_relevant), n_relevant
 
 
 def relevant_scores(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,6 +255,7 @@ def ranked_blocks(
     metric: str = "cosine",
     grades: Grades | None = None,
     ndcg_ks: Sequence[int] = (),
+    depth: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]]:
     """Rank blocks of queries against the whole gallery; yield ``(rows, ranks, n_relevant, ndcg)``.
 
@@ -239,6 +268,11 @@ def ranked_blocks(
     maps each K of ``ndcg_ks`` to float64 ``[B]`` (needs ``grades``). The block size comes
     from :func:`rows_per_block`.
 
+    ``depth``: rank only each query's top ``max(R, depth)`` positions, exactly
+    (:mod:`dml.evaluate.top_ranks`): ``ranks`` then lists the relevant items found there and
+    ``n_relevant`` still counts all R, which is what every metric but the average precision
+    over the whole ranking needs. ``None``: every relevant item's position (a full ranking).
+
     With several relevances (a sequence: each semantic scale's labels), the block is scored
     and sorted once for all of them, and ``ranks``, ``n_relevant`` and ``ndcg`` are lists with
     one entry per relevance (graded relevance goes with a single one).
@@ -247,48 +281,97 @@ def ranked_blocks(
     relevances = list(relevance) if many else [relevance]
     if many and ndcg_ks:
         raise ValueError("graded relevance (ndcg_ks) goes with a single relevance")
+    if ndcg_ks and grades is None:
+        raise ValueError("ndcg_ks needs graded relevance (grades)")
+    if depth is not None and ndcg_ks:
+        raise ValueError("ndcg_ks needs the full ranking (depth=None)")
     n_query, n_gallery = query.shape[0], gallery.shape[0]
-    step = rows_per_block(n_gallery, block_bytes)
     single = query.dim() == 2 and gallery.dim() == 2  # several views: scored in full
     sq_norms = (gallery * gallery).sum(1) if metric == "euclidean" and single else None
-    for start in range(0, n_query, step):
-        rows = torch.arange(start, min(start + step, n_query), device=query.device)
-        scores = block_scores(query[rows], gallery, metric, sq_norms)
-        inside = own = None
-        if exclude is not None:
-            own = exclude[rows]
-            inside = (own >= 0).nonzero(as_tuple=True)[0]
-            scores[inside, own[inside]] = -torch.inf
-        found, ndcgs = [], []
-        for rel in relevances:
-            relevant = rel(rows)
-            if relevant.shape != scores.shape or relevant.dtype != torch.bool:
-                raise ValueError(
-                    f"relevance must return bool[{len(rows)}, {n_gallery}], "
-                    f"got {relevant.dtype}{list(relevant.shape)}"
-                )
-            if inside is not None:
-                relevant[inside, own[inside]] = False
-            ndcg: dict[int, torch.Tensor] = {}
-            if ndcg_ks:
-                if grades is None:
-                    raise ValueError("ndcg_ks needs graded relevance (grades)")
-                graded = grades(rows).to(torch.float64)
-                if graded.shape != scores.shape:
-                    raise ValueError(f"grades must return [{len(rows)}, {n_gallery}], got {list(graded.shape)}")
-                graded = torch.where(relevant, graded, torch.zeros_like(graded))
-                ndcg = {k: ndcg_at_k(scores, graded, k) for k in ndcg_ks}
-            found.append(relevant_scores(scores, relevant))
-            ndcgs.append(ndcg)
-            del relevant  # one B x N relevance matrix alive at a time
-        ascending = _sort_rows_(scores)
-        ranks = [ranks_among(ascending, rel_scores, n_rel) for rel_scores, n_rel in found]
-        counts = [n_rel for _, n_rel in found]
-        del scores, ascending  # free this block's B x N matrix before the next one is made
+
+    def in_full(rows: torch.Tensor) -> tuple[list, list, list]:
+        own = exclude[rows] if exclude is not None else None
+        return rank_in_full(query[rows], rows, gallery, relevances, own=own, metric=metric,
+                            sq_norms=sq_norms, grades=grades, ndcg_ks=ndcg_ks)
+
+    if depth is None:
+        blocks = ((rows, *in_full(rows)) for rows in _row_blocks(n_query, rows_per_block(n_gallery, block_bytes),
+                                                                  query.device))
+    else:
+        from dml.evaluate.top_ranks import top_ranked_blocks
+
+        blocks = top_ranked_blocks(query, gallery, relevances, depth=depth, exclude=exclude, metric=metric,
+                                   sq_norms=sq_norms, block_bytes=block_bytes, in_full=in_full)
+    for rows, ranks, counts, ndcgs in blocks:
         if many:
             yield rows, ranks, counts, ndcgs
         else:
             yield rows, ranks[0], counts[0], ndcgs[0]
+
+
+def _row_blocks(n_rows: int, step: int, device: torch.device) -> Iterator[torch.Tensor]:
+    for start in range(0, n_rows, step):
+        yield torch.arange(start, min(start + step, n_rows), device=device)
+
+
+def exclude_in_block(own: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(block rows, gallery positions)`` of the excluded items of a block (``own``: -1 = none)."""
+    if own is None:
+        return None
+    inside = (own >= 0).nonzero(as_tuple=True)[0]
+    return inside, own[inside]
+
+
+def rank_in_full(
+    query_rows: torch.Tensor,
+    rows: torch.Tensor,
+    gallery: torch.Tensor,
+    relevances: Sequence[Relevance],
+    *,
+    own: torch.Tensor | None,
+    metric: str,
+    sq_norms: torch.Tensor | None,
+    grades: Grades | None = None,
+    ndcg_ks: Sequence[int] = (),
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[dict[int, torch.Tensor]]]:
+    """Every relevant item's position for one block of queries (rows ``rows``, vectors
+    ``query_rows``), one entry per relevance: ``(ranks, n_relevant, ndcg)`` lists.
+
+    The block is scored and sorted once; ``own`` are the excluded gallery positions (-1: none)."""
+    n_gallery = gallery.shape[0]
+    scores = block_scores(query_rows, gallery, metric, sq_norms)
+    excluded = exclude_in_block(own)
+    if excluded is not None:
+        scores[excluded] = -torch.inf
+    found, ndcgs = [], []
+    for rel in relevances:
+        relevant = relevance_matrix(rel, rows, n_gallery)
+        if excluded is not None:
+            relevant[excluded] = False
+        ndcg: dict[int, torch.Tensor] = {}
+        if ndcg_ks:
+            graded = grades(rows).to(torch.float64)
+            if graded.shape != scores.shape:
+                raise ValueError(f"grades must return [{len(rows)}, {n_gallery}], got {list(graded.shape)}")
+            graded = torch.where(relevant, graded, torch.zeros_like(graded))
+            ndcg = {k: ndcg_at_k(scores, graded, k) for k in ndcg_ks}
+        found.append(relevant_scores(scores, relevant))
+        ndcgs.append(ndcg)
+        del relevant  # one B x N relevance matrix alive at a time
+    ascending = sort_rows_(scores)
+    ranks = [ranks_among(ascending, rel_scores, n_rel) for rel_scores, n_rel in found]
+    return ranks, [n_rel for _, n_rel in found], ndcgs
+
+
+def relevance_matrix(rel: Relevance, rows: torch.Tensor, n_gallery: int) -> torch.Tensor:
+    """``rel(rows)``, checked to be ``bool[len(rows), n_gallery]``."""
+    relevant = rel(rows)
+    if tuple(relevant.shape) != (len(rows), n_gallery) or relevant.dtype != torch.bool:
+        raise ValueError(
+            f"relevance must return bool[{len(rows)}, {n_gallery}], "
+            f"got {relevant.dtype}{list(relevant.shape)}"
+        )
+    return relevant
 
 
 def per_query_metrics(
@@ -305,10 +388,14 @@ def per_query_metrics(
     grades: Grades | None = None,
     ndcg_ks: Sequence[int] = (),
     asi: bool = False,
+    full_map: bool = True,
 ) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
     """Every retrieval metric for every query: name -> float64 ``[Q]`` (NaN: no relevant item).
 
-    Names: ``recall@K`` per K of ``ks``, ``precision@1``, ``r_precision``, ``map@r``, ``map``,
+    Names: ``recall@K`` per K of ``ks``, ``precision@1``, ``r_precision``, ``map@r``, ``map``
+    (only with ``full_map``: it needs every relevant item's position, so each query's full
+    ranking; without it only each query's top ``max(R, K)`` is ranked, see ``depth`` in
+    :func:`ranked_blocks`),
     plus ``map@K`` per K of ``map_ks``, ``precision@K`` per K of ``precision_ks``,
     ``ndcg@K`` per K of ``ndcg_ks`` (graded relevance ``grades``) and ``asi`` when asked
     (:func:`~dml.evaluate.metrics.average_set_intersection`). Arguments as in
@@ -320,13 +407,14 @@ def per_query_metrics(
     count = len(relevance) if many else 1
     precision_ks = sorted({1, *precision_ks})
     names = ([f"recall@{k}" for k in ks] + [f"precision@{k}" for k in precision_ks]
-             + ["r_precision", "map@r", "map"] + [f"map@{k}" for k in map_ks]
+             + ["r_precision", "map@r"] + (["map"] if full_map else []) + [f"map@{k}" for k in map_ks]
              + (["asi"] if asi else []))
     outs = [{name: np.full(query.shape[0], np.nan) for name in names + [f"ndcg@{k}" for k in ndcg_ks]}
             for _ in range(count)]
+    depth = None if full_map or ndcg_ks else max([*ks, *precision_ks, *map_ks])
     for rows, ranks, n_rels, ndcgs in ranked_blocks(
         query, gallery, relevance, exclude=exclude, block_bytes=block_bytes, metric=metric,
-        grades=grades, ndcg_ks=ndcg_ks,
+        grades=grades, ndcg_ks=ndcg_ks, depth=depth,
     ):
         idx = rows.cpu().numpy()
         if not many:
@@ -335,7 +423,8 @@ def per_query_metrics(
             values = (
                 [recall_at_k(rank, n_rel, k) for k in ks]
                 + [precision_at_k(rank, n_rel, k) for k in precision_ks]
-                + [r_precision(rank, n_rel), map_at_r(rank, n_rel), average_precision(rank, n_rel)]
+                + [r_precision(rank, n_rel), map_at_r(rank, n_rel)]
+                + ([average_precision(rank, n_rel)] if full_map else [])
                 + [average_precision_at_k(rank, n_rel, k) for k in map_ks]
                 + ([average_set_intersection(rank, n_rel)] if asi else [])
             )

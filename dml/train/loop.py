@@ -291,7 +291,7 @@ def fit(
             print(f"{spec.experiment}: resuming at epoch {start_epoch} from {resume}", flush=True)
     module = session.prepare(learner)
     workers = gather_objects(session.placement())
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=0, collate_fn=train_set.collate)
+    loader = training_loader(train_set, sampler, cfg.loader_workers, cfg.pin_memory, session.device)
     clock = TrainingClock(steps_per_epoch=len(sampler), epochs=epochs)
 
     for epoch in range(start_epoch, epochs):
@@ -384,6 +384,21 @@ class TrainingClock:
         step = epoch * self.steps_per_epoch + step_in_epoch
         total = max(1, self.steps_per_epoch * self.epochs)
         return batch.replace(step=step, epoch=epoch, progress=min(1.0, step / total))
+
+
+def training_loader(train_set: ManifestDataset, sampler: GlobalBatchSampler, workers: int,
+                    pin_memory: bool | str, device: torch.device) -> DataLoader:
+    """The epoch's batches: ``workers`` processes decode and augment (0: this process).
+
+    Workers start afresh each epoch (not persistent): their random seeds then derive from the
+    generator the loop seeds with (seed, epoch, rank), so augmentation is reproducible and a
+    resumed run draws what the uninterrupted one drew. The batch sampler stays in this process.
+    """
+    pin = device.type == "cuda" if pin_memory == "auto" else bool(pin_memory)
+    if workers:
+        train_set.preload()
+    return DataLoader(train_set, batch_sampler=sampler, num_workers=workers, collate_fn=train_set.collate,
+                      pin_memory=pin and torch.cuda.is_available())
 
 
 def train_one_epoch(

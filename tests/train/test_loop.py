@@ -60,6 +60,45 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_data, tmp_pa
 
 
 
+@pytest.mark.slow
+def test_loader_worker_processes_train_reproducibly_and_resume_exactly(tiny_data, tmp_path):
+    """Two DataLoader processes decode and augment: the run repeats, and a resumed run draws
+    the augmentations the uninterrupted one drew (workers are seeded from the loop's seed)."""
+    data = DataSpec(**tiny_data)
+    spec = tiny_spec(loader_workers=2)
+    straight = fit(spec, data, LocalSession())
+    again = fit(spec, data, LocalSession())
+    first = tmp_path / "after-epoch-0"
+    first.mkdir()
+
+    def keep_first(metrics, folder):
+        if metrics["epoch"] == 0:
+            (first / "state.pt").write_bytes((Path(folder) / "state.pt").read_bytes())
+
+    fit(spec, data, LocalSession(on_report=keep_first), epochs=1)
+    resumed = fit(spec, data, LocalSession(resume_from=first))
+    in_process = fit(tiny_spec(), data, LocalSession())
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value, rtol=0, atol=0)
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+    # other processes draw other augmentations than the loop's own generator
+    assert not torch.equal(in_process.state_dict()["model.head.weight"], straight.state_dict()["model.head.weight"])
+
+
+def test_loader_pins_memory_only_for_a_gpu(tiny_data):
+    from dml.data.dataset import ManifestDataset
+    from dml.data.samplers import MPerClassBatchSampler
+    from dml.train.loop import training_loader
+
+    dataset = ManifestDataset(tiny_data["manifest"], tiny_data["splits"], split="train", image_size=32, train=True)
+    sampler = MPerClassBatchSampler(dataset.require_labels("test"), batch_size=8, m=4)
+    cpu = torch.device("cpu")
+    assert not training_loader(dataset, sampler, 0, "auto", cpu).pin_memory
+    assert training_loader(dataset, sampler, 0, True, cpu).pin_memory == torch.cuda.is_available()
+    assert training_loader(dataset, sampler, 2, "auto", cpu).num_workers == 2
+    assert dataset._cached > 0  # decoded once here, before the workers fork
+
+
 def test_bf16_autocast_runs_the_trunk_in_bf16_and_the_loss_in_fp32():
     learner = build_learner(tiny_spec(), BuildContext(num_classes=4))
     trunk_dtypes, loss_dtypes = [], []

@@ -1,0 +1,391 @@
+"""Exact ranks within each query's top ``max(R, depth)`` without ranking its whole row.
+
+Every retrieval metric but the average precision over the whole ranking (P@K, recall@K,
+R-Precision, MAP@R, mAP@K, ASI) reads only the top ``D = max(R, K)`` positions of a query's
+ranking (R: its number of relevant items). Those positions hold the items scoring at least
+the query's D-th best score, so they are ranked exactly from any set of *candidates* that
+contains every item scoring at least that high:
+
+1. **A lower bound per query.** The queries are scored against a seeded sample of the gallery
+   (one item in :data:`SAMPLE_EVERY`, at least :data:`MIN_SAMPLE`), and the bound is the
+   sample's k-th best score, k chosen so that about :data:`OVERSHOOT` x D gallery items score
+   above it.
+2. **Candidates.** Queries and gallery are scored in tiles of :data:`ROW_TILE` x
+   :data:`COLUMN_TILE`, one thread per core each scoring its own tile (a GEMM into a reused
+   buffer) and keeping only the items at or above the bound while the tile is in cache (a
+   numpy comparison and compaction). No query's full row is ever held or sorted. A set ranked
+   against itself scores each pair once: a tile's columns are also its rows' queries
+   (:func:`_self_blocks`).
+3. **Exactness never rests on the sample.** A query with fewer than D candidates (the sample
+   put its bound too high) is ranked again in full (``in_full``), as is a query whose D is a
+   large share of the gallery (coarse labels: pruning would not pay).
+4. **Ranks.** Each query's candidates are ranked as the full path ranks its row (ties count
+   against the query). A relevant item outside the candidates scores below the D-th best,
+   so its position is beyond D: it is left out of ``ranks`` and counted in ``n_relevant``
+   (the format of :mod:`dml.evaluate.metrics` for a truncated ranking).
+
+The work is then the GEMM plus a cheap pass over each tile, instead of a sort of every row;
+``benchmarks/bench_evaluate.py`` measures it against pytorch-metric-learning.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache, partial
+
+import numpy as np
+import torch
+
+from dml.evaluate.knn import (
+    LabelRelevance,
+    Relevance,
+    block_scores,
+    exclude_in_block,
+    ranks_among,
+    relevance_matrix,
+    rows_per_block,
+    sort_rows_,
+)
+
+__all__ = ["MIN_SAMPLE", "OVERSHOOT", "SAMPLE_EVERY", "candidate_ranks", "lower_bounds", "sample_columns",
+           "top_ranked_blocks"]
+
+SAMPLE_EVERY = 16
+MIN_SAMPLE = 1024
+OVERSHOOT = 1.5
+SAMPLE_MARGIN = 4  # sampled items beyond OVERSHOOT x D: a query with a small D still gets a safe bound
+BLOCK = 2048  # queries whose candidates are gathered and ranked at a time
+ROW_TILE, COLUMN_TILE = 1024, 512  # one thread's GEMM tile: 2 MiB of float32 scores
+SAMPLE_ROWS = 256  # queries scored against the sample at a time, per thread
+DEEP = 8  # a query whose D exceeds 1/DEEP of the gallery is ranked in full
+PENDING_BYTES = 12  # a candidate waiting for a later block: row, position (int32) and score (float32)
+LOWEST = torch.finfo(torch.float32).min  # a bound that keeps every item but the excluded (-inf)
+
+InFull = Callable[[torch.Tensor], tuple[list, list, list]]
+
+
+def top_ranked_blocks(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    relevances: Sequence[Relevance],
+    *,
+    depth: int,
+    exclude: torch.Tensor | None,
+    metric: str,
+    sq_norms: torch.Tensor | None,
+    block_bytes: int,
+    in_full: InFull,
+) -> Iterator[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[dict]]]:
+    """Blocks ``(rows, ranks, n_relevant, ndcg)`` of :func:`dml.evaluate.knn.ranked_blocks`
+    with ``depth``, one list entry per relevance; ``in_full(rows)`` ranks queries in full.
+
+    A set ranked against itself by inner products with class relevance is scored one
+    triangle of tiles only (:func:`_self_blocks`), when the candidates kept for later blocks
+    fit in ``block_bytes``."""
+    n_query, n_gallery = query.shape[0], gallery.shape[0]
+    blocks = [torch.arange(start, min(start + BLOCK, n_query), device=query.device)
+              for start in range(0, n_query, BLOCK)]
+    sample = sample_columns(n_gallery, query.device)
+    finish = partial(_finish, in_full=in_full, full_step=rows_per_block(n_gallery, block_bytes))
+
+    def plan(rows: torch.Tensor) -> _Plan:
+        own = exclude[rows] if exclude is not None else None
+        return _plan(query[rows], rows, gallery, relevances, own=own, depth=depth, sample=sample,
+                     metric=metric, sq_norms=sq_norms)
+
+    if (query is gallery and query.dim() == 2 and metric != "euclidean" and exclude is not None
+            and all(isinstance(rel, LabelRelevance) for rel in relevances)
+            and bool((exclude == torch.arange(n_query, device=exclude.device)).all())):
+        plans = [plan(rows) for rows in blocks]
+        kept = sum(float(_expected_candidates(p.want, n_gallery, len(sample)).sum()) for p in plans) / 2
+        if kept * PENDING_BYTES <= block_bytes:
+            yield from (finish(rows, p, found) for rows, p, found in _self_blocks(query, blocks, plans, metric))
+            return
+    for rows in blocks:
+        p = plan(rows)
+        own = exclude[rows] if exclude is not None else None
+        found = _tiles_above(query[rows], gallery, p.bound, metric=metric, sq_norms=sq_norms, own=own)
+        yield finish(rows, p, found)
+
+
+@dataclass
+class _Plan:
+    """One block's relevance counts and lookups, the depth each query needs, and its bound."""
+
+    counted: list[tuple[torch.Tensor, Callable[[np.ndarray, np.ndarray], np.ndarray]]]  # (R, flags) per relevance
+    want: torch.Tensor
+    bound: torch.Tensor
+
+
+def _plan(query_rows: torch.Tensor, rows: torch.Tensor, gallery: torch.Tensor, relevances: Sequence[Relevance], *,
+          own: torch.Tensor | None, depth: int, sample: torch.Tensor, metric: str,
+          sq_norms: torch.Tensor | None) -> _Plan:
+    n_gallery = gallery.shape[0]
+    counted = [_relevance_in_block(rel, rows, own, n_gallery) for rel in relevances]
+    n_valid = n_gallery - (own >= 0).long() if own is not None else torch.full_like(rows, n_gallery)
+    want = torch.stack([n for n, _ in counted]).amax(0).clamp(min=depth).minimum(n_valid)
+    pruned = (want * DEEP <= n_gallery).nonzero(as_tuple=True)[0]
+    bound = torch.full((len(rows),), torch.inf, device=rows.device)  # deep queries: no candidate, ranked in full
+    bound[pruned] = lower_bounds(query_rows[pruned], gallery, sample, want[pruned], metric=metric,
+                                 sq_norms=sq_norms, own=own[pruned] if own is not None else None)
+    return _Plan(counted, want, bound)
+
+
+Found = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+"""Candidates of a block, in parts ``(block rows, gallery positions, scores)``: int32, int32,
+float32 numpy arrays (on the host: compact, whatever the device)."""
+
+
+def _finish(rows: torch.Tensor, plan: _Plan, found: Found, *, in_full: InFull, full_step: int):
+    """``(rows, ranks, n_relevant, ndcg)`` of a block from its candidates; queries with fewer
+    candidates than they need (or none: deep ones) are ranked in full."""
+    device = rows.device
+    cand_rows, cand_cols, values = _by_row(found, len(rows))
+    enough = np.bincount(cand_rows, minlength=len(rows)) >= plan.want.cpu().numpy()
+    keep = enough[cand_rows]
+    cand_rows, cand_cols, values = cand_rows[keep], cand_cols[keep], values[keep]
+    within = (np.cumsum(enough) - 1)[cand_rows]  # row among the queries ranked from candidates
+    index = torch.from_numpy(np.flatnonzero(enough)).to(device)
+    empty = torch.zeros(len(rows), 0, dtype=torch.long, device=device)
+    ranks = [_merge(empty, index, candidate_ranks(within, values, flags(cand_rows, cand_cols), len(index), device))
+             for _, flags in plan.counted]
+    for part in torch.from_numpy(np.flatnonzero(~enough)).to(device).split(full_step):
+        part_ranks, _, _ = in_full(rows[part])
+        ranks = [_merge(r, part, pr) for r, pr in zip(ranks, part_ranks, strict=True)]
+    return rows, ranks, [n for n, _ in plan.counted], [{} for _ in plan.counted]
+
+
+def _self_blocks(x: torch.Tensor, blocks: list[torch.Tensor], plans: list[_Plan],
+                 metric: str) -> Iterator[tuple[torch.Tensor, _Plan, Found]]:
+    """Candidates of a set ranked against itself, scoring each pair of blocks once.
+
+    Inner-product scores are symmetric, so a tile of blocks ``(I, J)`` with ``J > I`` gives
+    block I's candidates among J (bounds of I, by row) and block J's among I (bounds of J, by
+    column); the latter wait in ``pending`` until block J is finished."""
+    pending: list[Found] = [[] for _ in blocks]
+    for i, rows in enumerate(blocks):
+        found = pending[i]
+        first = int(rows[0])
+        tasks = [(r0, r1, c0, c1, j) for j in range(i, len(blocks)) for c0, c1 in _spans(blocks[j], COLUMN_TILE)
+                 for r0, r1 in _spans(rows, ROW_TILE)]
+
+        def work(task: tuple[int, int, int, int, int], i: int = i, first: int = first) -> tuple[int, tuple, tuple | None]:
+            r0, r1, c0, c1, j = task
+            scores = block_scores(x[r0:r1], x[c0:c1], metric, out=_buffer(r1 - r0, c1 - c0, x.device))
+            if j == i and max(r0, c0) < min(r1, c1):  # each query itself
+                own = torch.arange(max(r0, c0), min(r1, c1), device=x.device)
+                scores[own - r0, own - c0] = -torch.inf
+            r, c, v = _at_or_above(scores, plans[i].bound[r0 - first : r1 - first])
+            here = (r + (r0 - first), c + c0, v)
+            if j == i:
+                return j, here, None
+            start_j = int(blocks[j][0])
+            r, c, v = _at_or_above(scores, plans[j].bound[c0 - start_j : c1 - start_j], by_column=True)
+            return j, here, (c + (c0 - start_j), r + r0, v)
+
+        for j, here, there in _in_tiles(tasks, work, x.device):
+            found.append(here)
+            if there is not None:
+                pending[j].append(there)
+        pending[i] = []
+        yield rows, plans[i], found
+
+
+def sample_columns(n_gallery: int, device: torch.device) -> torch.Tensor:
+    """Sorted gallery positions of the bound's sample: seeded, one in :data:`SAMPLE_EVERY`
+    (at least :data:`MIN_SAMPLE`; the whole gallery when it is smaller)."""
+    size = max(min(n_gallery, MIN_SAMPLE), n_gallery // SAMPLE_EVERY)
+    if size >= n_gallery:
+        return torch.arange(n_gallery, device=device)
+    picked = torch.randperm(n_gallery, generator=torch.Generator().manual_seed(0))[:size]
+    return picked.sort().values.to(device)
+
+
+def lower_bounds(query_rows: torch.Tensor, gallery: torch.Tensor, sample: torch.Tensor, want: torch.Tensor, *,
+                 metric: str, sq_norms: torch.Tensor | None, own: torch.Tensor | None) -> torch.Tensor:
+    """float32 ``[B]``: a score per query that about ``OVERSHOOT x want`` gallery items reach.
+
+    The k-th best score over the sample, ``k = OVERSHOOT * want * |sample| / N + SAMPLE_MARGIN``;
+    :data:`LOWEST` (keep everything) where the sample has fewer than k items."""
+    n_rows, n_gallery, n_sample = len(query_rows), gallery.shape[0], len(sample)
+    k = (want.double() * (OVERSHOOT * n_sample / n_gallery)).ceil().long() + SAMPLE_MARGIN
+    picked, picked_norms = gallery[sample], sq_norms[sample] if sq_norms is not None else None
+    single = query_rows.dim() == 2 and gallery.dim() == 2
+
+    def work(span: tuple[int, int]) -> torch.Tensor:
+        r0, r1 = span
+        scores = block_scores(query_rows[r0:r1], picked, metric, picked_norms,
+                              out=_buffer(r1 - r0, n_sample, gallery.device) if single else None)
+        n_finite = torch.full((r1 - r0,), n_sample, device=scores.device)
+        if own is not None:  # the excluded item, where sampled, is no score
+            mine = own[r0:r1]
+            at = torch.searchsorted(sample, mine).clamp(max=n_sample - 1)
+            sampled = (mine >= 0) & (sample[at] == mine)
+            scores[sampled.nonzero(as_tuple=True)[0], at[sampled]] = -torch.inf
+            n_finite -= sampled.long()
+        wanted = k[r0:r1]
+        top = torch.topk(scores, int(wanted.clamp(max=n_sample).max()), dim=1).values
+        bound = top.gather(1, (wanted.clamp(max=top.shape[1]) - 1)[:, None]).squeeze(1)
+        return torch.where(wanted > n_finite, torch.full_like(bound, LOWEST), bound)
+
+    parts = _in_tiles(_spans(range(n_rows), SAMPLE_ROWS), work, gallery.device)
+    return torch.cat(parts) if parts else torch.zeros(0, device=query_rows.device)
+
+
+def _tiles_above(query_rows: torch.Tensor, gallery: torch.Tensor, bound: torch.Tensor, *, metric: str,
+                 sq_norms: torch.Tensor | None, own: torch.Tensor | None) -> Found:
+    """The items scoring at or above each query's ``bound``, one tile at a time.
+
+    ``own``: each query's excluded gallery position (-1: none), never a candidate."""
+    n_rows, n_gallery = query_rows.shape[0], gallery.shape[0]
+    single = query_rows.dim() == 2 and gallery.dim() == 2
+    tasks = [(r0, r1, c0, c1) for c0, c1 in _spans(range(n_gallery), COLUMN_TILE)
+             for r0, r1 in _spans(range(n_rows), ROW_TILE)]
+
+    def work(task: tuple[int, int, int, int]) -> tuple:
+        r0, r1, c0, c1 = task
+        scores = block_scores(query_rows[r0:r1], gallery[c0:c1], metric,
+                              sq_norms[c0:c1] if sq_norms is not None else None,
+                              out=_buffer(r1 - r0, c1 - c0, gallery.device) if single else None)
+        if own is not None:
+            mine = own[r0:r1]
+            here = ((mine >= c0) & (mine < c1)).nonzero(as_tuple=True)[0]
+            scores[here, mine[here] - c0] = -torch.inf
+        r, c, v = _at_or_above(scores, bound[r0:r1])
+        return r + r0, c + c0, v
+
+    return _in_tiles(tasks, work, gallery.device)
+
+
+def _spans(positions: Sequence[int] | torch.Tensor, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive runs of at most ``size`` over contiguous ``positions``."""
+    if len(positions) == 0:
+        return []
+    first, end = int(positions[0]), int(positions[-1]) + 1
+    return [(start, min(start + size, end)) for start in range(first, end, size)]
+
+
+_local = threading.local()
+
+
+def _buffer(n_rows: int, n_cols: int, device: torch.device) -> torch.Tensor:
+    """This thread's reusable ``[n_rows, n_cols]`` float32 score tile."""
+    cache = _local.__dict__.setdefault("tiles", {})
+    key = (n_rows, n_cols, str(device))
+    if key not in cache:
+        cache.clear()
+        cache[key] = torch.empty(n_rows, n_cols, device=device)
+    return cache[key]
+
+
+def _in_tiles(tasks: list, work: Callable, device: torch.device) -> list:
+    """``[work(task) for task in tasks]``, on CPU in one thread per core with torch single-threaded:
+    each thread runs its own tile's GEMM and reads the scores back while they are in cache,
+    instead of every core joining one large GEMM and then one large comparison."""
+    workers = torch.get_num_threads()
+    if device.type != "cpu" or workers <= 1 or len(tasks) <= 1:
+        return [work(task) for task in tasks]
+    torch.set_num_threads(1)
+    try:
+        return list(_pool(workers).map(work, tasks))
+    finally:
+        torch.set_num_threads(workers)
+
+
+def _by_row(found: Found, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The parts of ``found`` as one ``(rows, cols, values)``, sorted by row (stable)."""
+    if not found:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    rows, cols, values = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    order = np.argsort(rows.astype(np.uint16) if n_rows <= 1 << 16 else rows, kind="stable")  # radix sort
+    return rows[order], cols[order], values[order]
+
+
+def candidate_ranks(rows: np.ndarray, values: np.ndarray, relevant: np.ndarray, n_rows: int,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """int64 ``[n_rows, M]`` (0-padded): positions of the relevant candidates among their
+    query's candidates, by decreasing score, ties against the query.
+
+    ``rows`` (nondecreasing), ``values`` and ``relevant``: each candidate's query, score and
+    relevance, flat."""
+    ascending, _ = _pad_rows(rows, values, n_rows)
+    rel_scores, n_found = _pad_rows(rows[relevant], values[relevant], n_rows)
+    rel_scores = np.ascontiguousarray(np.sort(rel_scores, axis=1)[:, ::-1])  # decreasing, padding last
+    to = partial(torch.as_tensor, device=device)
+    return ranks_among(sort_rows_(to(ascending)), to(rel_scores), to(n_found))
+
+
+def _pad_rows(rows: np.ndarray, values: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``([n_rows, max count] values, count int64[n_rows])``: each row's values (``rows``
+    nondecreasing) in their order, padded with ``-inf``."""
+    count = np.bincount(rows, minlength=n_rows)
+    width = int(count.max()) if len(rows) else 0
+    flat = rows.astype(np.int64) * width + np.arange(len(rows)) - (np.cumsum(count) - count)[rows]
+    out = np.full(n_rows * width, -np.inf, dtype=np.float32)
+    out[flat] = values
+    return out.reshape(n_rows, width), count
+
+
+def _merge(ranks: torch.Tensor, rows: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+    """``ranks`` with rows ``rows`` replaced by ``part`` (both 0-padded on the right)."""
+    width = max(ranks.shape[1], part.shape[1])
+    out = torch.nn.functional.pad(ranks, (0, width - ranks.shape[1]))
+    out[rows] = torch.nn.functional.pad(part, (0, width - part.shape[1]))
+    return out
+
+
+def _relevance_in_block(rel: Relevance, rows: torch.Tensor, own: torch.Tensor | None, n_gallery: int):
+    """``(n_relevant int64[B], flags(block_rows, cols) -> bool)`` of one block of queries (the
+    excluded item not counted); ``flags`` takes and gives flat numpy arrays. Class relevance
+    needs no ``B x N`` matrix."""
+    excluded = exclude_in_block(own)
+    if isinstance(rel, LabelRelevance):
+        n_relevant = rel.counts(rows)
+        if excluded is not None:
+            n_relevant[excluded[0]] -= rel.pairs(rows[excluded[0]], excluded[1]).long()
+        query_labels, gallery_labels = rel.query_labels[rows].cpu().numpy(), rel.gallery_labels.cpu().numpy()
+
+        def flags(block_rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            return query_labels[block_rows] == gallery_labels[cols]
+
+        return n_relevant, flags
+    relevant = relevance_matrix(rel, rows, n_gallery)
+    if excluded is not None:
+        relevant[excluded] = False
+    n_relevant = torch.bincount(relevant.nonzero(as_tuple=True)[0], minlength=len(rows))
+    matrix = relevant.cpu().numpy()
+
+    def flags_of_matrix(block_rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return matrix[block_rows, cols]
+
+    return n_relevant, flags_of_matrix
+
+
+@lru_cache(maxsize=4)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="dml-top-ranks")
+
+
+def _at_or_above(scores: torch.Tensor, bound: torch.Tensor,
+                 by_column: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, values)`` where ``scores[rows, cols] >= bound[rows]`` (``bound[cols]``
+    with ``by_column``), row-major, as compact numpy arrays (int32, int32, float32). On CPU
+    numpy's comparison, ``flatnonzero`` and gather: several times faster than
+    ``torch.nonzero`` and indexing on a sparse mask."""
+    b = bound[None, :] if by_column else bound[:, None]
+    if scores.device.type != "cpu":
+        rows, cols = (scores >= b).nonzero(as_tuple=True)
+        values = scores[rows, cols]
+        return rows.int().cpu().numpy(), cols.int().cpu().numpy(), values.cpu().numpy()
+    a = scores.numpy()
+    flat = np.flatnonzero(a >= b.numpy())
+    rows, cols = np.divmod(flat, a.shape[1])
+    return rows.astype(np.int32), cols.astype(np.int32), a.ravel()[flat]
+
+
+def _expected_candidates(want: torch.Tensor, n_gallery: int, n_sample: int) -> torch.Tensor:
+    """About how many candidates queries needing the top ``want`` keep (:func:`lower_bounds`)."""
+    return (OVERSHOOT * want.double() + SAMPLE_MARGIN * n_gallery / n_sample).clamp(max=n_gallery)
