@@ -7,7 +7,7 @@ functions), :mod:`dml.evaluate.knn` (streamed exact ranking, pluggable relevance
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,11 +39,20 @@ def _embeddings(x: ArrayLike | torch.Tensor, name: str, metric: str) -> torch.Te
     elif not t.is_floating_point():
         raise DataError(f"{name} embeddings must be floating point, got {t.dtype}")
     t = t.detach().to(torch.float32)
-    finite = torch.isfinite(t).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        row = int((~finite).nonzero()[0, 0])
+    row = _first_row(t, lambda chunk: ~torch.isfinite(chunk).flatten(1).all(dim=1))
+    if row is not None:
         raise DataError(f"{name} embeddings contain non-finite values (NaN/inf in float32), first at row {row}")
     return t
+
+
+def _first_row(t: torch.Tensor, where: Callable[[torch.Tensor], torch.Tensor], chunk: int = 1 << 14) -> int | None:
+    """The first row for which ``where(rows) -> bool[rows]`` holds, checked a chunk of rows at
+    a time (no temporary the size of the data)."""
+    for start in range(0, t.shape[0], chunk):
+        hit = where(t[start : start + chunk]).nonzero()
+        if len(hit):
+            return start + int(hit[0, 0])
+    return None
 
 
 def _cutoffs(ks: int | Sequence[int]) -> tuple[int, ...]:
@@ -159,7 +168,7 @@ def retrieval_metrics(
         ``recall@K`` for each K (DML sense: a relevant item among the top K; K beyond the
         gallery size means "any"), ``precision@K`` (K=1 and ``precision_ks``),
         ``r_precision``, ``map@r`` (Musgrave et al. 2020, ``1/R sum_{i<=R} P@i rel(i)``),
-        ``map`` (average precision over the whole ranking), ``map@K``, ``ndcg@K``, ``asi``, ``nmi``
+        ``map`` (average precision over the whole ranking; with ``full_map``), ``map@K``, ``ndcg@K``, ``asi``, ``nmi``
         and ``ami`` (only when ``nmi=True``) and ``queries_without_relevant``.
 
     Queries with no relevant item in the gallery (a class seen once when ranking a set
@@ -247,10 +256,8 @@ def retrieval_metrics(
 
     if metric == "cosine":
         for name, t in (("query", q), ("gallery", g)):
-            zero = ((t == 0).all(dim=-1).reshape(t.shape[0], -1).any(dim=1) if t is not None
-                    else torch.zeros(0, dtype=torch.bool))
-            if bool(zero.any()):
-                row = int(zero.nonzero()[0, 0])
+            row = None if t is None else _first_row(t, lambda c: (c == 0).all(dim=-1).reshape(len(c), -1).any(dim=1))
+            if row is not None:
                 raise DataError(f"{name} row {row} is all zeros: cosine similarity is undefined")
     q = prepare_embeddings(q, metric)
     g = q if g is None else prepare_embeddings(g, metric)

@@ -76,6 +76,7 @@ Grades = Callable[[torch.Tensor], torch.Tensor]
 DEFAULT_BLOCK_BYTES = 256 << 20
 BYTES_PER_PAIR = 5  # one float32 score + one bool relevance flag per (query, gallery) pair
 METRICS = ("cosine", "dot", "euclidean", "hamming")
+UNIT_TOLERANCE = 1e-6  # a vector this close to unit norm is not normalized again
 
 
 class LabelRelevance:
@@ -120,14 +121,16 @@ def label_relevance(query_labels: torch.Tensor, gallery_labels: torch.Tensor) ->
 def prepare_embeddings(x: torch.Tensor, metric: str) -> torch.Tensor:
     """float32 copy of ``x: [N, D]`` (or ``[N, V, D]``, views) in the form :func:`block_scores` ranks.
 
-    ``"cosine"`` L2-normalizes the rows; ``"hamming"`` maps 0/1 (or boolean) code bits to
-    ±1; ``"dot"`` and ``"euclidean"`` leave the vectors as they are.
+    ``"cosine"`` L2-normalizes the rows (vectors already of unit norm, as the embed stage
+    writes them, are used as they are: no copy the size of the data); ``"hamming"`` maps 0/1
+    (or boolean) code bits to ±1; ``"dot"`` and ``"euclidean"`` leave the vectors as they are.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     x = x.detach().to(torch.float32)
     if metric == "cosine":
-        return F.normalize(x, dim=-1)
+        unit = all(bool(((chunk.norm(dim=-1) - 1).abs() <= UNIT_TOLERANCE).all()) for chunk in x.split(1 << 14))
+        return x if unit else F.normalize(x, dim=-1)
     if metric == "hamming":
         return x * 2.0 - 1.0
     return x

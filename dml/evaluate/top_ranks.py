@@ -7,7 +7,7 @@ the query's D-th best score, so they are ranked exactly from any set of *candida
 contains every item scoring at least that high:
 
 1. **A lower bound per query.** The queries are scored against a seeded sample of the gallery
-   (one item in :data:`SAMPLE_EVERY`, at least :data:`MIN_SAMPLE`), and the bound is the
+   (one item in :data:`SAMPLE_EVERY`, from :data:`MIN_SAMPLE` to :data:`MAX_SAMPLE`), and the bound is the
    sample's k-th best score, k chosen so that about :data:`OVERSHOOT` x D gallery items score
    above it.
 2. **Candidates.** Queries and gallery are scored in tiles of :data:`ROW_TILE` x
@@ -55,11 +55,12 @@ __all__ = ["MIN_SAMPLE", "OVERSHOOT", "SAMPLE_EVERY", "candidate_ranks", "lower_
 
 SAMPLE_EVERY = 16
 MIN_SAMPLE = 1024
+MAX_SAMPLE = 8192  # beyond this, a larger gallery only scales k: the sample's cost grows as N, not N^2
 OVERSHOOT = 1.5
 SAMPLE_MARGIN = 4  # sampled items beyond OVERSHOOT x D: a query with a small D still gets a safe bound
 BLOCK = 2048  # queries whose candidates are gathered and ranked at a time
 ROW_TILE, COLUMN_TILE = 1024, 512  # one thread's GEMM tile: 2 MiB of float32 scores
-SAMPLE_ROWS = 256  # queries scored against the sample at a time, per thread
+SAMPLE_TILE_BYTES = 8 << 20  # queries scored against the sample at a time, per thread
 DEEP = 8  # a query whose D exceeds 1/DEEP of the gallery is ranked in full
 PENDING_BYTES = 12  # a candidate waiting for a later block: row, position (int32) and score (float32)
 LOWEST = torch.finfo(torch.float32).min  # a bound that keeps every item but the excluded (-inf)
@@ -196,8 +197,8 @@ def _self_blocks(x: torch.Tensor, blocks: list[torch.Tensor], plans: list[_Plan]
 
 def sample_columns(n_gallery: int, device: torch.device) -> torch.Tensor:
     """Sorted gallery positions of the bound's sample: seeded, one in :data:`SAMPLE_EVERY`
-    (at least :data:`MIN_SAMPLE`; the whole gallery when it is smaller)."""
-    size = max(min(n_gallery, MIN_SAMPLE), n_gallery // SAMPLE_EVERY)
+    (from :data:`MIN_SAMPLE` to :data:`MAX_SAMPLE`; the whole gallery when it is smaller)."""
+    size = max(min(n_gallery, MIN_SAMPLE), min(n_gallery // SAMPLE_EVERY, MAX_SAMPLE))
     if size >= n_gallery:
         return torch.arange(n_gallery, device=device)
     picked = torch.randperm(n_gallery, generator=torch.Generator().manual_seed(0))[:size]
@@ -231,7 +232,8 @@ def lower_bounds(query_rows: torch.Tensor, gallery: torch.Tensor, sample: torch.
         bound = top.gather(1, (wanted.clamp(max=top.shape[1]) - 1)[:, None]).squeeze(1)
         return torch.where(wanted > n_finite, torch.full_like(bound, LOWEST), bound)
 
-    parts = _in_tiles(_spans(range(n_rows), SAMPLE_ROWS), work, gallery.device)
+    rows_per_tile = max(16, SAMPLE_TILE_BYTES // (4 * n_sample))
+    parts = _in_tiles(_spans(range(n_rows), rows_per_tile), work, gallery.device)
     return torch.cat(parts) if parts else torch.zeros(0, device=query_rows.device)
 
 

@@ -191,3 +191,19 @@ def test_sample_is_seeded_and_sorted():
     assert len(a) == 50_000 // top_ranks.SAMPLE_EVERY
     assert torch.equal(a, top_ranks.sample_columns(50_000, torch.device("cpu")))
     assert bool((a[1:] > a[:-1]).all())
+
+
+def test_unit_vectors_are_ranked_without_a_normalized_copy():
+    unit = torch.nn.functional.normalize(torch.randn(50, 8), dim=1)
+    assert knn.prepare_embeddings(unit, "cosine").data_ptr() == unit.data_ptr()  # no copy the size of the data
+    raw = unit * 3.0
+    torch.testing.assert_close(knn.prepare_embeddings(raw, "cosine"), unit)
+
+
+def test_row_checks_run_a_chunk_at_a_time():
+    from dml.evaluate import _first_row
+
+    t = torch.zeros(9, 3)
+    t[5, 1] = float("nan")
+    assert _first_row(t, lambda c: torch.isnan(c).any(dim=1), chunk=2) == 5
+    assert _first_row(t[:5], lambda c: torch.isnan(c).any(dim=1), chunk=2) is None
