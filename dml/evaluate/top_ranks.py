@@ -87,26 +87,41 @@ def top_ranked_blocks(
     triangle of tiles only (:func:`_self_blocks`), when the candidates kept for later blocks
     fit in ``block_bytes``."""
     n_query, n_gallery = query.shape[0], gallery.shape[0]
-    blocks = [torch.arange(start, min(start + BLOCK, n_query), device=query.device)
-              for start in range(0, n_query, BLOCK)]
     sample = sample_columns(n_gallery, query.device)
     finish = partial(_finish, in_full=in_full, full_step=rows_per_block(n_gallery, block_bytes))
 
-    def plan(rows: torch.Tensor) -> _Plan:
+    def needs(rows: torch.Tensor) -> tuple[list, torch.Tensor]:
         own = exclude[rows] if exclude is not None else None
-        return _plan(query[rows], rows, gallery, relevances, own=own, depth=depth, sample=sample,
-                     metric=metric, sq_norms=sq_norms)
+        counted = [_relevance_in_block(rel, rows, own, n_gallery) for rel in relevances]
+        n_valid = n_gallery - (own >= 0).long() if own is not None else torch.full_like(rows, n_gallery)
+        return counted, torch.stack([n for n, _ in counted]).amax(0).clamp(min=depth).minimum(n_valid)
+
+    def bounds(rows: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+        """Each query's lower bound; +inf (no candidate: ranked in full) where D is deep."""
+        pruned = (want * DEEP <= n_gallery).nonzero(as_tuple=True)[0]
+        bound = torch.full((len(rows),), torch.inf, device=rows.device)
+        bound[pruned] = lower_bounds(query[rows[pruned]], gallery, sample, want[pruned], metric=metric,
+                                     sq_norms=sq_norms, own=exclude[rows[pruned]] if exclude is not None else None)
+        return bound
 
     if (query is gallery and query.dim() == 2 and metric != "euclidean" and exclude is not None
             and all(isinstance(rel, LabelRelevance) for rel in relevances)
             and bool((exclude == torch.arange(n_query, device=exclude.device)).all())):
-        plans = [plan(rows) for rows in blocks]
-        kept = sum(float(_expected_candidates(p.want, n_gallery, len(sample)).sum()) for p in plans) / 2
-        if kept * PENDING_BYTES <= block_bytes:
-            yield from (finish(rows, p, found) for rows, p, found in _self_blocks(query, blocks, plans, metric))
+        everything = torch.arange(n_query, device=query.device)
+        want = needs(everything)[1]
+        if float(_expected_candidates(want, n_gallery, len(sample)).sum()) / 2 * PENDING_BYTES <= block_bytes:
+            bound = bounds(everything, want)
+            order = torch.argsort(bound, stable=True)  # queries with similar bounds share tiles
+            plans = []
+            for start in range(0, n_query, BLOCK):
+                rows = order[start : start + BLOCK]
+                plans.append(_Plan(needs(rows)[0], want[rows], bound[rows]))
+            yield from (finish(rows, p, found) for rows, p, found in _self_blocks(query[order], order, plans, metric))
             return
-    for rows in blocks:
-        p = plan(rows)
+    for start in range(0, n_query, BLOCK):
+        rows = torch.arange(start, min(start + BLOCK, n_query), device=query.device)
+        counted, want = needs(rows)
+        p = _Plan(counted, want, bounds(rows, want))
         own = exclude[rows] if exclude is not None else None
         found = _tiles_above(query[rows], gallery, p.bound, metric=metric, sq_norms=sq_norms, own=own)
         yield finish(rows, p, found)
@@ -119,20 +134,6 @@ class _Plan:
     counted: list[tuple[torch.Tensor, Callable[[np.ndarray, np.ndarray], np.ndarray]]]  # (R, flags) per relevance
     want: torch.Tensor
     bound: torch.Tensor
-
-
-def _plan(query_rows: torch.Tensor, rows: torch.Tensor, gallery: torch.Tensor, relevances: Sequence[Relevance], *,
-          own: torch.Tensor | None, depth: int, sample: torch.Tensor, metric: str,
-          sq_norms: torch.Tensor | None) -> _Plan:
-    n_gallery = gallery.shape[0]
-    counted = [_relevance_in_block(rel, rows, own, n_gallery) for rel in relevances]
-    n_valid = n_gallery - (own >= 0).long() if own is not None else torch.full_like(rows, n_gallery)
-    want = torch.stack([n for n, _ in counted]).amax(0).clamp(min=depth).minimum(n_valid)
-    pruned = (want * DEEP <= n_gallery).nonzero(as_tuple=True)[0]
-    bound = torch.full((len(rows),), torch.inf, device=rows.device)  # deep queries: no candidate, ranked in full
-    bound[pruned] = lower_bounds(query_rows[pruned], gallery, sample, want[pruned], metric=metric,
-                                 sq_norms=sq_norms, own=own[pruned] if own is not None else None)
-    return _Plan(counted, want, bound)
 
 
 Found = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -159,40 +160,45 @@ def _finish(rows: torch.Tensor, plan: _Plan, found: Found, *, in_full: InFull, f
     return rows, ranks, [n for n, _ in plan.counted], [{} for _ in plan.counted]
 
 
-def _self_blocks(x: torch.Tensor, blocks: list[torch.Tensor], plans: list[_Plan],
+def _self_blocks(x: torch.Tensor, order: torch.Tensor, plans: list[_Plan],
                  metric: str) -> Iterator[tuple[torch.Tensor, _Plan, Found]]:
     """Candidates of a set ranked against itself, scoring each pair of blocks once.
 
-    Inner-product scores are symmetric, so a tile of blocks ``(I, J)`` with ``J > I`` gives
-    block I's candidates among J (bounds of I, by row) and block J's among I (bounds of J, by
-    column); the latter wait in ``pending`` until block J is finished."""
-    pending: list[Found] = [[] for _ in blocks]
-    for i, rows in enumerate(blocks):
+    ``x`` holds the vectors in ``order`` (by increasing bound, so that a tile's queries have
+    similar bounds), blocks of :data:`BLOCK` consecutive ones. Inner-product scores are
+    symmetric, so a tile of blocks ``(I, J)`` with ``J > I`` gives block I's candidates among
+    J (bounds of I, by row) and block J's among I (bounds of J, by column), both from one pass
+    over the tile at the lower of its bounds; the latter wait in ``pending`` until block J is
+    finished."""
+    n = x.shape[0]
+    spans = _spans(range(n), BLOCK)
+    original = order.cpu().numpy().astype(np.int32)  # gallery position of each ordered item
+    pending: list[Found] = [[] for _ in spans]
+    for i, (first, stop) in enumerate(spans):
         found = pending[i]
-        first = int(rows[0])
-        tasks = [(r0, r1, c0, c1, j) for j in range(i, len(blocks)) for c0, c1 in _spans(blocks[j], COLUMN_TILE)
-                 for r0, r1 in _spans(rows, ROW_TILE)]
+        tasks = [(r0, r1, c0, c1, j) for j in range(i, len(spans)) for c0, c1 in _spans(range(*spans[j]), COLUMN_TILE)
+                 for r0, r1 in _spans(range(first, stop), ROW_TILE)]
 
         def work(task: tuple[int, int, int, int, int], i: int = i, first: int = first) -> tuple[int, tuple, tuple | None]:
             r0, r1, c0, c1, j = task
             scores = block_scores(x[r0:r1], x[c0:c1], metric, out=_buffer(r1 - r0, c1 - c0, x.device))
-            if j == i and max(r0, c0) < min(r1, c1):  # each query itself
-                own = torch.arange(max(r0, c0), min(r1, c1), device=x.device)
-                scores[own - r0, own - c0] = -torch.inf
-            r, c, v = _at_or_above(scores, plans[i].bound[r0 - first : r1 - first])
-            here = (r + (r0 - first), c + c0, v)
+            row_bound = plans[i].bound[r0 - first : r1 - first]
             if j == i:
-                return j, here, None
-            start_j = int(blocks[j][0])
-            r, c, v = _at_or_above(scores, plans[j].bound[c0 - start_j : c1 - start_j], by_column=True)
-            return j, here, (c + (c0 - start_j), r + r0, v)
+                if max(r0, c0) < min(r1, c1):  # each query itself
+                    own = torch.arange(max(r0, c0), min(r1, c1), device=x.device)
+                    scores[own - r0, own - c0] = -torch.inf
+                r, c, v = _at_or_above(scores, row_bound)
+                return j, (r + (r0 - first), original[c + c0], v), None
+            start_j = spans[j][0]
+            (r, c, v), (cr, cc, cv) = _at_or_above_either(scores, row_bound, plans[j].bound[c0 - start_j : c1 - start_j])
+            return j, (r + (r0 - first), original[c + c0], v), (cc + (c0 - start_j), original[cr + r0], cv)
 
         for j, here, there in _in_tiles(tasks, work, x.device):
             found.append(here)
             if there is not None:
                 pending[j].append(there)
         pending[i] = []
-        yield rows, plans[i], found
+        yield order[first:stop], plans[i], found
 
 
 def sample_columns(n_gallery: int, device: torch.device) -> torch.Tensor:
@@ -374,18 +380,27 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def _at_or_above(scores: torch.Tensor, bound: torch.Tensor,
                  by_column: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(rows, cols, values)`` where ``scores[rows, cols] >= bound[rows]`` (``bound[cols]``
-    with ``by_column``), row-major, as compact numpy arrays (int32, int32, float32). On CPU
-    numpy's comparison, ``flatnonzero`` and gather: several times faster than
-    ``torch.nonzero`` and indexing on a sparse mask."""
-    b = bound[None, :] if by_column else bound[:, None]
+    with ``by_column``; a 0-d ``bound`` for every score), row-major, as compact numpy arrays
+    (int32, int32, float32). On CPU numpy's comparison, ``flatnonzero`` and gather: several
+    times faster than ``torch.nonzero`` and indexing on a sparse mask."""
+    b = bound if bound.dim() == 0 else bound[None, :] if by_column else bound[:, None]
     if scores.device.type != "cpu":
         rows, cols = (scores >= b).nonzero(as_tuple=True)
         values = scores[rows, cols]
         return rows.int().cpu().numpy(), cols.int().cpu().numpy(), values.cpu().numpy()
     a = scores.numpy()
-    flat = np.flatnonzero(a >= b.numpy())
+    flat = np.flatnonzero(a >= (b.item() if b.dim() == 0 else b.numpy()))
     rows, cols = np.divmod(flat, a.shape[1])
     return rows.astype(np.int32), cols.astype(np.int32), a.ravel()[flat]
+
+
+def _at_or_above_either(scores: torch.Tensor, row_bound: torch.Tensor, col_bound: torch.Tensor) -> tuple[tuple, tuple]:
+    """:func:`_at_or_above` by row and by column, from one pass at the lower of the two
+    bounds' minima (the tile's queries have similar bounds), the few hits then sorted out."""
+    r, c, v = _at_or_above(scores, torch.minimum(row_bound.min(), col_bound.min()))
+    by_row = v >= row_bound.cpu().numpy()[r]
+    by_col = v >= col_bound.cpu().numpy()[c]
+    return (r[by_row], c[by_row], v[by_row]), (r[by_col], c[by_col], v[by_col])
 
 
 def _expected_candidates(want: torch.Tensor, n_gallery: int, n_sample: int) -> torch.Tensor:
