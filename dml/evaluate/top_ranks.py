@@ -58,11 +58,12 @@ MIN_SAMPLE = 1024
 MAX_SAMPLE = 8192  # beyond this, a larger gallery only scales k: the sample's cost grows as N, not N^2
 OVERSHOOT = 1.5
 SAMPLE_MARGIN = 4  # sampled items beyond OVERSHOOT x D: a query with a small D still gets a safe bound
-BLOCK = 2048  # queries whose candidates are gathered and ranked at a time
+BLOCK = 2048  # queries whose candidates are gathered and ranked at a time (< 2^16: rows fit uint16)
 ROW_TILE, COLUMN_TILE = 1024, 512  # one thread's GEMM tile: 2 MiB of float32 scores
 SAMPLE_TILE_BYTES = 8 << 20  # queries scored against the sample at a time, per thread
 DEEP = 8  # a query whose D exceeds 1/DEEP of the gallery is ranked in full
-PENDING_BYTES = 12  # a candidate waiting for a later block: row, position (int32) and score (float32)
+FALLBACK_BYTES = 32 << 20  # queries ranked in full are few: a smaller block of them at a time
+PENDING_BYTES = 10  # a candidate waiting for a later block: row (uint16), position (int32), score (float32)
 LOWEST = torch.finfo(torch.float32).min  # a bound that keeps every item but the excluded (-inf)
 
 InFull = Callable[[torch.Tensor], tuple[list, list, list]]
@@ -88,7 +89,7 @@ def top_ranked_blocks(
     fit in ``block_bytes``."""
     n_query, n_gallery = query.shape[0], gallery.shape[0]
     sample = sample_columns(n_gallery, query.device)
-    finish = partial(_finish, in_full=in_full, full_step=rows_per_block(n_gallery, block_bytes))
+    finish = partial(_finish, in_full=in_full, full_step=rows_per_block(n_gallery, min(block_bytes, FALLBACK_BYTES)))
 
     def needs(rows: torch.Tensor) -> tuple[list, torch.Tensor]:
         own = exclude[rows] if exclude is not None else None
@@ -100,7 +101,7 @@ def top_ranked_blocks(
         """Each query's lower bound; +inf (no candidate: ranked in full) where D is deep."""
         pruned = (want * DEEP <= n_gallery).nonzero(as_tuple=True)[0]
         bound = torch.full((len(rows),), torch.inf, device=rows.device)
-        bound[pruned] = lower_bounds(query[rows[pruned]], gallery, sample, want[pruned], metric=metric,
+        bound[pruned] = lower_bounds(query, rows[pruned], gallery, sample, want[pruned], metric=metric,
                                      sq_norms=sq_norms, own=exclude[rows[pruned]] if exclude is not None else None)
         return bound
 
@@ -193,10 +194,14 @@ def _self_blocks(x: torch.Tensor, order: torch.Tensor, plans: list[_Plan],
             (r, c, v), (cr, cc, cv) = _at_or_above_either(scores, row_bound, plans[j].bound[c0 - start_j : c1 - start_j])
             return j, (r + (r0 - first), original[c + c0], v), (cc + (c0 - start_j), original[cr + r0], cv)
 
+        waiting: dict[int, Found] = {}
         for j, here, there in _in_tiles(tasks, work, x.device):
             found.append(here)
             if there is not None:
-                pending[j].append(there)
+                waiting.setdefault(j, []).append(there)
+        for j, parts in waiting.items():  # one compact part per later block: few, small arrays
+            rows, cols, values = (np.concatenate(part) for part in zip(*parts, strict=True))
+            pending[j].append((rows.astype(np.uint16), cols, values))
         pending[i] = []
         yield order[first:stop], plans[i], found
 
@@ -211,20 +216,22 @@ def sample_columns(n_gallery: int, device: torch.device) -> torch.Tensor:
     return picked.sort().values.to(device)
 
 
-def lower_bounds(query_rows: torch.Tensor, gallery: torch.Tensor, sample: torch.Tensor, want: torch.Tensor, *,
-                 metric: str, sq_norms: torch.Tensor | None, own: torch.Tensor | None) -> torch.Tensor:
-    """float32 ``[B]``: a score per query that about ``OVERSHOOT x want`` gallery items reach.
+def lower_bounds(query: torch.Tensor, rows: torch.Tensor, gallery: torch.Tensor, sample: torch.Tensor,
+                 want: torch.Tensor, *, metric: str, sq_norms: torch.Tensor | None,
+                 own: torch.Tensor | None) -> torch.Tensor:
+    """float32 ``[B]``: for each query ``query[rows]``, a score that about ``OVERSHOOT x want``
+    gallery items reach (the rows are gathered a tile at a time: no copy of the queries).
 
     The k-th best score over the sample, ``k = OVERSHOOT * want * |sample| / N + SAMPLE_MARGIN``;
     :data:`LOWEST` (keep everything) where the sample has fewer than k items."""
-    n_rows, n_gallery, n_sample = len(query_rows), gallery.shape[0], len(sample)
+    n_rows, n_gallery, n_sample = len(rows), gallery.shape[0], len(sample)
     k = (want.double() * (OVERSHOOT * n_sample / n_gallery)).ceil().long() + SAMPLE_MARGIN
     picked, picked_norms = gallery[sample], sq_norms[sample] if sq_norms is not None else None
-    single = query_rows.dim() == 2 and gallery.dim() == 2
+    single = query.dim() == 2 and gallery.dim() == 2
 
     def work(span: tuple[int, int]) -> torch.Tensor:
         r0, r1 = span
-        scores = block_scores(query_rows[r0:r1], picked, metric, picked_norms,
+        scores = block_scores(query[rows[r0:r1]], picked, metric, picked_norms,
                               out=_buffer(r1 - r0, n_sample, gallery.device) if single else None)
         n_finite = torch.full((r1 - r0,), n_sample, device=scores.device)
         if own is not None:  # the excluded item, where sampled, is no score
@@ -240,7 +247,7 @@ def lower_bounds(query_rows: torch.Tensor, gallery: torch.Tensor, sample: torch.
 
     rows_per_tile = max(16, SAMPLE_TILE_BYTES // (4 * n_sample))
     parts = _in_tiles(_spans(range(n_rows), rows_per_tile), work, gallery.device)
-    return torch.cat(parts) if parts else torch.zeros(0, device=query_rows.device)
+    return torch.cat(parts) if parts else torch.zeros(0, device=query.device)
 
 
 def _tiles_above(query_rows: torch.Tensor, gallery: torch.Tensor, bound: torch.Tensor, *, metric: str,
@@ -389,7 +396,10 @@ def _at_or_above(scores: torch.Tensor, bound: torch.Tensor,
         values = scores[rows, cols]
         return rows.int().cpu().numpy(), cols.int().cpu().numpy(), values.cpu().numpy()
     a = scores.numpy()
-    flat = np.flatnonzero(a >= (b.item() if b.dim() == 0 else b.numpy()))
+    mask = _local.__dict__.setdefault("masks", {}).get(a.shape)
+    if mask is None:  # one reused mask per thread and shape: no allocation per tile
+        mask = _local.masks[a.shape] = np.empty(a.shape, dtype=bool)
+    flat = np.flatnonzero(np.greater_equal(a, b.item() if b.dim() == 0 else b.numpy(), out=mask))
     rows, cols = np.divmod(flat, a.shape[1])
     return rows.astype(np.int32), cols.astype(np.int32), a.ravel()[flat]
 

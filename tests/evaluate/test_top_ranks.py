@@ -179,7 +179,7 @@ def test_lower_bound_over_the_whole_gallery_is_the_kth_best():
     sample = top_ranks.sample_columns(20, torch.device("cpu"))
     assert sample.tolist() == list(range(20))  # smaller than MIN_SAMPLE: all of it
     want = torch.tensor([2, 4])
-    bound = top_ranks.lower_bounds(torch.ones(2, 1), gallery, sample, want, metric="dot", sq_norms=None,
+    bound = top_ranks.lower_bounds(torch.ones(2, 1), torch.arange(2), gallery, sample, want, metric="dot", sq_norms=None,
                                    own=torch.tensor([19, -1]))
     k = np.ceil(top_ranks.OVERSHOOT * want.numpy()) + top_ranks.SAMPLE_MARGIN  # 3 + 4, 6 + 4
     # query 0 has its own item (19) excluded: its k-th best of 0..18; query 1 of 0..19
