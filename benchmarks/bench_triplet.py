@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +29,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dml.io import write_json_atomic  # noqa: E402
 from dml.losses import build_loss  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_losses import measure as timed  # noqa: E402
+from bench_losses import step  # noqa: E402
 
 
 class LargestTensor(TorchDispatchMode):
@@ -48,24 +50,12 @@ class LargestTensor(TorchDispatchMode):
         return out
 
 
-def step(loss, embeddings: torch.Tensor, labels: torch.Tensor) -> float:
-    x = embeddings.detach().requires_grad_(True)
-    value = loss(x, labels)
-    value.backward()
-    return float(value.detach())
-
-
 def measure(loss, embeddings, labels, repeats: int) -> tuple[float, float, int]:
     """(value, median seconds per forward+backward, largest tensor in elements)."""
-    value = step(loss, embeddings, labels)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step(loss, embeddings, labels)
-        times.append(time.perf_counter() - start)
+    value, seconds = timed(loss, embeddings, labels, repeats)
     with LargestTensor() as probe:
         step(loss, embeddings, labels)
-    return value, statistics.median(times), probe.largest
+    return value, seconds, probe.largest
 
 
 def main() -> None:
