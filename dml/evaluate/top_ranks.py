@@ -7,7 +7,7 @@ the query's D-th best score, so they are ranked exactly from any set of *candida
 contains every item scoring at least that high:
 
 1. **A lower bound per query.** The queries are scored against a seeded sample of the gallery
-   (one item in :data:`SAMPLE_EVERY`, from :data:`MIN_SAMPLE` to :data:`MAX_SAMPLE`), and the bound is the
+   (one item in each run of :data:`SAMPLE_EVERY`), and the bound is the
    sample's k-th best score, k chosen so that about :data:`OVERSHOOT` x D gallery items score
    above it.
 2. **Candidates.** Queries and gallery are scored in tiles of :data:`ROW_TILE` x
@@ -17,8 +17,11 @@ contains every item scoring at least that high:
    against itself scores each pair once: a tile's columns are also its rows' queries
    (:func:`_self_blocks`).
 3. **Exactness never rests on the sample.** A query with fewer than D candidates (the sample
-   put its bound too high) is ranked again in full (``in_full``), as is a query whose D is a
-   large share of the gallery (coarse labels: pruning would not pay).
+   put its bound too high) is bounded again by its exact (D + :data:`SAMPLE_MARGIN`)-th best
+   score, streamed over the whole gallery (:func:`kth_best`), and its candidates gathered
+   again at that bound. A query
+   whose D is a large share of the gallery (coarse labels: pruning would not pay) is ranked
+   in full (``in_full``).
 4. **Ranks.** Each query's candidates are ranked as the full path ranks its row (ties count
    against the query). A relevant item outside the candidates scores below the D-th best,
    so its position is beyond D: it is left out of ``ranks`` and counted in ``n_relevant``
@@ -50,17 +53,17 @@ from dml.evaluate.knn import (
     sort_rows_,
 )
 
-__all__ = ["MIN_SAMPLE", "OVERSHOOT", "SAMPLE_EVERY", "candidate_ranks", "lower_bounds", "sample_columns",
+__all__ = ["MIN_SAMPLE", "OVERSHOOT", "SAMPLE_EVERY", "candidate_ranks", "kth_best", "sample_columns", "sample_k",
            "top_ranked_blocks"]
 
 SAMPLE_EVERY = 16
 MIN_SAMPLE = 1024
-MAX_SAMPLE = 8192  # beyond this, a larger gallery only scales k: the sample's cost grows as N, not N^2
+SAMPLE_CHUNK = 8192  # sampled items gathered and scored at a time
 OVERSHOOT = 1.5
 SAMPLE_MARGIN = 4  # sampled items beyond OVERSHOOT x D: a query with a small D still gets a safe bound
 BLOCK = 2048  # queries whose candidates are gathered and ranked at a time (< 2^16: rows fit uint16)
 ROW_TILE, COLUMN_TILE = 1024, 512  # one thread's GEMM tile: 2 MiB of float32 scores
-SAMPLE_TILE_BYTES = 8 << 20  # queries scored against the sample at a time, per thread
+SAMPLE_TILE_BYTES = 8 << 20  # queries scored against a chunk of the sample at a time, per thread
 DEEP = 8  # a query whose D exceeds 1/DEEP of the gallery is ranked in full
 FALLBACK_BYTES = 32 << 20  # queries ranked in full are few: a smaller block of them at a time
 PENDING_BYTES = 10  # a candidate waiting for a later block: row (uint16), position (int32), score (float32)
@@ -89,7 +92,17 @@ def top_ranked_blocks(
     fit in ``block_bytes``."""
     n_query, n_gallery = query.shape[0], gallery.shape[0]
     sample = sample_columns(n_gallery, query.device)
-    finish = partial(_finish, in_full=in_full, full_step=rows_per_block(n_gallery, min(block_bytes, FALLBACK_BYTES)))
+
+    def again(rows: torch.Tensor, want: torch.Tensor) -> Found:
+        """Candidates of queries ``rows`` at their exact ``want + SAMPLE_MARGIN``-th best score
+        (the margin: scores of the same pair from GEMMs of other shapes may differ in the
+        last bits)."""
+        own = exclude[rows] if exclude is not None else None
+        bound = kth_best(query, rows, gallery, None, want + SAMPLE_MARGIN, metric=metric, sq_norms=sq_norms, own=own)
+        return _tiles_above(query[rows], gallery, bound, metric=metric, sq_norms=sq_norms, own=own)
+
+    finish = partial(_finish, again=again, in_full=in_full,
+                     full_step=rows_per_block(n_gallery, min(block_bytes, FALLBACK_BYTES)))
 
     def needs(rows: torch.Tensor) -> tuple[list, torch.Tensor]:
         own = exclude[rows] if exclude is not None else None
@@ -101,8 +114,9 @@ def top_ranked_blocks(
         """Each query's lower bound; +inf (no candidate: ranked in full) where D is deep."""
         pruned = (want * DEEP <= n_gallery).nonzero(as_tuple=True)[0]
         bound = torch.full((len(rows),), torch.inf, device=rows.device)
-        bound[pruned] = lower_bounds(query, rows[pruned], gallery, sample, want[pruned], metric=metric,
-                                     sq_norms=sq_norms, own=exclude[rows[pruned]] if exclude is not None else None)
+        bound[pruned] = kth_best(query, rows[pruned], gallery, sample, sample_k(want[pruned], len(sample), n_gallery),
+                                 metric=metric, sq_norms=sq_norms,
+                                 own=exclude[rows[pruned]] if exclude is not None else None)
         return bound
 
     if (query is gallery and query.dim() == 2 and metric != "euclidean" and exclude is not None
@@ -142,12 +156,24 @@ Found = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 float32 numpy arrays (on the host: compact, whatever the device)."""
 
 
-def _finish(rows: torch.Tensor, plan: _Plan, found: Found, *, in_full: InFull, full_step: int):
-    """``(rows, ranks, n_relevant, ndcg)`` of a block from its candidates; queries with fewer
-    candidates than they need (or none: deep ones) are ranked in full."""
+def _finish(rows: torch.Tensor, plan: _Plan, found: Found, *, again: Callable[[torch.Tensor, torch.Tensor], Found],
+            in_full: InFull, full_step: int):
+    """``(rows, ranks, n_relevant, ndcg)`` of a block from its candidates. Queries with fewer
+    candidates than they need have them gathered ``again`` at their exact bound; deep ones
+    (no bound, no candidate) are ranked in full, as is any query still short (none should be)."""
     device = rows.device
     cand_rows, cand_cols, values = _by_row(found, len(rows))
-    enough = np.bincount(cand_rows, minlength=len(rows)) >= plan.want.cpu().numpy()
+    want = plan.want.cpu().numpy()
+    enough = np.bincount(cand_rows, minlength=len(rows)) >= want
+    short = np.flatnonzero(~enough & np.isfinite(plan.bound.cpu().numpy()))
+    if len(short):
+        is_short = np.zeros(len(rows), dtype=bool)
+        is_short[short] = True
+        kept = ~is_short[cand_rows]
+        at = torch.from_numpy(short).to(device)
+        redone = [(short[r].astype(np.int32), c, v) for r, c, v in again(rows[at], plan.want[at])]
+        cand_rows, cand_cols, values = _by_row([(cand_rows[kept], cand_cols[kept], values[kept]), *redone], len(rows))
+        enough = np.bincount(cand_rows, minlength=len(rows)) >= want
     keep = enough[cand_rows]
     cand_rows, cand_cols, values = cand_rows[keep], cand_cols[keep], values[keep]
     within = (np.cumsum(enough) - 1)[cand_rows]  # row among the queries ranked from candidates
@@ -207,47 +233,74 @@ def _self_blocks(x: torch.Tensor, order: torch.Tensor, plans: list[_Plan],
 
 
 def sample_columns(n_gallery: int, device: torch.device) -> torch.Tensor:
-    """Sorted gallery positions of the bound's sample: seeded, one in :data:`SAMPLE_EVERY`
-    (from :data:`MIN_SAMPLE` to :data:`MAX_SAMPLE`; the whole gallery when it is smaller)."""
-    size = max(min(n_gallery, MIN_SAMPLE), min(n_gallery // SAMPLE_EVERY, MAX_SAMPLE))
-    if size >= n_gallery:
+    """Sorted gallery positions of the bound's sample: one seeded item in each run of
+    :data:`SAMPLE_EVERY` (shorter runs where that gives under :data:`MIN_SAMPLE` items; the
+    whole gallery when it is smaller than that). Stratified, so sorted by construction and
+    no permutation of the gallery is drawn; a fixed share, not a capped size, so that the
+    margin of :data:`SAMPLE_MARGIN` sampled items stays ``SAMPLE_MARGIN x SAMPLE_EVERY``
+    gallery items, and so do the candidates, however large the gallery."""
+    stride = max(1, min(SAMPLE_EVERY, n_gallery // MIN_SAMPLE))
+    if stride == 1:
         return torch.arange(n_gallery, device=device)
-    picked = torch.randperm(n_gallery, generator=torch.Generator().manual_seed(0))[:size]
-    return picked.sort().values.to(device)
+    runs = n_gallery // stride
+    offsets = torch.randint(stride, (runs,), generator=torch.Generator().manual_seed(0))
+    return (torch.arange(runs) * stride + offsets).to(device)
 
 
-def lower_bounds(query: torch.Tensor, rows: torch.Tensor, gallery: torch.Tensor, sample: torch.Tensor,
-                 want: torch.Tensor, *, metric: str, sq_norms: torch.Tensor | None,
-                 own: torch.Tensor | None) -> torch.Tensor:
-    """float32 ``[B]``: for each query ``query[rows]``, a score that about ``OVERSHOOT x want``
-    gallery items reach (the rows are gathered a tile at a time: no copy of the queries).
+def sample_k(want: torch.Tensor, n_sample: int, n_gallery: int) -> torch.Tensor:
+    """int64: the rank in the sample whose score about ``OVERSHOOT x want`` gallery items
+    reach, ``OVERSHOOT * want * |sample| / N + SAMPLE_MARGIN``."""
+    return (want.double() * (OVERSHOOT * n_sample / n_gallery)).ceil().long() + SAMPLE_MARGIN
 
-    The k-th best score over the sample, ``k = OVERSHOOT * want * |sample| / N + SAMPLE_MARGIN``;
-    :data:`LOWEST` (keep everything) where the sample has fewer than k items."""
-    n_rows, n_gallery, n_sample = len(rows), gallery.shape[0], len(sample)
-    k = (want.double() * (OVERSHOOT * n_sample / n_gallery)).ceil().long() + SAMPLE_MARGIN
-    picked, picked_norms = gallery[sample], sq_norms[sample] if sq_norms is not None else None
+
+def kth_best(query: torch.Tensor, rows: torch.Tensor, gallery: torch.Tensor, columns: torch.Tensor | None,
+             k: torch.Tensor, *, metric: str, sq_norms: torch.Tensor | None,
+             own: torch.Tensor | None) -> torch.Tensor:
+    """float32 ``[B]``: each query ``query[rows]``'s ``k``-th best score among the gallery
+    items ``columns`` (sorted positions: the sample; None: the whole gallery), its excluded
+    item ``own`` left out; :data:`LOWEST` (keep everything) where fewer than ``k`` items score.
+
+    The columns are gathered :data:`SAMPLE_CHUNK` at a time and each query keeps a running
+    top ``k``, the queries grouped by ``k``: memory follows the queries' ``k``, not the
+    gallery's size."""
+    n_rows, n_columns = len(rows), len(columns) if columns is not None else gallery.shape[0]
+    device = gallery.device
+    n_finite = torch.full((n_rows,), n_columns, device=device)
+    if own is not None:  # the excluded item, where listed, is no score
+        if columns is None:
+            at, listed = own, own >= 0
+        else:
+            at = torch.searchsorted(columns, own).clamp(max=max(n_columns - 1, 0))
+            listed = (own >= 0) & (columns[at] == own)
+        n_finite -= listed.long()
+    by_k = torch.argsort(k, stable=True)  # a tile's queries keep about as many scores as they need
+    kept = k.clamp(min=1, max=n_columns)[by_k]
+    spans = _spans(range(n_rows), max(16, SAMPLE_TILE_BYTES // (4 * min(n_columns, SAMPLE_CHUNK))))
+    best = [torch.full((r1 - r0, int(kept[r1 - 1])), -torch.inf, device=device) for r0, r1 in spans]
     single = query.dim() == 2 and gallery.dim() == 2
+    for c0, c1 in _spans(range(n_columns), SAMPLE_CHUNK):
+        chunk = slice(c0, c1) if columns is None else columns[c0:c1]  # a slice is a view: no copy
+        picked = gallery[chunk]
+        picked_norms = sq_norms[chunk] if sq_norms is not None else None
 
-    def work(span: tuple[int, int]) -> torch.Tensor:
-        r0, r1 = span
-        scores = block_scores(query[rows[r0:r1]], picked, metric, picked_norms,
-                              out=_buffer(r1 - r0, n_sample, gallery.device) if single else None)
-        n_finite = torch.full((r1 - r0,), n_sample, device=scores.device)
-        if own is not None:  # the excluded item, where sampled, is no score
-            mine = own[r0:r1]
-            at = torch.searchsorted(sample, mine).clamp(max=n_sample - 1)
-            sampled = (mine >= 0) & (sample[at] == mine)
-            scores[sampled.nonzero(as_tuple=True)[0], at[sampled]] = -torch.inf
-            n_finite -= sampled.long()
-        wanted = k[r0:r1]
-        top = torch.topk(scores, int(wanted.clamp(max=n_sample).max()), dim=1).values
-        bound = top.gather(1, (wanted.clamp(max=top.shape[1]) - 1)[:, None]).squeeze(1)
-        return torch.where(wanted > n_finite, torch.full_like(bound, LOWEST), bound)
+        def work(i: int, c0: int = c0, c1: int = c1, picked: torch.Tensor = picked,
+                 picked_norms: torch.Tensor | None = picked_norms) -> None:
+            r0, r1 = spans[i]
+            mine = by_k[r0:r1]
+            scores = block_scores(query[rows[mine]], picked, metric, picked_norms,
+                                  out=_buffer(r1 - r0, c1 - c0, device) if single else None)
+            if own is not None:
+                hit = (listed[mine] & (at[mine] >= c0) & (at[mine] < c1)).nonzero(as_tuple=True)[0]
+                scores[hit, at[mine[hit]] - c0] = -torch.inf
+            width = best[i].shape[1]
+            top = torch.topk(scores, min(width, c1 - c0), dim=1).values
+            best[i] = torch.topk(torch.cat([best[i], top], dim=1), width, dim=1).values
 
-    rows_per_tile = max(16, SAMPLE_TILE_BYTES // (4 * n_sample))
-    parts = _in_tiles(_spans(range(n_rows), rows_per_tile), work, gallery.device)
-    return torch.cat(parts) if parts else torch.zeros(0, device=query.device)
+        _in_tiles(list(range(len(spans))), work, device)
+    bound = torch.empty(n_rows, device=device)
+    for (r0, r1), top in zip(spans, best, strict=True):
+        bound[by_k[r0:r1]] = top.gather(1, (kept[r0:r1] - 1)[:, None]).squeeze(1)
+    return torch.where(k > n_finite, torch.full_like(bound, LOWEST), bound)
 
 
 def _tiles_above(query_rows: torch.Tensor, gallery: torch.Tensor, bound: torch.Tensor, *, metric: str,
@@ -287,13 +340,14 @@ _local = threading.local()
 
 
 def _buffer(n_rows: int, n_cols: int, device: torch.device) -> torch.Tensor:
-    """This thread's reusable ``[n_rows, n_cols]`` float32 score tile."""
-    cache = _local.__dict__.setdefault("tiles", {})
-    key = (n_rows, n_cols, str(device))
-    if key not in cache:
-        cache.clear()
-        cache[key] = torch.empty(n_rows, n_cols, device=device)
-    return cache[key]
+    """This thread's reusable ``[n_rows, n_cols]`` float32 score tile: a view of one flat
+    buffer that only grows. Tiles of another shape (a shorter last span) reuse it: freeing and
+    allocating megabytes per tile would raise glibc's mmap threshold and fragment the heap
+    under the small candidate arrays kept meanwhile (hundreds of MiB on a 10^6 gallery)."""
+    flat = _local.__dict__.get("tile")
+    if flat is None or flat.numel() < n_rows * n_cols or flat.device != device:
+        flat = _local.tile = torch.empty(n_rows * n_cols, device=device)
+    return flat[: n_rows * n_cols].view(n_rows, n_cols)
 
 
 def _in_tiles(tasks: list, work: Callable, device: torch.device) -> list:
@@ -396,9 +450,10 @@ def _at_or_above(scores: torch.Tensor, bound: torch.Tensor,
         values = scores[rows, cols]
         return rows.int().cpu().numpy(), cols.int().cpu().numpy(), values.cpu().numpy()
     a = scores.numpy()
-    mask = _local.__dict__.setdefault("masks", {}).get(a.shape)
-    if mask is None:  # one reused mask per thread and shape: no allocation per tile
-        mask = _local.masks[a.shape] = np.empty(a.shape, dtype=bool)
+    flat_mask = _local.__dict__.get("mask")
+    if flat_mask is None or flat_mask.size < a.size:  # one reused mask per thread (as :func:`_buffer`)
+        flat_mask = _local.mask = np.empty(a.size, dtype=bool)
+    mask = flat_mask[: a.size].reshape(a.shape)
     flat = np.flatnonzero(np.greater_equal(a, b.item() if b.dim() == 0 else b.numpy(), out=mask))
     rows, cols = np.divmod(flat, a.shape[1])
     return rows.astype(np.int32), cols.astype(np.int32), a.ravel()[flat]
@@ -414,5 +469,5 @@ def _at_or_above_either(scores: torch.Tensor, row_bound: torch.Tensor, col_bound
 
 
 def _expected_candidates(want: torch.Tensor, n_gallery: int, n_sample: int) -> torch.Tensor:
-    """About how many candidates queries needing the top ``want`` keep (:func:`lower_bounds`)."""
-    return (OVERSHOOT * want.double() + SAMPLE_MARGIN * n_gallery / n_sample).clamp(max=n_gallery)
+    """About how many candidates queries needing the top ``want`` keep (:func:`sample_k`)."""
+    return (sample_k(want, n_sample, n_gallery).double() * (n_gallery / n_sample)).clamp(max=n_gallery)

@@ -2,7 +2,7 @@
 
 The full path is checked against a per-query loop in test_retrieval.py; here every route of
 the pruned one (the symmetric self-ranking, tiles of a separate gallery, a sampled bound, a
-bound that keeps too few and falls back, queries ranked in full because R is a large share
+bound that keeps too few and is replaced by the exact one, queries ranked in full because R is a large share
 of the gallery, relevance callbacks, label sets, views, exact ties) must equal it.
 """
 
@@ -107,17 +107,26 @@ def test_hamming_codes(small_sample):
     assert_same(*both(bits.astype(np.uint8), y, metric="hamming"))
 
 
-def test_a_bound_that_keeps_too_few_falls_back_to_the_full_ranking(small_sample, small_tiles, monkeypatch):
+def test_a_bound_that_keeps_too_few_is_replaced_by_the_exact_one(small_sample, small_tiles, monkeypatch):
     monkeypatch.setattr(top_ranks, "OVERSHOOT", 0.05)
     monkeypatch.setattr(top_ranks, "SAMPLE_MARGIN", 1)  # bounds near the sample's best: too few candidates
-    full_rows = []
+    full_rows, exact_rows = [], []
     original = knn.rank_in_full
     monkeypatch.setattr(knn, "rank_in_full", lambda q, rows, *a, **k: full_rows.append(len(rows)) or original(q, rows, *a, **k))
+    kth_best = top_ranks.kth_best
+
+    def spy(query, rows, gallery, columns, k, **kwargs):
+        if columns is None:  # over the whole gallery: the exact bound
+            exact_rows.append(len(rows))
+        return kth_best(query, rows, gallery, columns, k, **kwargs)
+
+    monkeypatch.setattr(top_ranks, "kth_best", spy)
     x, y = clustered(500, 10, 8, 6)
     full = retrieval_metrics(x, y, ks=KS, nmi=False)
     full_rows.clear()
     assert_same(retrieval_metrics(x, y, ks=KS, nmi=False, full_map=False), full)
-    assert 100 < sum(full_rows) < 500  # most queries were ranked again in full
+    assert 100 < sum(exact_rows) < 500  # most queries were bounded again, exactly
+    assert sum(full_rows) == 0  # and none of them ranked in full
 
 
 def test_queries_with_a_large_share_relevant_are_ranked_in_full(small_sample, monkeypatch):
@@ -174,16 +183,40 @@ def test_candidate_ranks_by_hand():
     assert top_ranks.candidate_ranks(rows, values, relevant, 3).tolist() == [[3, 0], [2, 4], [0, 0]]
 
 
-def test_lower_bound_over_the_whole_gallery_is_the_kth_best():
+def test_kth_best_over_the_whole_gallery():
     gallery = torch.arange(20, dtype=torch.float32)[:, None]  # scores q * g with q = 1: 0..19
     sample = top_ranks.sample_columns(20, torch.device("cpu"))
     assert sample.tolist() == list(range(20))  # smaller than MIN_SAMPLE: all of it
     want = torch.tensor([2, 4])
-    bound = top_ranks.lower_bounds(torch.ones(2, 1), torch.arange(2), gallery, sample, want, metric="dot", sq_norms=None,
-                                   own=torch.tensor([19, -1]))
-    k = np.ceil(top_ranks.OVERSHOOT * want.numpy()) + top_ranks.SAMPLE_MARGIN  # 3 + 4, 6 + 4
+    k = top_ranks.sample_k(want, len(sample), 20)
+    assert k.tolist() == [np.ceil(top_ranks.OVERSHOOT * 2) + top_ranks.SAMPLE_MARGIN, 6 + top_ranks.SAMPLE_MARGIN]
+    bound = top_ranks.kth_best(torch.ones(2, 1), torch.arange(2), gallery, sample, k, metric="dot", sq_norms=None,
+                               own=torch.tensor([19, -1]))
     # query 0 has its own item (19) excluded: its k-th best of 0..18; query 1 of 0..19
     assert bound.tolist() == [19 - k[0], 20 - k[1]]
+
+
+def test_kth_best_in_chunks_equals_one_pass(monkeypatch):
+    """The sample scored a chunk at a time, queries grouped by k in tiles, each keeping a
+    running top k: the k-th best over the whole sample, the excluded item left out."""
+    monkeypatch.setattr(top_ranks, "SAMPLE_CHUNK", 7)  # 40 sampled items: 6 chunks
+    monkeypatch.setattr(top_ranks, "SAMPLE_TILE_BYTES", 4 * 7 * 16)  # 16 queries per tile
+    g = torch.Generator().manual_seed(3)
+    gallery, query = torch.randn(80, 5, generator=g), torch.randn(50, 5, generator=g)
+    sample = torch.arange(0, 80, 2)
+    rows = torch.arange(50).flip(0)
+    want = torch.randint(1, 76, (50,), generator=g)
+    own = torch.where(torch.arange(50) % 3 == 0, torch.randint(0, 80, (50,), generator=g), -1)
+    k = top_ranks.sample_k(want, 40, 80)
+    bound = top_ranks.kth_best(query, rows, gallery, sample, k, metric="dot", sq_norms=None, own=own)
+
+    scores = query[rows] @ gallery[sample].T
+    scores[(sample[None, :] == own[:, None])] = -torch.inf
+    expected = scores.sort(dim=1, descending=True).values.gather(1, (k.clamp(max=40) - 1)[:, None]).squeeze(1)
+    n_finite = scores.isfinite().sum(1)
+    expected = torch.where(k > n_finite, torch.full_like(expected, top_ranks.LOWEST), expected)
+    assert (k > n_finite).any() and (k <= n_finite).any()  # both cases are met
+    torch.testing.assert_close(bound, expected, rtol=0, atol=1e-5)  # GEMMs of other shapes: rounding
 
 
 def test_sample_is_seeded_and_sorted():
@@ -191,6 +224,8 @@ def test_sample_is_seeded_and_sorted():
     assert len(a) == 50_000 // top_ranks.SAMPLE_EVERY
     assert torch.equal(a, top_ranks.sample_columns(50_000, torch.device("cpu")))
     assert bool((a[1:] > a[:-1]).all())
+    assert torch.equal(a // top_ranks.SAMPLE_EVERY, torch.arange(len(a)))  # one item in each run
+    assert len(top_ranks.sample_columns(5_000, torch.device("cpu"))) >= top_ranks.MIN_SAMPLE  # shorter runs
 
 
 def test_unit_vectors_are_ranked_without_a_normalized_copy():
