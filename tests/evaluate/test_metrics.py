@@ -265,3 +265,30 @@ def test_average_set_intersection_edge_cases():
     got = average_set_intersection(*ranks_from_relevance(rel[None, :])).item()
     hits = np.cumsum(rel)[: rel.sum()]
     assert got == pytest.approx(float((hits / np.arange(1, len(hits) + 1)).mean()), abs=1e-10)
+
+
+def test_ranks_in_block_sorts_only_what_each_row_needs():
+    """Rows whose relevant items all score high keep a few scores (sparse); rows with a low
+    relevant item are sorted whole (dense); ties, an excluded item and a row without a
+    relevant item in either; two relevances at once. Every rank equals the full sort's."""
+    rng = np.random.default_rng(4)
+    scores = np.round(rng.standard_normal((40, 200)), 1).astype(np.float32)  # many ties
+    scores[:, 7] = -np.inf  # an excluded item: never relevant
+    order = np.argsort(-scores, axis=1, kind="stable")
+    fine = np.zeros_like(scores, dtype=bool)
+    coarse = np.zeros_like(scores, dtype=bool)
+    for r in range(40):
+        top = order[r, :10] if r < 25 else order[r, rng.choice(190, 10, replace=False)]  # sparse / dense rows
+        fine[r, top[:3]] = True
+        coarse[r, top] = True
+    fine[3] = coarse[3] = False  # no relevant item
+    found = [knn.relevant_scores(torch.from_numpy(scores), torch.from_numpy(rel)) for rel in (fine, coarse)]
+    ranks = knn.ranks_in_block(torch.from_numpy(scores.copy()), found)
+    for rank, rel in zip(ranks, (fine, coarse), strict=True):
+        expected, _ = knn.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(rel))
+        assert torch.equal(rank, expected)
+    lowest = np.where(coarse[:25], scores[:25], np.inf).min(1)
+    kept = (scores[:25] >= lowest[:, None]).sum(1)
+    assert (kept[np.arange(25) != 3] * knn.SPARSE_ROW <= 200).all()  # those rows took the sparse route
+    lowest = np.where(coarse[25:], scores[25:], np.inf).min(1)
+    assert ((scores[25:] >= lowest[:, None]).sum(1) * knn.SPARSE_ROW > 200).any()  # and some rows were sorted whole
