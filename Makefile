@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml
 
 # The stages fork from one warm interpreter (dml/warm.py): no stage pays for importing torch.
 demo: setup
-	dml run -- dvc repro
+	dml run -- dvc repro --quiet
 	dml report
 
 test: setup

@@ -7,13 +7,13 @@ import json
 from pathlib import Path
 
 from dml.errors import DataError
-from dml.stage import run_stage
+from dml.stage import print_notices, run_stage
 
 
 def _check(args: argparse.Namespace) -> None:
     from dml.checks import check_params
     from dml.config import load_params, resolve_run
-    from dml.preflight import preflight, preflight_tune, print_notices
+    from dml.preflight import preflight, preflight_tune
     from dml.train.loop import DataSpec
 
     params = check_params(load_params(args.params))

@@ -54,12 +54,22 @@ class SplitConfig(Section):
     query_domain: Literal["photo", "sketch"] = "sketch"
 
 
+class ImagesConfig(Section):
+    """How ingest stores a dataset's images (dml.data.images.store_image)."""
+
+    # Images are stored with the shorter side at most this many pixels, never enlarged; pick
+    # at least the largest model.image_size of the experiments on this dataset.
+    short_side: int = Field(256, ge=8)
+    background: str = "white"  # colour transparent pixels are composited onto (name or #rrggbb)
+
+
 class DatasetConfig(Section):
     """A named dataset: where its images come from, how it is split, how it is evaluated."""
 
     source: str = "synthetic"
     on_bad: Literal["fail", "skip"] = "fail"
     options: dict[str, Any] = Field(default_factory=dict)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     protocol: Component = Field(default_factory=lambda: Component(name="self_retrieval"))
 
@@ -213,6 +223,10 @@ class Params(Section):
     def _references(self) -> Params:
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: repeated values in {self.seeds}")
+        from dml.data.images import parse_colour  # PIL's colour table only
+
+        for name, dataset in self.datasets.items():
+            parse_colour(dataset.images.background, f"datasets.{name}.images.background")
         for name, exp in self.experiments.items():
             if exp.dataset not in self.datasets:
                 raise ValueError(f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; "

@@ -164,11 +164,12 @@ def preflight_tune(params: Params, experiment: str, data: DataSpec) -> Preflight
     unless ``tune.mode`` is ``trainer``), the test split and the quantizers."""
     spec = resolve_run(params, experiment)
     workers = 1 if params.tune.mode == "local" else spec.train.num_workers
-    return preflight(spec, data, world_size=workers, stage="tune", quantize=spec.quantize)
-
-
-def print_notices(notices: list[str]) -> None:
-    """One line per notice."""
-    for notice in notices:
-        print(f"notice: {notice}", flush=True)
+    result = preflight(spec, data, world_size=workers, stage="tune", quantize=spec.quantize)
+    stored = params.datasets[spec.dataset].images.short_side
+    if stored < spec.model.image_size:
+        result.notices.append(
+            f"tune {experiment}: model.image_size {spec.model.image_size} is larger than "
+            f"datasets.{spec.dataset}.images.short_side {stored}: the stored images are enlarged; "
+            f"raise short_side to at least {spec.model.image_size} and ingest again")
+    return result
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dml.data.images import open_rgb
 from dml.stats import paired_difference, t_interval
 
 #: Order of metric names in a table (a name's K sorts numerically); others follow by name.
@@ -510,7 +510,7 @@ def _tile(data: bytes, cell: int) -> Image.Image:
     """An encoded image as a ``cell`` x ``cell`` tile: small images are enlarged pixel for
     pixel (sharper, and a third of the PNG size of a smooth enlargement), large ones reduced
     smoothly."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image = open_rgb(data)
     smaller = max(image.size) < cell
     return image.resize((cell, cell), Image.Resampling.NEAREST if smaller else Image.Resampling.LANCZOS)
 

@@ -37,6 +37,26 @@ def scratch_dir() -> Path:
     return path
 
 
+#: Ray's deepest socket path adds about 70 bytes to its temp dir (``session_<date>_<time>_<pid>/
+#: sockets/plasma_store``) and a Unix socket path holds at most 107: the temp dir must be short
+#: wherever the checkout is.
+SHORT_TEMP_LIMIT = 32
+
+
+@contextlib.contextmanager
+def short_temp_dir(prefix: str) -> Iterator[Path]:
+    """A fresh folder with a short path under the system temp dir (``/tmp`` where $TMPDIR is
+    long) for Unix sockets, removed with everything in it when the block ends."""
+    base = tempfile.gettempdir()
+    if len(base) > SHORT_TEMP_LIMIT:
+        base = "/tmp"
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def storage_dir(configured: str | None) -> Path:
     """Absolute folder for Ray run storage (checkpoints): configured, or scratch/ray_results."""
     path = Path(configured).resolve() if configured else scratch_dir() / "ray_results"
@@ -89,20 +109,14 @@ def ray_session() -> Iterator[None]:
     quiet = {"log_to_driver": True, "logging_level": logging.WARNING,
              "logging_config": ray.LoggingConfig(log_level="WARNING")}
     address = os.environ.get("RAY_ADDRESS") or os.environ.get(LOCAL_RAY_ENV)
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        temp = scratch_dir() / "ray"
-        ray.init(
-            num_cpus=available_cpus(),
-            include_dashboard=False,
-            _temp_dir=str(temp),
-            **quiet,
-        )
-    try:
+    with contextlib.ExitStack() as stack:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            temp = stack.enter_context(short_temp_dir("dml-ray-"))
+            ray.init(num_cpus=available_cpus(), include_dashboard=False, _temp_dir=str(temp), **quiet)
+        stack.callback(ray.shutdown)
         yield
-    finally:
-        ray.shutdown()
 
 
 def check_fits_a_node(key: str, cpus: float) -> None:
@@ -154,21 +168,38 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group of ``proc``, SIGKILL what outlives ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+def _session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (Linux /proc): a process started with
+    ``start_new_session`` and its descendants, those in process groups of their own too (Ray's
+    workers are)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _stop_session(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM every process of the session that ``proc`` leads (started with
+    ``start_new_session``), SIGKILL what outlives ``grace`` seconds; return when none is left."""
+    def members() -> list[int]:
+        proc.poll()
+        found = _session_members(proc.pid) if Path("/proc/self/stat").exists() else []
+        return found or ([proc.pid] if proc.returncode is None else [])
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        for pid in members():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return
-            proc.poll()
+        while members() and time.monotonic() < deadline:
             time.sleep(0.1)
+        if not members():
+            return
 
 
 #: Seconds a stopped local head gets to exit before it is killed.
@@ -207,50 +238,49 @@ def local_cluster(num_cpus: int | None = None, *, timeout: float = 120.0,
     ``wait()`` before the first driver connects.
     """
     port = _free_port()
-    temp = scratch_dir() / "ray-head"
     bin_dir = Path(sys.executable).parent
     ray = bin_dir / "ray" if (bin_dir / "ray").exists() else Path("ray")
     env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     log_path = scratch_dir() / "ray-head.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [str(ray), "start", "--head", "--block", f"--port={port}",
-             f"--num-cpus={num_cpus or available_cpus()}", "--include-dashboard=false",
-             f"--temp-dir={temp}", "--disable-usage-stats"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    head = RayHead(f"127.0.0.1:{port}", proc, log_path, timeout)
-    try:
-        if wait:
-            head.wait()
-        yield head
-    finally:
-        # `ray start --block` takes its children down on SIGTERM but lingers itself for ~10 s
-        _stop_group(proc, grace=HEAD_STOP_GRACE)
+    with short_temp_dir("dml-ray-") as temp:
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [str(ray), "start", "--head", "--block", f"--port={port}",
+                 f"--num-cpus={num_cpus or available_cpus()}", "--include-dashboard=false",
+                 f"--temp-dir={temp}", "--disable-usage-stats"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        head = RayHead(f"127.0.0.1:{port}", proc, log_path, timeout)
+        try:
+            if wait:
+                head.wait()
+            yield head
+        finally:
+            # `ray start --block` takes its children down on SIGTERM but lingers itself for ~10 s
+            _stop_session(proc, grace=HEAD_STOP_GRACE)
 
 
 @contextlib.contextmanager
 def warm_interpreter(timeout: float = 180.0) -> Iterator[str]:
     """A :mod:`dml.warm` server for the duration of the block; yields its socket path (to
     export as ``$DML_WARM_SOCKET``). Stopped by its process group at the end."""
-    folder = Path(tempfile.mkdtemp(prefix="dml-warm-", dir="/tmp"))  # socket paths must be short
-    path = folder / "socket"
     log_path = scratch_dir() / "warm.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dml.warm", "--socket", str(path)],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while not path.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the warm interpreter did not start; see {log_path}:\n"
-                                   + log_path.read_text()[-2000:])
-            time.sleep(0.1)
-        yield str(path)
-    finally:
-        _stop_group(proc, grace=2.0)
-        shutil.rmtree(folder, ignore_errors=True)
+    with short_temp_dir("dml-warm-") as folder:  # socket paths must be short
+        path = folder / "socket"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "dml.warm", "--socket", str(path)],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while not path.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the warm interpreter did not start; see {log_path}:\n"
+                                       + log_path.read_text()[-2000:])
+                time.sleep(0.1)
+            yield str(path)
+        finally:
+            _stop_session(proc, grace=2.0)
 
 
 def run_command(command: Sequence[str], *, warm: bool = True, ray: bool = False) -> int:
@@ -263,6 +293,8 @@ def run_command(command: Sequence[str], *, warm: bool = True, ray: bool = False)
     the warm interpreter imports its libraries.
     """
     env = dict(os.environ)
+    # A terminated run (SIGTERM) stops its head and warm interpreter as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with contextlib.ExitStack() as stack:
         head = None
         if not env.get("RAY_ADDRESS"):

@@ -27,6 +27,12 @@ def hand_over() -> None:
         os._exit(status)
 
 
+def print_notices(notices: list[str]) -> None:
+    """One line per notice: what a stage adapted or what a user should know, never noise."""
+    for notice in notices:
+        print(f"notice: {notice}", flush=True)
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage; user errors print one clear message (no traceback) and exit 2, Ctrl-C
     prints one line and exits 130."""

@@ -2,7 +2,7 @@
 best epoch on them selected) with its launcher; export the model. An experiment with
 ``train.epochs: 0`` is an untrained reference: its initial model is exported as is."""
 
-from dml.stage import hand_over, read_tuned, run_stage, stage_parser
+from dml.stage import hand_over, print_notices, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dml.checks import check_run
 from dml.config import load_params, resolve_run
-from dml.preflight import preflight, print_notices
+from dml.preflight import preflight
 from dml.runtime import storage_dir
 from dml.train.curves import write_curves
 from dml.train.export import export_model

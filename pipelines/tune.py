@@ -1,13 +1,13 @@
 """Stage tune: search an experiment's margins and loss weights; write the best values."""
 
-from dml.stage import hand_over, run_stage, stage_parser
+from dml.stage import hand_over, print_notices, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
 from dml.checks import check_experiment
 from dml.config import load_params
 from dml.io import write_json_atomic
-from dml.preflight import preflight_tune, print_notices
+from dml.preflight import preflight_tune
 from dml.runtime import ray_session, storage_dir
 from dml.stage import data_binding
 from dml.train.loop import DataSpec

@@ -245,3 +245,11 @@ def test_a_query_gallery_dataset_under_self_retrieval_is_refused(tmp_path):
     raw["datasets"]["shop"]["protocol"] = {"name": "query_gallery"}
     checked = preflight(resolve_run(parse_params(raw), "pixels"), spec, world_size=1, quantize=params.quantize)
     assert checked.spec.experiment == "pixels"
+
+
+def test_images_stored_smaller_than_the_model_reads_them_are_a_notice(own_images):
+    raw = yaml.safe_load((own_images / "params.yaml").read_text())
+    raw["datasets"]["own"]["images"] = {"short_side": 16}
+    checked = preflight_tune(parse_params(raw), "contrastive", data_of(own_images))
+    assert ("tune contrastive: model.image_size 32 is larger than datasets.own.images.short_side 16: "
+            "the stored images are enlarged; raise short_side to at least 32 and ingest again") in checked.notices

@@ -3,7 +3,6 @@ batches (:meth:`ManifestDataset.collate`) carry every annotation of the rows."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from dml.batch import DOMAIN_CODES, Batch
+from dml.data.images import decode_rgb
 from dml.data.manifest import (DOMAINS, SPLITS, attribute_matrix, manifest_columns, read_info,
                                read_manifest)
 from dml.data.splits import align, read_splits, shared_gallery as shared_gallery_rows
@@ -46,7 +45,8 @@ class ManifestDataset(Dataset):
     (role ``gallery``, whatever their fold; :func:`dml.data.splits.shared_gallery`): a
     validation fold's sketches are searched among them. Rows keep manifest order.
 
-    Only the needed columns are read. Images decode lazily (PIL, converted to RGB) and the
+    Only the needed columns are read. Images decode lazily (to RGB, any transparency of a
+    path-only row's file shown on white: :func:`dml.data.images.decode_rgb`) and the
     uint8 arrays are cached up to ``cache_bytes`` (without ``train``, the transformed tensors,
     as evaluation transforms are deterministic). A path-only manifest row is read from its
     ``path`` (relative paths from the working directory).
@@ -316,8 +316,7 @@ class ManifestDataset(Dataset):
         if cached is not None:
             return cached
         try:
-            with Image.open(io.BytesIO(self._encoded(index))) as image:
-                array = np.array(image.convert("RGB"), dtype=np.uint8)
+            array = decode_rgb(self._encoded(index))
         except DataError:
             raise
         except Exception as exc:  # PIL raises many types for bad bytes

@@ -1,27 +1,33 @@
 """Raw files -> manifest.parquet: every image decoded once, every bad file named.
 
 The manifest is self-contained: files named by ``path`` are read into the ``image`` column
-(``path`` stays as provenance). Records stream into parquet row groups inside a temporary
-file that replaces ``out_path`` only when everything succeeded, so memory stays bounded by one
-row group and a failed ingest leaves an existing manifest as it was.
+(``path`` stays as provenance), stored for training by :func:`dml.data.images.store_image`
+(the shorter side at most ``short_side`` pixels, transparency composited onto a background,
+the original bytes when nothing had to change) with the source's size in ``source_width`` and
+``source_height``. Images are read and decoded by a few threads (PIL decodes without holding
+the GIL), in order. Records stream into parquet row groups inside a temporary file that
+replaces ``out_path`` only when everything succeeded, so memory stays bounded by one row group
+and a failed ingest leaves an existing manifest as it was.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from dml.data.formats import FORMATS
+from dml.data.formats import DATASET_KEY, FORMATS
+from dml.data.images import RGB, StoredImage, parse_colour, store_image
 from dml.data.manifest import ManifestInfo, conform, manifest_schema, validate_manifest
 from dml.errors import ConfigError, DataError
 from dml.io import atomic_path, write_json_atomic
@@ -29,6 +35,12 @@ from dml.io import atomic_path, write_json_atomic
 ON_BAD = ("fail", "skip")
 _ROW_GROUP_ROWS = 4096
 _ROW_GROUP_BYTES = 64 << 20
+_MAX_THREADS = 8  # each holds up to two images in flight, decoded at full size
+_MIN_SHORT_SIDE = 8
+#: Columns ingest adds to every record besides the source's own.
+_ADDED = ("image", "source_width", "source_height")
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -53,6 +65,8 @@ class IngestReport:
     counts: dict[str, dict[str, int]]
     classes: dict[str, int]
     on_bad: str
+    resized: int  # shorter side reduced to short_side
+    flattened: int  # transparency composited onto the background
     bad_files: list[BadFile] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
 
@@ -67,17 +81,20 @@ class IngestReport:
         return payload
 
 
-def check_image(data: bytes) -> str | None:
-    """None if ``data`` decodes as an image, else the reason it does not."""
+def prepare_image(data: bytes | None, path: str | os.PathLike[str] | None, *, short_side: int,
+                  background: RGB) -> StoredImage | str:
+    """What the manifest stores for an image given as bytes (else read from ``path``), or the
+    reason it cannot: missing, empty, truncated, corrupt, not an image, too large."""
+    if data is None:
+        if path is None:
+            return "neither image bytes nor a path"
+        data, reason = read_image_bytes(path)
+        if reason is not None:
+            return reason
     if not data:
         return "empty file"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                if image.width < 1 or image.height < 1:
-                    return "image has no pixels"
+        stored = store_image(data, short_side=short_side, background=background)
     except UnidentifiedImageError:
         return "not an image (unrecognized format)"
     except Image.DecompressionBombError as exc:
@@ -87,7 +104,9 @@ def check_image(data: bytes) -> str | None:
         if "truncated" in text.lower() or isinstance(exc, EOFError):
             return f"truncated ({text})"
         return f"corrupt ({type(exc).__name__}: {text})"
-    return None
+    if stored.width < 1 or stored.height < 1:
+        return "image has no pixels"
+    return stored
 
 
 def read_image_bytes(path: str | os.PathLike[str]) -> tuple[bytes | None, str | None]:
@@ -103,12 +122,89 @@ def read_image_bytes(path: str | os.PathLike[str]) -> tuple[bytes | None, str | 
 
 
 def _column_order(keys: Iterable[str], info: ManifestInfo) -> list[str]:
-    fixed = ["image_id", "image", "path", "split", "role", "domain", "label"]
+    fixed = ["image_id", "image", "path", "source_width", "source_height", "split", "role",
+             "domain", "label"]
     scales = [f"label_{s}" for s in info.scales[1:]]
     tail = ["attributes", "object_counts", "instance_id"]
     keys = set(keys)
     ordered = [k for k in fixed + scales + tail if k in keys]
     return ordered + sorted(keys - set(ordered))  # unknown keys: the schema rejects them
+
+
+def _threads() -> int:
+    """Decoding threads: one per CPU this process may use, at most ``_MAX_THREADS``."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, _MAX_THREADS))
+
+
+@contextmanager
+def _decoders(threads: int) -> Iterator[ThreadPoolExecutor | None]:
+    """A pool of ``threads`` decoding threads (None for one: decode in this thread).
+
+    ``warnings.catch_warnings`` swaps process-wide filters, so the threads' own overlapping
+    blocks could leave PIL's warnings silenced (or shown) after ingest; one block around the
+    whole pool restores the filters when it ends.
+    """
+    if threads < 2:
+        yield None
+        return
+    with warnings.catch_warnings(), ThreadPoolExecutor(threads) as pool:
+        warnings.simplefilter("ignore")
+        yield pool
+
+
+def _in_order(function: Callable[[_T], _R], items: Iterable[_T],
+              pool: ThreadPoolExecutor | None, in_flight: int) -> Iterator[tuple[_T, _R]]:
+    """``(item, function(item))`` in the order of ``items``, computed by ``pool`` (if any) with
+    at most ``in_flight`` items submitted and not yet yielded: memory stays bounded however
+    many items there are."""
+    if pool is None:
+        for item in items:
+            yield item, function(item)
+        return
+    flight: deque[tuple[_T, Future[_R]]] = deque()
+    for item in items:
+        flight.append((item, pool.submit(function, item)))
+        if len(flight) >= in_flight:
+            done, future = flight.popleft()
+            yield done, future.result()
+    while flight:
+        done, future = flight.popleft()
+        yield done, future.result()
+
+
+def _records(source: str,
+             records: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str | None]]:
+    """``(record, origin)`` without the private ``_`` keys; every record has the first's keys."""
+    expected: set[str] | None = None
+    for number, record in enumerate(records):
+        origin = record.pop("_origin", None)
+        record = {k: v for k, v in record.items() if not k.startswith("_")}
+        keys = set(record) | {"image"}
+        if expected is None:
+            expected = keys
+        elif keys != expected:
+            raise DataError(
+                f"source {source!r}: record {number} ({record.get('image_id')!r}) has "
+                f"keys {sorted(keys)}, the first record had {sorted(expected)}"
+            )
+        yield record, origin
+
+
+def _file_name(record: dict[str, Any]) -> str:
+    """How a bad file is named: its path when it was read from one, else its image_id."""
+    if record.get("image") is None and record.get("path") is not None:
+        return str(record["path"])
+    return str(record.get("image_id"))
+
+
+def _image_options(short_side: int, background: str, where: str) -> RGB:
+    """Check ``short_side``; ``background`` as (r, g, b)."""
+    if isinstance(short_side, bool) or not isinstance(short_side, int) or (
+            short_side < _MIN_SHORT_SIDE):
+        raise ConfigError(f"{where}.images.short_side: {short_side!r} is not a whole number of "
+                          f"pixels >= {_MIN_SHORT_SIDE}")
+    return parse_colour(background, f"{where}.images.background")
 
 
 def ingest(
@@ -117,29 +213,63 @@ def ingest(
     out_path: str | os.PathLike[str],
     *,
     on_bad: str = "fail",
+    short_side: int = 256,
+    background: str = "white",
+    where: str = DATASET_KEY,
     report_path: str | os.PathLike[str] | None = None,
 ) -> IngestReport:
     """Read ``source`` (a FORMATS name) built with ``options`` into the manifest ``out_path``.
 
-    Every image is decoded once. Bad files (missing, empty, truncated, corrupt, not an image)
-    are collected; with ``on_bad="fail"`` one DataError lists them all and nothing is written,
-    with ``on_bad="skip"`` they are left out and listed in the report. The report (JSON:
-    counts per split and domain, bad and ignored files) goes to ``report_path`` if given.
+    Every image is decoded once and stored with its shorter side at most ``short_side``
+    pixels, transparency composited onto ``background`` (:func:`dml.data.images.store_image`).
+    Bad files (missing, empty, truncated, corrupt, not an image, too large) are collected;
+    with ``on_bad="fail"`` one DataError lists them all and nothing is written, with
+    ``on_bad="skip"`` they are left out and listed in the report. The report (JSON: counts per
+    split and domain, images resized and flattened, bad and ignored files) goes to
+    ``report_path`` if given. ``where`` is the dataset's key in params.yaml (``datasets.mine``),
+    named by configuration errors: the sources name their options as
+    ``datasets.<name>.options.<key>`` (:data:`DATASET_KEY`), and ``where`` replaces that.
     """
+    try:
+        return _ingest(source, options, out_path, on_bad=on_bad, short_side=short_side,
+                       background=background, where=where, report_path=report_path)
+    except (ConfigError, DataError) as err:
+        text = str(err)
+        if where == DATASET_KEY or DATASET_KEY not in text:
+            raise
+        raise type(err)(text.replace(DATASET_KEY, where)) from None
+
+
+def _ingest(
+    source: str,
+    options: dict[str, Any],
+    out_path: str | os.PathLike[str],
+    *,
+    on_bad: str = "fail",
+    short_side: int = 256,
+    background: str = "white",
+    where: str = DATASET_KEY,
+    report_path: str | os.PathLike[str] | None = None,
+) -> IngestReport:
     if on_bad not in ON_BAD:
-        raise ConfigError(f"ingest.on_bad: {on_bad!r} is not one of: {', '.join(ON_BAD)}")
-    built = FORMATS.build(source, where="ingest.options", **dict(options or {}))
+        raise ConfigError(f"{where}.on_bad: {on_bad!r} is not one of: {', '.join(ON_BAD)}")
+    colour = _image_options(short_side, background, where)
+    built = FORMATS.build(source, where=f"{where}.options", **dict(options or {}))
     info = built.info()
     out_path = Path(out_path)
 
+    def prepare(item: tuple[dict[str, Any], str | None]) -> StoredImage | str:
+        record = item[0]
+        return prepare_image(record.get("image"), record.get("path"), short_side=short_side,
+                             background=colour)
+
     columns: list[str] | None = None
     schema: pa.Schema | None = None
-    expected_keys: set[str] | None = None
     bad: list[BadFile] = []
     meta: dict[str, list[Any]] = {}
     pending: list[dict[str, Any]] = []
     pending_bytes = 0
-    images = 0
+    images = resized = flattened = 0
 
     with atomic_path(out_path) as tmp:
         writer: pq.ParquetWriter | None = None
@@ -162,52 +292,39 @@ def ingest(
             pending, pending_bytes = [], 0
 
         try:
-            for number, record in enumerate(built.records()):
-                origin = record.pop("_origin", None)
-                record = {k: v for k, v in record.items() if not k.startswith("_")}
-                keys = set(record) | {"image"}
-                if expected_keys is None:
-                    expected_keys = keys
-                    columns = _column_order(keys, info)
-                    schema = manifest_schema(columns, info)
-                    meta = {c: [] for c in columns if c != "image"}
-                elif keys != expected_keys:
-                    raise DataError(
-                        f"source {source!r}: record {number} ({record.get('image_id')!r}) has "
-                        f"keys {sorted(keys)}, the first record had {sorted(expected_keys)}"
-                    )
-                image_id = str(record.get("image_id"))
-                data = record.get("image")
-                name = image_id
-                reason = None
-                if data is None:
-                    if record.get("path") is None:
-                        reason = "neither image bytes nor a path"
-                    else:
-                        name = str(record["path"])
-                        data, reason = read_image_bytes(record["path"])
-                if reason is None:
-                    reason = check_image(data)
-                if reason is not None:
-                    bad.append(BadFile(file=name, image_id=image_id, reason=reason, origin=origin))
-                    continue
-                record["image"] = data
-                for column in meta:
-                    meta[column].append(record.get(column))
-                pending.append(record)
-                pending_bytes += len(data)
-                images += 1
-                if len(pending) >= _ROW_GROUP_ROWS or pending_bytes >= _ROW_GROUP_BYTES:
-                    if not (bad and on_bad == "fail"):  # no point writing what will be dropped
-                        flush()
-                    else:
-                        pending, pending_bytes = [], 0
+            threads = _threads()
+            with _decoders(threads) as pool:
+                for (record, origin), stored in _in_order(
+                        prepare, _records(source, built.records()), pool, 2 * threads):
+                    if columns is None:
+                        columns = _column_order(set(record) | set(_ADDED), info)
+                        schema = manifest_schema(columns, info)
+                        meta = {c: [] for c in columns if c != "image"}
+                    if isinstance(stored, str):
+                        bad.append(BadFile(file=_file_name(record),
+                                           image_id=str(record.get("image_id")),
+                                           reason=stored, origin=origin))
+                        continue
+                    record.update(image=stored.data, source_width=stored.width,
+                                  source_height=stored.height)
+                    resized += stored.resized
+                    flattened += stored.flattened
+                    for column in meta:
+                        meta[column].append(record.get(column))
+                    pending.append(record)
+                    pending_bytes += len(stored.data)
+                    images += 1
+                    if len(pending) >= _ROW_GROUP_ROWS or pending_bytes >= _ROW_GROUP_BYTES:
+                        if not (bad and on_bad == "fail"):  # no point writing what will be dropped
+                            flush()
+                        else:
+                            pending, pending_bytes = [], 0
 
             if bad and on_bad == "fail":
                 listing = "\n  ".join(b.describe() for b in bad)
                 raise DataError(
                     f"source {source!r}: {len(bad)} bad file(s); nothing was written to "
-                    f"{out_path} (set ingest.on_bad: skip to leave them out):\n  {listing}"
+                    f"{out_path} (set {where}.on_bad: skip to leave them out):\n  {listing}"
                 )
             if images == 0:
                 raise DataError(f"source {source!r}: no readable images; nothing was written "
@@ -236,9 +353,27 @@ def ingest(
         counts=counts,
         classes={s: info.num_classes(s) for s in info.scales},
         on_bad=on_bad,
+        resized=resized,
+        flattened=flattened,
         bad_files=bad,
         ignored_files=list(getattr(built, "ignored", [])),
     )
     if report_path is not None:
         write_json_atomic(report_path, report.to_dict())
     return report
+
+
+def unwatched_paths(options: dict[str, Any]) -> list[str]:
+    """The options, ``root`` aside, that name an existing file or folder outside ``root``:
+    dvc.yaml watches a dataset's root alone, so an edit there would not re-run ingest."""
+    root = options.get("root")
+    if not isinstance(root, str) or not Path(root).is_dir():
+        return []
+    inside = Path(root).resolve()
+    found = []
+    for key, value in sorted(options.items()):
+        if key == "root" or not isinstance(value, str) or not value or not Path(value).exists():
+            continue
+        if not Path(value).resolve().is_relative_to(inside):
+            found.append(key)
+    return found

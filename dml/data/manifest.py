@@ -6,9 +6,12 @@ Columns (absent annotations are absent columns, never fake values):
 column             type                                           meaning
 =================  =============================================  ==============================
 ``image_id``       string, unique, non-null                       stable id of the image
-``image``          binary                                         original encoded file bytes
+``image``          binary                                         encoded image as stored for
+                                                                  training (see below)
 ``path``           string                                         source file (provenance, or
                                                                   where to read when no bytes)
+``source_width``   int64 >= 1                                     the source image's size in
+``source_height``  int64 >= 1                                     pixels, upright (provenance)
 ``split``          string: train / val / test                     when the source defines it
 ``role``           string: query / gallery / both                 when the source defines it
 ``domain``         string: photo / sketch
@@ -23,9 +26,13 @@ column             type                                           meaning
 ``instance_id``    string                                         links a photo and its sketch
 =================  =============================================  ==============================
 
-At least one of ``image`` / ``path`` is present and every row has one of them. The file's
-key-value metadata holds, under the key ``dml``, the JSON of :class:`ManifestInfo`: the source
-name and options, the scales (fine -> coarse), class names per scale and attribute names.
+At least one of ``image`` / ``path`` is present and every row has one of them. Ingest stores
+``image`` as :func:`dml.data.images.store_image` makes it: upright, opaque RGB or grey (any
+transparency composited onto the dataset's ``images.background``), the shorter side at most
+``images.short_side`` pixels; the original file's bytes when they already are all that. The
+file's key-value metadata holds, under the key ``dml``, the JSON of :class:`ManifestInfo`: the
+source name and options, the scales (fine -> coarse), class names per scale and attribute
+names.
 The finest scale's labels live in ``label``; scale ``s`` of ``scales[1:]`` in ``label_<s>``.
 A label may be null only on a test row (``split`` = ``test``): the image is labelled at some
 scales and unknown at the others, as in DyML's per-scale benchmarks (an image of the coarse
@@ -64,6 +71,8 @@ COLUMN_TYPES: dict[str, pa.DataType] = {
     "image_id": pa.string(),
     "image": pa.binary(),
     "path": pa.string(),
+    "source_width": pa.int64(),
+    "source_height": pa.int64(),
     "split": pa.string(),
     "role": pa.string(),
     "domain": pa.string(),
@@ -235,7 +244,7 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
     breaks the contract; return None when it holds.
 
     Checks: known columns with usable types; unique non-null ``image_id``; an image or a path
-    on every row; split/role/domain values; labels in range for their scale, null only on
+    on every row; source sizes of at least one pixel; split/role/domain values; labels in range for their scale, null only on
     test rows and never at every scale;
     attribute lists of the right length holding 0/1; object counts with known labels and
     positive counts.
@@ -278,6 +287,13 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
         which = "/".join(n for n in ("image", "path") if n in names)
         raise _fail(path, which, "rows with neither image bytes nor a path", table,
                     np.flatnonzero(missing))
+
+    for name in ("source_width", "source_height"):
+        if name in names:
+            column = table.column(name)
+            small = column.fill_null(0).to_numpy(zero_copy_only=False) < 1
+            if small.any():
+                raise _fail(path, name, "null or below 1 pixel", table, np.flatnonzero(small))
 
     for name, allowed in _CATEGORICAL.items():
         if name not in names:

@@ -397,9 +397,9 @@ def render_sketch(canvas: _Canvas, rng: np.random.Generator, cls: FineClass, pos
 def check_options(image_size: int, families: int, types_per_family: int, classes_per_type: int,
                   images_per_class: int, scenes: int, view: str,
                   domains: Sequence[str]) -> tuple[str, ...]:
-    """Raise ConfigError naming ``ingest.options.<key>`` for a bad option; the domains tuple."""
+    """Raise ConfigError naming ``datasets.<name>.options.<key>`` for a bad option; the domains tuple."""
     def bad(key: str, message: str) -> ConfigError:
-        return ConfigError(f"ingest.options.{key}: {message}")
+        return ConfigError(f"datasets.<name>.options.{key}: {message}")
 
     if not 16 <= image_size <= 128:
         raise bad("image_size", f"{image_size} is outside 16..128 (32..64 is the intended range)")

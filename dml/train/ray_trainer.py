@@ -21,6 +21,7 @@ import ray.train.torch
 from torch import nn
 
 from dml.config import RunSpec
+from dml.runtime import quiet_frameworks
 from dml.train.launch import run_name
 from dml.train.loop import DataSpec, describe_process, fit
 
@@ -59,6 +60,7 @@ class RayTrainSession:
 
 def train_worker(config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker."""
+    quiet_frameworks()
     spec = RunSpec.model_validate(config["spec"])
     data = DataSpec(**config["data"])
     session = RayTrainSession()
@@ -97,6 +99,9 @@ def make_trainer(
             failure_config=ray.train.FailureConfig(max_failures=spec.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=list(callbacks),
+            # Ray Train's own records (each report, each checkpoint, its controller's polling)
+            # stay in the session's log files; the console gets its errors and our lines.
+            logging_config=ray.train.LoggingConfig(log_level="ERROR"),
         ),
     )
 

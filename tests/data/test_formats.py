@@ -82,7 +82,7 @@ def test_folder_csv_errors_name_file_and_line(tree, tmp_path):
         FolderSource(tree, _csv(tmp_path, "path\nant/1.png\nant/1.png\n"))
     with pytest.raises(DataError, match="not a directory"):
         FolderSource(tmp_path / "nowhere")
-    with pytest.raises(ConfigError, match="ingest.options.domain"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.domain"):
         FolderSource(tree, domain="painting")
 
 
@@ -93,7 +93,7 @@ def test_csv_row_for_a_file_not_in_the_tree_becomes_a_missing_record(tree, tmp_p
 
 
 def test_synthetic_source_checks_options_when_built():
-    with pytest.raises(ConfigError, match="ingest.options.image_size"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.image_size"):
         FORMATS.build("synthetic", image_size=4)
     source = FORMATS.build("synthetic", images_per_class=1, classes_per_type=1,
                            types_per_family=1, families=2)

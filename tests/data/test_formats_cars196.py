@@ -222,7 +222,7 @@ def test_cars196_unreadable_and_missing_files(cars, monkeypatch):
 
 
 def test_cars196_configuration(cars):
-    with pytest.raises(ConfigError, match="unknown key.*ingest.options.crop"):
-        FORMATS.build("cars196", where="ingest.options", root=str(cars), crop=True)
+    with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.crop"):
+        FORMATS.build("cars196", where="datasets.<name>.options", root=str(cars), crop=True)
     with pytest.raises(DataError, match="cars196 source: root .* is not a directory"):
         FORMATS.build("cars196", root=str(cars / "nowhere"))

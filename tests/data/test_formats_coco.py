@@ -180,7 +180,7 @@ def test_coco_2014_naming(tmp_path):
     report = ingest("coco", {"root": str(root), "year": 2014}, tmp_path / "m.parquet")
     assert report.images == 4 and read_info(tmp_path / "m.parquet").options["year"] == 2014
     with pytest.raises(DataError, match="instances_train2017.json does not exist .*the 2014 "
-                                        "files are there: set ingest.options.year: 2014"):
+                                        "files are there: set datasets.<name>.options.year: 2014"):
         CocoSource(root)
 
 
@@ -286,14 +286,14 @@ def test_coco_categories_must_match_between_files(coco):
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"year": 2016}, "ingest.options.year: 2016 is not one of: 2014, 2017"),
-    ({"year": "2017"}, "ingest.options.year: '2017' is not one of"),
-    ({"year": True}, "ingest.options.year: True"),
-    ({"count_crowd": "yes"}, "ingest.options.count_crowd: 'yes' is not true or false"),
-    ({"unlabelled": "drop"}, "ingest.options.unlabelled: 'drop' is not one of: skip, fail"),
+    ({"year": 2016}, "datasets.<name>.options.year: 2016 is not one of: 2014, 2017"),
+    ({"year": "2017"}, "datasets.<name>.options.year: '2017' is not one of"),
+    ({"year": True}, "datasets.<name>.options.year: True"),
+    ({"count_crowd": "yes"}, "datasets.<name>.options.count_crowd: 'yes' is not true or false"),
+    ({"unlabelled": "drop"}, "datasets.<name>.options.unlabelled: 'drop' is not one of: skip, fail"),
     ({"max_images": 10},
-     "unknown key.*ingest.options.max_images.*valid keys: count_crowd, root, unlabelled, year"),
+     "unknown key.*datasets.<name>.options.max_images.*valid keys: count_crowd, root, unlabelled, year"),
 ])
 def test_coco_bad_options(coco, options, message):
     with pytest.raises(ConfigError, match=message):
-        FORMATS.build("coco", where="ingest.options", root=str(coco), **options)
+        FORMATS.build("coco", where="datasets.<name>.options", root=str(coco), **options)

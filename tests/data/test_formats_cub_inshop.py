@@ -217,16 +217,16 @@ def test_cub_wrong_class_line_is_not_also_a_missing_one(cub):
 
 
 def test_cub_configuration_errors(cub):
-    with pytest.raises(ConfigError, match="unknown key.*ingest.options.colour"):
-        FORMATS.build("cub", where="ingest.options", root=str(cub), colour="red")
-    with pytest.raises(ConfigError, match="ingest.options.min_certainty"):
+    with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.colour"):
+        FORMATS.build("cub", where="datasets.<name>.options", root=str(cub), colour="red")
+    with pytest.raises(ConfigError, match="datasets.<name>.options.min_certainty"):
         FORMATS.build("cub", root=str(cub), min_certainty=5)
     for wrong in (True, 2.0, "2"):
-        with pytest.raises(ConfigError, match="ingest.options.min_certainty"):
+        with pytest.raises(ConfigError, match="datasets.<name>.options.min_certainty"):
             FORMATS.build("cub", root=str(cub), min_certainty=wrong)
-    with pytest.raises(ConfigError, match="ingest.options.split: 'random'"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.split: 'random'"):
         FORMATS.build("cub", root=str(cub), split="random")
-    with pytest.raises(ConfigError, match="ingest.options.attributes"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.attributes"):
         FORMATS.build("cub", root=str(cub), attributes="yes")
     with pytest.raises(DataError, match="not a directory"):
         FORMATS.build("cub", root=str(cub / "nowhere"))
@@ -386,9 +386,9 @@ def test_inshop_errors_name_file_and_line(inshop, name, text, message):
 
 
 def test_inshop_configuration_and_missing_files(inshop):
-    with pytest.raises(ConfigError, match="unknown key.*ingest.options.split"):
-        FORMATS.build("inshop", where="ingest.options", root=str(inshop), split="classes")
-    with pytest.raises(ConfigError, match="ingest.options.attributes"):
+    with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.split"):
+        FORMATS.build("inshop", where="datasets.<name>.options", root=str(inshop), split="classes")
+    with pytest.raises(ConfigError, match="datasets.<name>.options.attributes"):
         FORMATS.build("inshop", root=str(inshop), attributes=1)
     (inshop / "Anno/list_attr_items.txt").unlink()
     with pytest.raises(DataError, match="list_attr_cloth.txt exists but .*list_attr_items.txt"):

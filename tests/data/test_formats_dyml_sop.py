@@ -204,9 +204,9 @@ def test_dyml_options_and_layout_detection(vehicle, tmp_path):
 
 
 def test_dyml_configuration_errors(vehicle):
-    with pytest.raises(ConfigError, match="unknown key.*ingest.options.scales"):
-        FORMATS.build("dyml", where="ingest.options", root=str(vehicle), scales=3)
-    with pytest.raises(ConfigError, match="ingest.options.test: 'no'"):
+    with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.scales"):
+        FORMATS.build("dyml", where="datasets.<name>.options", root=str(vehicle), scales=3)
+    with pytest.raises(ConfigError, match="datasets.<name>.options.test: 'no'"):
         FORMATS.build("dyml", root=str(vehicle), test="no")
     with pytest.raises(DataError, match="not a directory"):
         FORMATS.build("dyml", root=str(vehicle / "nowhere"))
@@ -439,8 +439,8 @@ def test_sop_errors_name_file_and_line(sop, name, text, message):
 
 
 def test_sop_missing_list_and_configuration(sop):
-    with pytest.raises(ConfigError, match="unknown key.*ingest.options.test"):
-        FORMATS.build("sop", where="ingest.options", root=str(sop), test=False)
+    with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.test"):
+        FORMATS.build("sop", where="datasets.<name>.options", root=str(sop), test=False)
     with pytest.raises(DataError, match="not a directory"):
         FORMATS.build("sop", root=str(sop / "nowhere"))
     (sop / "Ebay_test.txt").unlink()

@@ -155,18 +155,18 @@ def test_named_concepts(nus):
     assert source.info().options["concepts"] == ["dog", "animal"]
     assert _counts(source.records()) == {IDS[1]: [1], IDS[2]: [1], IDS[6]: [0]}
     assert [i.split(" ")[0] for i in source.ignored] == [IDS[0], IDS[3], IDS[4], IDS[5]]
-    with pytest.raises(ConfigError, match=r"ingest.options.concepts: unknown concept\(s\) "
+    with pytest.raises(ConfigError, match=r"datasets.<name>.options.concepts: unknown concept\(s\) "
                                           r"'cat', 'Dog'; Concepts81.txt lists: animal, beach"):
         NuswideSource(nus, concepts=["cat", "dog", "Dog"])
 
 
 def test_unlabelled_fail_names_the_images(nus):
     with pytest.raises(DataError, match=re.escape(
-            "1 image(s) show no class (set ingest.options.unlabelled: skip to leave them out): "
+            "1 image(s) show no class (set datasets.<name>.options.unlabelled: skip to leave them out): "
             "Flickr/dog/0001_4.jpg (no concept among the 4 kept)")):
         NuswideSource(nus, unlabelled="fail")
     with pytest.raises(DataError, match=re.escape(
-            "6 image(s) show no class (set ingest.options.unlabelled: skip to leave them out): "
+            "6 image(s) show no class (set datasets.<name>.options.unlabelled: skip to leave them out): "
             + ", ".join(f"{i} (no concept among the 1 kept)" for i in IDS[:5]) + " and 1 more")):
         # the first five named
         NuswideSource(nus, concepts=["animal"], unlabelled="fail")
@@ -243,15 +243,15 @@ def test_missing_files(nus, tmp_path):
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"unlabelled": "drop"}, "ingest.options.unlabelled: 'drop' is not one of: skip, fail"),
-    ({"concepts": 0}, "ingest.options.concepts: 0 is not a positive number"),
-    ({"concepts": -3}, "ingest.options.concepts: -3 is not"),
-    ({"concepts": True}, "ingest.options.concepts: True is not"),
-    ({"concepts": "21"}, "ingest.options.concepts: '21' is not"),
-    ({"concepts": 2.0}, "ingest.options.concepts: 2.0 is not"),
-    ({"concepts": []}, r"ingest.options.concepts: \[\] is not a non-empty list"),
-    ({"concepts": ["dog", 3]}, "ingest.options.concepts: .* is not a non-empty list"),
-    ({"concepts": ["dog", "cat", "dog"]}, "ingest.options.concepts: dog named twice"),
+    ({"unlabelled": "drop"}, "datasets.<name>.options.unlabelled: 'drop' is not one of: skip, fail"),
+    ({"concepts": 0}, "datasets.<name>.options.concepts: 0 is not a positive number"),
+    ({"concepts": -3}, "datasets.<name>.options.concepts: -3 is not"),
+    ({"concepts": True}, "datasets.<name>.options.concepts: True is not"),
+    ({"concepts": "21"}, "datasets.<name>.options.concepts: '21' is not"),
+    ({"concepts": 2.0}, "datasets.<name>.options.concepts: 2.0 is not"),
+    ({"concepts": []}, r"datasets.<name>.options.concepts: \[\] is not a non-empty list"),
+    ({"concepts": ["dog", 3]}, "datasets.<name>.options.concepts: .* is not a non-empty list"),
+    ({"concepts": ["dog", "cat", "dog"]}, "datasets.<name>.options.concepts: dog named twice"),
 ])
 def test_bad_options(nus, options, message):
     with pytest.raises(ConfigError, match=message):
@@ -259,5 +259,5 @@ def test_bad_options(nus, options, message):
 
 
 def test_unknown_option_key(nus):
-    with pytest.raises(ConfigError, match="unknown key.*ingest.options.split"):
-        FORMATS.build("nuswide", where="ingest.options", root=str(nus), split="classes")
+    with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.split"):
+        FORMATS.build("nuswide", where="datasets.<name>.options", root=str(nus), split="classes")

@@ -131,11 +131,11 @@ def test_augmentation_option(release):
                        f"256x256/sketch/{CENTRED}/airplane/n02691156_10151-1.png"]
     assert centred.info().options["augmentation"] == CENTRED
     message = (r"sketch/tx_000000001110 does not exist \(augmentation folders there: "
-               rf"{PLAIN}, {CENTRED}, {BBOX}; see ingest.options.augmentation\)")
+               rf"{PLAIN}, {CENTRED}, {BBOX}; see datasets.<name>.options.augmentation\)")
     with pytest.raises(DataError, match=message):
         SketchySource(release, augmentation="tx_000000001110")
-    with pytest.raises(ConfigError, match=r"ingest.options.augmentation: 'tx_1' is not one of"):
-        FORMATS.build("sketchy", where="ingest.options", root=str(release), augmentation="tx_1")
+    with pytest.raises(ConfigError, match=r"datasets.<name>.options.augmentation: 'tx_1' is not one of"):
+        FORMATS.build("sketchy", where="datasets.<name>.options", root=str(release), augmentation="tx_1")
 
 
 def test_preprocessed_layout(tmp_path):
@@ -159,7 +159,7 @@ def test_preprocessed_layout(tmp_path):
     ]
     assert source.info().options["layout"] == "preprocessed"
     assert source.info().options["augmentation"] is None
-    with pytest.raises(ConfigError, match="ingest.options.augmentation: .* release layout only"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.augmentation: .* release layout only"):
         SketchySource(root, augmentation=PLAIN)
 
 
@@ -258,7 +258,7 @@ def test_invalid_lists_from_the_info_option(release, tmp_path):
     message = str(error.value)
     assert f"lists of invalid sketches in {release / 'info'}; missing: invalid-ambiguous.txt, " \
            "invalid-context.txt, invalid-error.txt, invalid-pose.txt" in message
-    assert "ingest.options.info" in message
+    assert "datasets.<name>.options.info" in message
     source = SketchySource(release, invalid="drop", info=tmp_path / "sketchy_info")
     assert len(list(source.records())) == len(RELEASE_ROWS) - 1
     assert source.ignored[-1] == f"{S}/hot-air_balloon/n03541923_1090-1.png (invalid: pose)"
@@ -278,9 +278,9 @@ def test_invalid_list_problems_name_file_and_line(release):
 
 
 def test_invalid_option_value(release):
-    with pytest.raises(ConfigError, match=r"^ingest.options.invalid: 'remove' is not one of: "
+    with pytest.raises(ConfigError, match=r"^datasets.<name>.options.invalid: 'remove' is not one of: "
                                           r"keep, drop$"):
-        FORMATS.build("sketchy", where="ingest.options", root=str(release), invalid="remove")
+        FORMATS.build("sketchy", where="datasets.<name>.options", root=str(release), invalid="remove")
 
 
 def test_extended_photos(release, tmp_path):
@@ -330,7 +330,7 @@ def test_ingest_end_to_end(release, tmp_path):
     assert report.ignored_files == [f"{P}/car_(sedan)/Thumbs.db (not an image file)",
                                     f"{S}/airplane/n02691156_10151-2.png (invalid: error)"]
     table = read_manifest(out)
-    assert table.column_names == ["image_id", "image", "path", "domain", "label", "instance_id"]
+    assert table.column_names == ["image_id", "image", "path", "source_width", "source_height", "domain", "label", "instance_id"]
     rows = list(zip(*(table.column(c).to_pylist()
                       for c in ("image_id", "domain", "label", "instance_id")), strict=True))
     assert rows[4:7] == [  # airplane: 2 photos, 2 sketches (one dropped)
@@ -346,9 +346,9 @@ def test_ingest_end_to_end(release, tmp_path):
 
 def test_registration_and_unknown_option(release):
     assert "sketchy" in FORMATS.names()
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) ingest.options.split .*valid keys: "
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) datasets.<name>.options.split .*valid keys: "
                                           "augmentation, extended_photos, info, invalid, root"):
-        FORMATS.build("sketchy", where="ingest.options", root=str(release), split="zero-shot")
+        FORMATS.build("sketchy", where="datasets.<name>.options", root=str(release), split="zero-shot")
 
 
 def test_category_level_and_zero_shot_splits_of_the_ingested_release(release, tmp_path):

@@ -236,7 +236,7 @@ def test_ingest_end_to_end(tuberlin, tmp_path):
     assert report.counts == {"domain": {"photo": 6, "sketch": 7}}
     assert report.classes == {"fine": 5}
     table = read_manifest(out)
-    assert table.column_names == ["image_id", "image", "path", "domain", "label"]
+    assert table.column_names == ["image_id", "image", "path", "source_width", "source_height", "domain", "label"]
     columns = (table.column(c).to_pylist() for c in ("image_id", "domain", "label"))
     rows = list(zip(*columns, strict=True))
     assert rows == ROWS
@@ -245,11 +245,11 @@ def test_ingest_end_to_end(tuberlin, tmp_path):
 
 def test_registration_and_option_errors(tuberlin):
     assert "tuberlin" in FORMATS.names()
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) ingest.options.instances .*valid "
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) datasets.<name>.options.instances .*valid "
                                           "keys: filelist, photos, root"):
-        FORMATS.build("tuberlin", where="ingest.options", root=str(tuberlin), instances=True)
-    with pytest.raises(ConfigError, match=r"^ingest.options.filelist: 3 is not a path, true or "
+        FORMATS.build("tuberlin", where="datasets.<name>.options", root=str(tuberlin), instances=True)
+    with pytest.raises(ConfigError, match=r"^datasets.<name>.options.filelist: 3 is not a path, true or "
                                           "false$"):
-        FORMATS.build("tuberlin", where="ingest.options", root=str(tuberlin), filelist=3)
+        FORMATS.build("tuberlin", where="datasets.<name>.options", root=str(tuberlin), filelist=3)
     with pytest.raises(DataError, match="tuberlin source: root .*nowhere is not a directory"):
         TuBerlinSource(tuberlin / "nowhere")

@@ -114,7 +114,7 @@ def test_synthetic_source_round_trip(tmp_path):
 
 
 def test_configuration_errors(tmp_path):
-    with pytest.raises(ConfigError, match="ingest.options.image_sise"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.image_sise"):
         ingest("synthetic", {"image_sise": 32}, tmp_path / "m.parquet")
     with pytest.raises(ConfigError, match="fail, skip"):
         ingest("synthetic", {}, tmp_path / "m.parquet", on_bad="ignore")

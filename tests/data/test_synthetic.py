@@ -99,11 +99,11 @@ def test_scenes(small_scenes):
 
 
 def test_options_are_checked():
-    with pytest.raises(ConfigError, match="ingest.options.view"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.view"):
         generate(view="grid")
-    with pytest.raises(ConfigError, match="ingest.options.domains"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.domains"):
         generate(view="scenes", domains=("sketch",))
-    with pytest.raises(ConfigError, match="ingest.options.families"):
+    with pytest.raises(ConfigError, match="datasets.<name>.options.families"):
         generate(families=9)
     table, info = generate(image_size=48, families=2, types_per_family=2, classes_per_type=3,
                            images_per_class=1)

@@ -31,6 +31,22 @@ def session_members(sid: int) -> list[int]:
     return [pid for pid, _, session in _live_processes() if session == sid]
 
 
+def processes_with_env(name: str, value: str) -> list[str]:
+    """Command lines of live processes whose environment sets ``name`` to ``value``: what a
+    run started with that variable and left behind."""
+    entry = f"{name}={value}".encode()
+    found = []
+    for pid, _, _ in _live_processes():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if entry in environ:
+            found.append(f"{pid}: {command}")
+    return found
+
+
 def _live_processes() -> list[tuple[int, int, int]]:
     """(pid, process group, session) of every live (non-zombie) process."""
     live = []

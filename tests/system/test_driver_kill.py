@@ -38,6 +38,11 @@ def test_killed_train_stage_resumes_and_changed_params_start_afresh(launcher, fa
     assert 1 <= resumed_at <= max(done) + 1
     assert f"resuming at epoch {resumed_at}" in again.stdout + again.stderr
 
+    # The console is for people: Ray Train's own records stay in its log files.
+    for noise in ("Reporting training result", "Checkpoint successfully created",
+                  "Failed to query Ray Train Controller", "TrainingReport("):
+        assert noise not in again.stdout + again.stderr, noise
+
     if launcher == "ray":
         return  # which run a stage resumes is decided before either launcher starts: once is enough
     # Changed parameters: a different run, trained from scratch.

@@ -85,3 +85,18 @@ def test_the_checkout_in_the_working_directory_is_what_is_fingerprinted(tmp_path
     assert code_fingerprint(Path("run.py"))["dml/__init__.py"] == code_fingerprint(Path("run.py"), root=tmp_path)["dml/__init__.py"]
     monkeypatch.chdir(tmp_path / "dml")
     assert source_root() == ROOT
+
+
+def test_no_stage_is_always_changed_so_dvc_status_can_be_clean():
+    assert not [name for name, body in STAGES.items() if body.get("do", body).get("always_changed")]
+    assert set(deps_of("code")) == {"dml", "pipelines"}  # made again after an edit, only then
+    # a dataset's files are a dependency of its ingest: its root, in the repository or not
+    assert "${item.options.root}" in deps_of("ingest")
+    ignored = (ROOT / ".dvcignore").read_text().split()
+    assert "__pycache__/" in ignored  # bytecode written at run time is no edit
+
+
+def test_every_dataset_names_the_root_dvc_watches():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name, dataset in params["datasets"].items():
+        assert (ROOT / dataset["options"]["root"]).exists(), name

@@ -1,6 +1,6 @@
 """Readers of published dataset layouts, one per file, registered in ``FORMATS``.
 
-A reader is a factory taking keyword options (``ingest.options`` in params.yaml) and returning
+A reader is a factory taking keyword options (``datasets.<name>.options`` in params.yaml) and returning
 a :class:`Source`. ``dml.data.ingest`` decodes, checks and writes what a source yields.
 
 Record contract (every record of a source has the same keys):
@@ -31,6 +31,9 @@ class Source(Protocol):
 
 
 FORMATS: Registry[Source] = Registry("data source")
+#: How a source names a key of its dataset in a message (``datasets.<name>.options.year``):
+#: it does not know the dataset's name, and ingest puts it in.
+DATASET_KEY = "datasets.<name>"
 
 # Register the readers (import for their side effect).
 from dml.data.formats import (  # noqa: E402,F401

@@ -164,10 +164,10 @@ class CocoSource:
     def __init__(self, root: str | os.PathLike[str], year: int = 2017,
                  count_crowd: bool = False, unlabelled: str = "skip") -> None:
         if _int(year) not in YEARS:
-            raise ConfigError(f"ingest.options.year: {year!r} is not one of: "
+            raise ConfigError(f"datasets.<name>.options.year: {year!r} is not one of: "
                               f"{', '.join(map(str, YEARS))}")
         if not isinstance(count_crowd, bool):
-            raise ConfigError(f"ingest.options.count_crowd: {count_crowd!r} is not true or false")
+            raise ConfigError(f"datasets.<name>.options.count_crowd: {count_crowd!r} is not true or false")
         check_unlabelled(unlabelled)
         self.root = Path(root)
         if not self.root.is_dir():
@@ -203,7 +203,7 @@ class CocoSource:
     def _check_exists(self, path: Path, folder: str) -> None:
         if not path.is_file():
             other = YEARS[1 - YEARS.index(self.year)]
-            hint = (f"; the {other} files are there: set ingest.options.year: {other}"
+            hint = (f"; the {other} files are there: set datasets.<name>.options.year: {other}"
                     if (self.root / f"annotations/instances_val{other}.json").is_file() else "")
             raise DataError(f"coco source: {path} does not exist (root must be the COCO folder "
                             f"holding annotations/instances_{{train,val}}{self.year}.json and "

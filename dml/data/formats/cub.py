@@ -231,12 +231,12 @@ class CubSource:
     def __init__(self, root: str | os.PathLike[str], attributes: bool = True,
                  min_certainty: int = 2, split: str = "classes") -> None:
         if not isinstance(attributes, bool):
-            raise ConfigError(f"ingest.options.attributes: {attributes!r} is not true or false")
+            raise ConfigError(f"datasets.<name>.options.attributes: {attributes!r} is not true or false")
         if type(min_certainty) is not int or min_certainty not in CERTAINTIES:
-            raise ConfigError(f"ingest.options.min_certainty: {min_certainty!r} is not one of "
+            raise ConfigError(f"datasets.<name>.options.min_certainty: {min_certainty!r} is not one of "
                               + ", ".join(f"{k} ({v})" for k, v in CERTAINTIES.items()))
         if split not in SPLIT_CHOICES:
-            raise ConfigError(f"ingest.options.split: {split!r} is not one of: "
+            raise ConfigError(f"datasets.<name>.options.split: {split!r} is not one of: "
                               f"{', '.join(SPLIT_CHOICES)}")
         self.root = Path(root)
         if not self.root.is_dir():
@@ -258,7 +258,7 @@ class CubSource:
                 places = ", ".join(str(self.root / p) for p in ATTRIBUTE_NAMES)
                 raise DataError(f"cub source: {labels_path} exists but no attribute names file "
                                 f"does (looked for {places}); copy the release's attributes.txt "
-                                "into the root or set ingest.options.attributes: false")
+                                "into the root or set datasets.<name>.options.attributes: false")
             self.attribute_names_file = names_path
             self.attribute_names = _read_attribute_names(names_path)
             self.attribute_codes = _read_attribute_labels(

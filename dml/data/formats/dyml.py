@@ -178,7 +178,7 @@ class DymlSource:
 
     def __init__(self, root: str | os.PathLike[str], test: bool = True) -> None:
         if not isinstance(test, bool):
-            raise ConfigError(f"ingest.options.test: {test!r} is not true or false")
+            raise ConfigError(f"datasets.<name>.options.test: {test!r} is not true or false")
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"dyml source: root {self.root} is not a directory")
@@ -196,7 +196,7 @@ class DymlSource:
                             "must be a DyML dataset folder (e.g. dyml_vehicle) of the release")
         if not files and not test:
             raise DataError(f"dyml source: {self.root / TRAIN_LABELS} does not exist and "
-                            "ingest.options.test is false: nothing to read")
+                            "datasets.<name>.options.test is false: nothing to read")
         if test:
             files.extend(tests)
 

@@ -12,7 +12,8 @@ CSV has any column besides ``path``, every image of the tree needs a row. Proble
 (missing ``path`` column, unknown columns, bad values, duplicate rows, rows outside class
 folders, images without a row) raise one DataError naming the CSV and its line numbers. A row
 naming a file that is not in the tree is yielded as a record whose file is missing, so that
-ingest lists it, with its CSV line, among the bad files (and can skip it with on_bad=skip).
+ingest lists it, with its CSV line, among the bad files (``datasets.<name>.on_bad: skip``
+leaves it out).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class FolderSource:
         if not self.root.is_dir():
             raise DataError(f"folder source: root {self.root} is not a directory")
         if domain not in DOMAINS:
-            raise ConfigError(f"ingest.options.domain: {domain!r} is not one of: "
+            raise ConfigError(f"datasets.<name>.options.domain: {domain!r} is not one of: "
                               f"{', '.join(DOMAINS)}")
         self.domain = domain
         self.csv_path = Path(annotations_csv) if annotations_csv else None

@@ -165,7 +165,7 @@ class InShopSource:
 
     def __init__(self, root: str | os.PathLike[str], attributes: bool = True) -> None:
         if not isinstance(attributes, bool):
-            raise ConfigError(f"ingest.options.attributes: {attributes!r} is not true or false")
+            raise ConfigError(f"datasets.<name>.options.attributes: {attributes!r} is not true or false")
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"inshop source: root {self.root} is not a directory")
@@ -195,7 +195,7 @@ class InShopSource:
                 have, lack = (names_path, items_path) if names_path.is_file() else (
                     items_path, names_path)
                 raise DataError(f"inshop source: {have} exists but {lack} does not; restore it "
-                                "or set ingest.options.attributes: false")
+                                "or set datasets.<name>.options.attributes: false")
             self.attribute_names = _read_attribute_names(names_path)
             self.item_attributes = _read_item_attributes(items_path, len(self.attribute_names))
             return

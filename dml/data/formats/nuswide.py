@@ -17,7 +17,7 @@ Quirks: paths use backslashes and may carry a drive and the ``ImageData\\Flickr\
 ``Imagelist.txt`` (dropped: every path becomes ``Flickr/<folder>/<file>``); lines end with CRLF
 and label lines with a space (``0 ``); trailing blank lines are dropped. Many downloads lack
 part of the images: the reader does not look at them, ingest reports a missing one with its
-list file and line (``ingest.on_bad: skip`` leaves them out).
+list file and line (``datasets.<name>.on_bad: skip`` leaves them out).
 
 Options: ``concepts`` keeps ``k`` concepts, the most frequent ones over the training and test
 labels (ties: concept order; ``k`` at least the number listed, such as the default 81, keeps
@@ -149,13 +149,13 @@ def _check_options(concepts: Any, unlabelled: Any) -> None:
     check_unlabelled(unlabelled)
     if isinstance(concepts, (list, tuple)):
         if not concepts or not all(isinstance(c, str) and c for c in concepts):
-            raise ConfigError(f"ingest.options.concepts: {concepts!r} is not a non-empty list "
+            raise ConfigError(f"datasets.<name>.options.concepts: {concepts!r} is not a non-empty list "
                               "of concept names")
         repeated = sorted({c for i, c in enumerate(concepts) if c in concepts[:i]})
         if repeated:
-            raise ConfigError(f"ingest.options.concepts: {', '.join(repeated)} named twice")
+            raise ConfigError(f"datasets.<name>.options.concepts: {', '.join(repeated)} named twice")
     elif type(concepts) is not int or concepts < 1:
-        raise ConfigError(f"ingest.options.concepts: {concepts!r} is not a positive number of "
+        raise ConfigError(f"datasets.<name>.options.concepts: {concepts!r} is not a positive number of "
                           "concepts or a list of concept names")
 
 
@@ -176,7 +176,7 @@ class NuswideSource:
         else:
             unknown = [c for c in concepts if c not in all_names]
             if unknown:
-                raise ConfigError(f"ingest.options.concepts: unknown concept(s) "
+                raise ConfigError(f"datasets.<name>.options.concepts: unknown concept(s) "
                                   f"{', '.join(map(repr, unknown))}; {CONCEPTS_FILE} lists: "
                                   f"{', '.join(all_names)}")
             wanted = [c for c in all_names if c in concepts]

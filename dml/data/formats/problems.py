@@ -87,7 +87,7 @@ UNLABELLED_SHOWN = 5
 def check_unlabelled(value: object) -> None:
     """ConfigError unless the reader option ``unlabelled`` is one of :data:`UNLABELLED`."""
     if value not in UNLABELLED:
-        raise ConfigError(f"ingest.options.unlabelled: {value!r} is not one of: "
+        raise ConfigError(f"datasets.<name>.options.unlabelled: {value!r} is not one of: "
                           f"{', '.join(UNLABELLED)}")
 
 
@@ -99,6 +99,6 @@ def leave_out_unlabelled(source: str, images: list[tuple[str, str]], mode: str) 
         more = (f" and {len(lines) - UNLABELLED_SHOWN} more" if len(lines) > UNLABELLED_SHOWN
                 else "")
         raise DataError(f"{source} source: {len(lines)} image(s) show no class (set "
-                        "ingest.options.unlabelled: skip to leave them out): "
+                        "datasets.<name>.options.unlabelled: skip to leave them out): "
                         f"{', '.join(lines[:UNLABELLED_SHOWN])}{more}")
     return lines

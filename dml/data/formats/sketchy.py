@@ -159,11 +159,11 @@ def _locate(root: Path, augmentation: str | None) -> tuple[str, Path, Path]:
                                  if p.is_dir() and not p.name.startswith("."))
                 raise DataError(f"sketchy source: {folder} does not exist (augmentation folders "
                                 f"there: {', '.join(present) or 'none'}; see "
-                                "ingest.options.augmentation)")
+                                "datasets.<name>.options.augmentation)")
         return "release", photo_dir, sketch_dir
     if _has_folders(root, *PREPROCESSED):
         if augmentation is not None:
-            raise ConfigError(f"ingest.options.augmentation: {augmentation!r} applies to the "
+            raise ConfigError(f"datasets.<name>.options.augmentation: {augmentation!r} applies to the "
                               f"release layout only; {root} holds the preprocessed layout "
                               "(photos/, sketches/), whose sketches are not augmented")
         return "preprocessed", root / PREPROCESSED[0], root / PREPROCESSED[1]
@@ -250,7 +250,7 @@ def read_invalid(folder: Path, classes: list[str]) -> dict[tuple[str | None, str
     if missing:
         raise DataError(f"sketchy source: invalid: drop needs the release's lists of invalid "
                         f"sketches in {folder}; missing: {', '.join(missing)} (set "
-                        "ingest.options.info to the release's info/ folder)")
+                        "datasets.<name>.options.info to the release's info/ folder)")
     known = set(classes)
     table: dict[tuple[str | None, str], list[str]] = {}
     for reason, name in INVALID_FILES.items():
@@ -281,10 +281,10 @@ class SketchySource:
                  extended_photos: str | os.PathLike[str] | None = None, invalid: str = "keep",
                  info: str | os.PathLike[str] | None = None) -> None:
         if invalid not in INVALID_CHOICES:
-            raise ConfigError(f"ingest.options.invalid: {invalid!r} is not one of: "
+            raise ConfigError(f"datasets.<name>.options.invalid: {invalid!r} is not one of: "
                               f"{', '.join(INVALID_CHOICES)}")
         if augmentation is not None and augmentation not in AUGMENTATIONS:
-            raise ConfigError(f"ingest.options.augmentation: {augmentation!r} is not one of: "
+            raise ConfigError(f"datasets.<name>.options.augmentation: {augmentation!r} is not one of: "
                               f"{', '.join(AUGMENTATIONS)}")
         self.root = Path(root)
         if not self.root.is_dir():

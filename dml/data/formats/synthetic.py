@@ -1,9 +1,12 @@
-"""The embedded synthetic dataset as a source ("synthetic"); options are ``generate``'s."""
+"""The embedded synthetic dataset as a source ("synthetic"); options are ``generate``'s, and
+``root``: the path DVC watches for the dataset (dvc.yaml makes every dataset's ``options.root``
+a dependency of its ingest), here the generator module itself; nothing is read from it."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -11,6 +14,7 @@ import pyarrow as pa
 from dml.data import synthetic
 from dml.data.formats import FORMATS
 from dml.data.manifest import ManifestInfo
+from dml.errors import ConfigError
 
 
 class SyntheticSource:
@@ -34,8 +38,12 @@ class SyntheticSource:
         return self._table()[1]
 
 
-def synthetic_source(**options: Any) -> SyntheticSource:
-    """Source of :func:`dml.data.synthetic.generate` with these options (checked now)."""
+def synthetic_source(root: str | None = None, **options: Any) -> SyntheticSource:
+    """Source of :func:`dml.data.synthetic.generate` with these options (checked now); ``root``
+    must name an existing path when given."""
+    if root is not None and not Path(root).exists():
+        raise ConfigError(f"datasets.<name>.options.root: {root} does not exist (the synthetic datasets name "
+                          "their generator, dml/data/synthetic.py)")
     bound = inspect.signature(synthetic.generate).bind(**options)
     bound.apply_defaults()
     opts = dict(bound.arguments)
@@ -45,9 +53,12 @@ def synthetic_source(**options: Any) -> SyntheticSource:
     return SyntheticSource(**opts)
 
 
-# The registry validates option names against this signature: it is generate's own.
-synthetic_source.__signature__ = inspect.signature(synthetic.generate).replace(  # type: ignore[attr-defined]
-    return_annotation=SyntheticSource
+# The registry validates option names against this signature: generate's own, and root.
+_GENERATE = inspect.signature(synthetic.generate)
+synthetic_source.__signature__ = _GENERATE.replace(  # type: ignore[attr-defined]
+    parameters=[inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None),
+                *_GENERATE.parameters.values()],
+    return_annotation=SyntheticSource,
 )
 _CHECKED = ("image_size", "families", "types_per_family", "classes_per_type", "images_per_class",
             "scenes", "view", "domains")

@@ -168,7 +168,7 @@ class TuBerlinSource:
                  photos: str | os.PathLike[str] | None = None,
                  filelist: str | os.PathLike[str] | bool | None = None) -> None:
         if not (filelist is None or isinstance(filelist, (bool, str, os.PathLike))):
-            raise ConfigError(f"ingest.options.filelist: {filelist!r} is not a path, true or "
+            raise ConfigError(f"datasets.<name>.options.filelist: {filelist!r} is not a path, true or "
                               "false")
         self.root = Path(root)
         if not self.root.is_dir():
@@ -184,7 +184,7 @@ class TuBerlinSource:
         if not self.photo_dir.is_dir():
             raise DataError(f"tuberlin source: photo folder {self.photo_dir} is not a directory "
                             "(the TU-Berlin Extension photos, photos/<folder>/<file>; set "
-                            "ingest.options.photos): retrieval needs a gallery")
+                            "datasets.<name>.options.photos): retrieval needs a gallery")
 
         classes, images, others = scan_tree(sketch_dir)
         self.filelist = self._filelist_path(filelist)
@@ -237,7 +237,7 @@ class TuBerlinSource:
         path = default if option is True else Path(option)
         if not path.is_file():
             raise DataError(f"tuberlin source: filelist {path} does not exist (set "
-                            "ingest.options.filelist: false to scan the class folders)")
+                            "datasets.<name>.options.filelist: false to scan the class folders)")
         return path
 
     def records(self) -> Iterator[dict[str, Any]]:
