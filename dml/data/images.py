@@ -79,9 +79,9 @@ def has_transparency(image: Image.Image) -> bool:
     return image.mode == "P" and image.palette is not None and image.palette.mode.endswith("A")
 
 
-def _opaque(image: Image.Image, background: RGB) -> Image.Image:
-    """``image`` as mode L or RGB: transparency composited onto ``background`` (RGB then),
-    greys of other depths as L, every other mode as RGB."""
+def _with_alpha(image: Image.Image) -> Image.Image:
+    """``image`` as L or RGB, or as LA or RGBA when it has any transparency (kept as an alpha
+    channel, so that it can still be resized before it is composited)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Palette images with Transparency expressed in bytes"
         if image.mode in _SIXTEEN_BIT:
@@ -89,18 +89,25 @@ def _opaque(image: Image.Image, background: RGB) -> Image.Image:
         if has_transparency(image):
             if image.mode == "La":  # premultiplied; PIL converts it only to LA
                 image = image.convert("LA")
-            rgba = image.convert("RGBA")
-            base = Image.new("RGBA", rgba.size, (*background, 255))
-            return Image.alpha_composite(base, rgba).convert("RGB")
+            return image if image.mode in ("LA", "RGBA") else image.convert("RGBA")
         if image.mode in ("RGB", "L"):
             return image
         return image.convert("L" if image.mode in _GREY else "RGB")
 
 
+def _opaque(image: Image.Image, background: RGB) -> Image.Image:
+    """``image`` (as :func:`_with_alpha` gives it) as L or RGB: transparency composited onto
+    ``background`` (RGB then)."""
+    if image.mode not in ("LA", "RGBA"):
+        return image
+    base = Image.new("RGBA", image.size, (*background, 255))
+    return Image.alpha_composite(base, image.convert("RGBA")).convert("RGB")
+
+
 def flatten(image: Image.Image, background: RGB) -> Image.Image:
     """``image`` as RGB, any alpha channel or transparent colour composited onto
     ``background`` (a plain RGB conversion would show transparent pixels black)."""
-    image = _opaque(image, background)
+    image = _opaque(_with_alpha(image), background)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -153,10 +160,11 @@ def store_image(data: bytes, *, short_side: int, background: RGB) -> StoredImage
             flattened = has_transparency(image)
             if target is None and not flattened and not turned and image.mode in ("RGB", "L"):
                 return StoredImage(data, width, height, resized=False, flattened=False)
-            picture = ImageOps.exif_transpose(image) if turned else image
-            picture = _opaque(picture, background)
-    if target is not None:
-        picture = picture.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+            picture = _with_alpha(ImageOps.exif_transpose(image) if turned else image)
+    if target is not None:  # before compositing: the full-size image is touched only once
+        # (PIL resizes an alpha channel premultiplied: no dark fringes at transparent edges)
+        picture = picture.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    picture = _opaque(picture, background)
     buffer = io.BytesIO()
     if source_format in JPEG_FORMATS:
         picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
