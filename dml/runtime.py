@@ -105,9 +105,12 @@ def ray_session() -> Iterator[None]:
         yield
         return
     quiet_frameworks()
-    # Workers' own prints (progress, errors) reach the console; Ray's INFO chatter does not.
+    # Workers' own prints (progress, errors) reach the console; Ray's INFO chatter does not,
+    # nor the polling of Ray Train's placement-group cleaner (a warning a second where the
+    # state API has no dashboard to ask): every worker process quiets the frameworks first.
     quiet = {"log_to_driver": True, "logging_level": logging.WARNING,
-             "logging_config": ray.LoggingConfig(log_level="WARNING")}
+             "logging_config": ray.LoggingConfig(log_level="WARNING"),
+             "runtime_env": {"worker_process_setup_hook": f"{__name__}.quiet_frameworks"}}
     address = os.environ.get("RAY_ADDRESS") or os.environ.get(LOCAL_RAY_ENV)
     with contextlib.ExitStack() as stack:
         if address:

@@ -10,6 +10,7 @@ checkpoint in ``storage_path``; changed parameters, data or code start a fresh r
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -61,6 +62,9 @@ class RayTrainSession:
 def train_worker(config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker."""
     quiet_frameworks()
+    # Ray Train logs each report (the whole TrainingReport) on a logger named by its file's
+    # path, which reaches the console through the root logger at INFO.
+    logging.getLogger().setLevel(logging.WARNING)
     spec = RunSpec.model_validate(config["spec"])
     data = DataSpec(**config["data"])
     session = RayTrainSession()
