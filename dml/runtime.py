@@ -74,9 +74,9 @@ def available_cpus() -> int:
 
 #: Loggers whose lines below these levels say nothing a user acts on: Ray's start-up lines
 #: (its warnings, such as a resource request no node can meet, stay), Tune's result-file notes,
-#: Ray Train's controller polling, Optuna's "new study" line.
+#: Ray Train's controller polling, Optuna's "new study" line, faiss's search for its fastest build.
 NOISY_LOGGERS = {"ray": logging.WARNING, "ray.tune": logging.ERROR, "ray.train": logging.ERROR,
-                 "ray.data": logging.ERROR, "optuna": logging.ERROR}
+                 "ray.data": logging.ERROR, "optuna": logging.ERROR, "faiss": logging.WARNING}
 
 
 def quiet_frameworks() -> None:
