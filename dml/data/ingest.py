@@ -12,6 +12,7 @@ and a failed ingest leaves an existing manifest as it was.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections import Counter, deque
@@ -207,6 +208,24 @@ def _image_options(short_side: int, background: str, where: str) -> RGB:
     return parse_colour(background, f"{where}.images.background")
 
 
+def _names_dataset_keys(function: Callable[..., _R]) -> Callable[..., _R]:
+    """Sources name their options as ``datasets.<name>.options.<key>`` (:data:`DATASET_KEY`):
+    they do not know the dataset's name. The call's ``where`` (``datasets.mine``) replaces it
+    in the errors the decorated ``function`` raises."""
+    @functools.wraps(function)
+    def named(*args: Any, where: str = DATASET_KEY, **kwargs: Any) -> _R:
+        try:
+            return function(*args, where=where, **kwargs)
+        except (ConfigError, DataError) as err:
+            text = str(err)
+            if where == DATASET_KEY or DATASET_KEY not in text:
+                raise
+            raise type(err)(text.replace(DATASET_KEY, where)) from None
+
+    return named
+
+
+@_names_dataset_keys
 def ingest(
     source: str,
     options: dict[str, Any],
@@ -230,27 +249,6 @@ def ingest(
     named by configuration errors: the sources name their options as
     ``datasets.<name>.options.<key>`` (:data:`DATASET_KEY`), and ``where`` replaces that.
     """
-    try:
-        return _ingest(source, options, out_path, on_bad=on_bad, short_side=short_side,
-                       background=background, where=where, report_path=report_path)
-    except (ConfigError, DataError) as err:
-        text = str(err)
-        if where == DATASET_KEY or DATASET_KEY not in text:
-            raise
-        raise type(err)(text.replace(DATASET_KEY, where)) from None
-
-
-def _ingest(
-    source: str,
-    options: dict[str, Any],
-    out_path: str | os.PathLike[str],
-    *,
-    on_bad: str = "fail",
-    short_side: int = 256,
-    background: str = "white",
-    where: str = DATASET_KEY,
-    report_path: str | os.PathLike[str] | None = None,
-) -> IngestReport:
     if on_bad not in ON_BAD:
         raise ConfigError(f"{where}.on_bad: {on_bad!r} is not one of: {', '.join(ON_BAD)}")
     colour = _image_options(short_side, background, where)
