@@ -43,18 +43,40 @@ def scratch_dir() -> Path:
 SHORT_TEMP_LIMIT = 32
 
 
+#: The file in a short temp folder that names the process it belongs to.
+OWNER_FILE = "owner.pid"
+
+
 @contextlib.contextmanager
 def short_temp_dir(prefix: str) -> Iterator[Path]:
     """A fresh folder with a short path under the system temp dir (``/tmp`` where $TMPDIR is
-    long) for Unix sockets, removed with everything in it when the block ends."""
+    long) for Unix sockets, removed with everything in it when the block ends. Folders of the
+    same prefix whose process died without removing its own (SIGKILL) are removed first."""
     base = tempfile.gettempdir()
     if len(base) > SHORT_TEMP_LIMIT:
         base = "/tmp"
+    _remove_abandoned(Path(base), prefix)
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    (folder / OWNER_FILE).write_text(str(os.getpid()))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_abandoned(base: Path, prefix: str) -> None:
+    """Remove ``base/<prefix>*`` folders whose owner process is no longer alive."""
+    for folder in base.glob(f"{prefix}*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not one of ours, or its owner is writing the file now
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def storage_dir(configured: str | None) -> Path:

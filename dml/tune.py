@@ -21,6 +21,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from torch import nn
+from tqdm import tqdm
 
 from dml.config import ExperimentConfig, Params, RunSpec, SearchDim, resolve_run
 from dml.errors import Interrupted
@@ -102,26 +103,46 @@ def format_knobs(knobs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in knobs.items())
 
 
-class TrialLines(tune.Callback):
-    """One console line per finished trial: its sampled knobs, its best score and epochs
-    (Tune's own tables are off: ``verbose=0``)."""
+class TrialProgress(tune.Callback):
+    """The sweep's progress for people: on a terminal a bar over the trials, each finished
+    trial's knobs and score beside it; elsewhere (a log, ``make demo``) nothing per trial, as
+    the stage prints its result in one line. A failed trial is always named (Tune's own
+    tables are off: ``verbose=0``)."""
 
     def __init__(self, experiment: str, metric: str, total: int) -> None:
         self.experiment, self.metric, self.total = experiment, metric, total
+        self._bar: tqdm | None = None
 
-    def _line(self, trials: list, trial: Any, outcome: str) -> None:
+    @property
+    def bar(self) -> tqdm:
+        if self._bar is None:
+            self._bar = tqdm(total=self.total, desc=f"tune {self.experiment}", unit="trial",
+                             leave=False, dynamic_ncols=True, disable=None)  # None: a terminal only
+        return self._bar
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune saves its callbacks with the sweep
+        return {**self.__dict__, "_bar": None}
+
+    def _describe(self, trials: list, trial: Any, outcome: str) -> str:
         knobs = format_knobs(dict(sorted(trial.config.items())))
         number = trials.index(trial) + 1 if trial in trials else "?"  # resumed sweeps count on
-        print(f"tune {self.experiment}: trial {number}/{self.total} ({knobs}): {outcome}", flush=True)
+        return f"trial {number} ({knobs}): {outcome}"
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         best = trial.metric_analysis.get(self.metric, {}).get("max")
         epochs = (trial.last_result or {}).get("training_iteration", 0)
         score = "no score" if best is None else f"{self.metric} {best:.4f}"
-        self._line(trials, trial, f"{score} after {epochs} epoch(s)")
+        self.bar.set_postfix_str(self._describe(trials, trial, f"{score} after {epochs} epoch(s)"))
+        self.bar.update()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._line(trials, trial, f"failed ({trial.error_file or 'see the trial folder'})")
+        self.bar.write(f"tune {self.experiment}: "
+                       + self._describe(trials, trial, f"failed ({trial.error_file or 'see the trial folder'})"))
+        self.bar.update()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def replace_train(spec: RunSpec, **changes: Any) -> RunSpec:
@@ -201,7 +222,7 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=0,
-                                      callbacks=[TrialLines(experiment, metric, cfg.trials)]),
+                                      callbacks=[TrialProgress(experiment, metric, cfg.trials)]),
         )
     results = tuner.fit()
     stop_if_interrupted(results, experiment, cfg.trials)
