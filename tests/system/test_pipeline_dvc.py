@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -101,6 +103,7 @@ def project():
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DML_SCRATCH": str(repo / ".scratch"),  # the default place, under the long path
         "TMPDIR": str(root / "t"),  # whatever a run leaves in the temp dir is seen here
+        "DVC_NO_ANALYTICS": "1",  # `dvc init` would report to DVC (a daemon and a file in TMPDIR)
         "RAY_AUTH_MODE": "disabled",
         "GIT_AUTHOR_NAME": "dml", "GIT_AUTHOR_EMAIL": "dml@example.com",
         "GIT_COMMITTER_NAME": "dml", "GIT_COMMITTER_EMAIL": "dml@example.com",
@@ -377,6 +380,38 @@ def test_interrupted_repro_leaves_no_partial_output_and_the_next_one_completes(p
     load_model(repo / "models/tiny/seed0")
     status = run(["dvc", "status", "--json"], repo, env)
     assert json.loads(status.stdout) == {}, status.stdout
+
+
+def test_ctrl_c_stops_a_run_and_leaves_nothing_behind(project):
+    """Ctrl-C at a terminal: SIGINT to the foreground process group of `dml run`, mid-train.
+    Its Ray head, warm interpreter and stages stop, and their temp folders go with them."""
+    repo, env = project
+    saved = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(saved)
+    params["train"]["lr"] = 0.003
+    write_params(repo, params)
+    log = repo.parent / "ctrl-c.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(["dml", "run", "--", "dvc", "repro"], cwd=repo, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "Running stage 'train@" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+    finally:
+        (repo / "params.yaml").write_text(saved)
+    deadline = time.monotonic() + 15  # processes that got SIGTERM a moment ago may still exit
+    while processes_with_env("TMPDIR", env["TMPDIR"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_with_env("TMPDIR", env["TMPDIR"]) == [], log.read_text()[-2000:]
+    assert sorted(p.name for p in Path(env["TMPDIR"]).iterdir()) == []
+    # the parameters as they were: what the interruption removed comes back from DVC's run cache
+    again = warm_repro(repo, env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
 
 
 def test_deterministic_stages_give_identical_hashes_when_run_again(project):
