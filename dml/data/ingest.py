@@ -36,7 +36,11 @@ from dml.io import atomic_path, write_json_atomic
 ON_BAD = ("fail", "skip")
 _ROW_GROUP_ROWS = 4096
 _ROW_GROUP_BYTES = 64 << 20
-_MAX_THREADS = 8  # each holds up to two images in flight, decoded at full size
+_MAX_THREADS = 8  # each decodes one image at full size at a time
+#: Images submitted and not yet written, per thread. Results come back in order, so one large
+#: image at the head would idle the other threads if few could queue behind it; a queued image
+#: holds nothing until a thread reads it, and a finished one only its stored (small) bytes.
+_IN_FLIGHT = 16
 _MIN_SHORT_SIDE = 8
 #: Columns ingest adds to every record besides the source's own.
 _ADDED = ("image", "source_width", "source_height")
@@ -293,7 +297,7 @@ def ingest(
             threads = _threads()
             with _decoders(threads) as pool:
                 for (record, origin), stored in _in_order(
-                        prepare, _records(source, built.records()), pool, 2 * threads):
+                        prepare, _records(source, built.records()), pool, _IN_FLIGHT * threads):
                     if columns is None:
                         columns = _column_order(set(record) | set(_ADDED), info)
                         schema = manifest_schema(columns, info)
