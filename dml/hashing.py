@@ -15,6 +15,14 @@ centres) gets its codes the same way; and the map is stored in a faiss ``IndexLS
 gallery by Hamming distance by itself. Evaluation ranks the same 0/1 codes with
 :func:`dml.evaluate.retrieval_metrics` (``metric="hamming"``: deterministic ties), which the
 tests check against the index's own search.
+
+What is coded, where the protocol flips (image and mirror): the authors' tester codes the mean
+of the network's raw outputs for an image and for its mirror, L2-normalized when it ranks by
+angle. Callers pass :func:`dml.index.code_vectors` of the stored views to :func:`encode`,
+to ``index.add`` and to :func:`train_hash_index` alike (gallery, queries and the training
+rows the centres come from); it says where it departs (cosine protocols store normalized
+views, so the mean is of those). The tester also normalizes its centres under angular
+ranking; these centres are the plain mean of the rows given, as they were before.
 """
 
 from __future__ import annotations
@@ -98,7 +106,11 @@ def train_hash_index(vectors: np.ndarray, labels: np.ndarray | None, bits: int, 
 
 
 def encode(index: faiss.IndexLSH, vectors: np.ndarray) -> np.ndarray:
-    """The code of each of ``vectors: float[N, D]`` as 0/1 bits: uint8 ``[N, bits]``."""
+    """The code of each of ``vectors: float[N, D]`` as 0/1 bits: uint8 ``[N, bits]``. Views
+    ``[N, V, D]`` are refused: :func:`dml.index.code_vectors` makes the one vector coded."""
+    if np.ndim(vectors) != 2:
+        raise DataError(f"hash codes are made from one vector per row, got shape {np.shape(vectors)}; "
+                        "pass dml.index.code_vectors of the views")
     packed = index.sa_encode(np.ascontiguousarray(vectors, dtype=np.float32))
     return np.unpackbits(packed, axis=1, bitorder="little")[:, : index.nbits]
 

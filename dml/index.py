@@ -21,6 +21,11 @@ faiss type, dim, metric, code size, ntotal, faiss version, the file's sha256 and
 :func:`decode_gallery` turns the codes back into vectors, so that exact evaluation
 (``dml.evaluate.retrieval_metrics(..., similarity="dot")``) ranks the gallery exactly as the
 index's asymmetric search does (ties aside).
+
+:func:`code_vectors` is the one vector per image that every index is built from and searched
+with (the mean of image and mirror where the protocol flips); :func:`stored_codes` and
+:func:`code_collapse` tell how many different codes a gallery got, so that a quantizer that
+gives most items one code is seen.
 """
 
 from __future__ import annotations
@@ -42,12 +47,15 @@ __all__ = [
     "min_training_vectors",
     "METRICS",
     "build_index",
+    "code_collapse",
+    "code_vectors",
     "decode_gallery",
     "describe_index",
     "load_index",
     "save_index",
     "search",
     "sidecar_path",
+    "stored_codes",
 ]
 
 KINDS = ("flat", "pq", "opq", "ivfpq")
@@ -378,3 +386,72 @@ def decode_gallery(index: faiss.Index) -> np.ndarray:
         finally:
             ivf.make_direct_map(False)
     return index.reconstruct_n(0, index.ntotal)
+
+
+def code_vectors(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """The vector an index codes for each row, float32 ``[N, D]``: ``[N, D]`` as it is; with
+    views ``[N, V, D]`` (image and mirror, the plain view first), the mean of the views,
+    L2-normalized again where the protocol's ``metric`` is ``"cosine"``.
+
+    This is what the DASE/MEMS authors' hash tester codes: the mean of the network's outputs
+    for an image and its mirror, L2-normalized when it ranks by angle. Under ``"euclidean"``
+    the stored views are those raw outputs, so the mean is theirs. Under ``"cosine"`` the
+    embed stage stores each view already normalized, so this averages the normalized views
+    (each weighs the same, where theirs weigh by their raw norms) before normalizing again.
+
+    Every index of a flipped protocol is built from these vectors (hash codes, product codes,
+    the exact index) and the queries ranked against it are these vectors too: an index is
+    searched with one vector per query, and a code cannot hold two views, so gallery and
+    queries are made alike. One view, or none, is returned as stored (bit for bit).
+    """
+    if metric not in ("cosine", "euclidean"):
+        raise ConfigError(f"unknown protocol metric {metric!r}; expected 'cosine' or 'euclidean'")
+    x = np.asarray(vectors)
+    if x.ndim == 2:
+        return x
+    if x.ndim != 3:
+        raise DataError(f"vectors must be [rows, dim] or [rows, views, dim], got shape {x.shape}")
+    if x.shape[1] == 1:
+        return x[:, 0]
+    mean = x.mean(axis=1, dtype=np.float64)
+    if metric == "cosine":
+        mean /= np.linalg.norm(mean, axis=1, keepdims=True).clip(1e-12)
+    return mean.astype(np.float32)
+
+
+def stored_codes(index: faiss.Index) -> np.ndarray:
+    """The code of each vector the index holds, in id order, as faiss's standalone codes
+    (``index.sa_encode`` of the vectors it was given): uint8 ``[ntotal, sa_code_size]``.
+
+    Read from the index's own storage (a flat code array, or an inverted file's lists with
+    each list's number in front), so no vector is encoded again.
+    """
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):  # OPQ: the transform is not stored
+        return stored_codes(index.index)
+    if isinstance(index, faiss.IndexFlatCodes):
+        return faiss.vector_to_array(index.codes).reshape(index.ntotal, index.code_size)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        raise DataError(f"no stored codes to read in a {type(index).__name__}")
+    from faiss.contrib.inspect_tools import get_invlist
+
+    prefix = ivf.coarse_code_size()  # the list number, little-endian, as sa_encode writes it
+    codes = np.zeros((ivf.ntotal, prefix + ivf.code_size), dtype=np.uint8)
+    for number in range(ivf.nlist):  # one pass per list, not per vector
+        ids, list_codes = get_invlist(ivf.invlists, number)
+        codes[ids, :prefix] = np.frombuffer(np.uint64(number).tobytes(), np.uint8)[:prefix]
+        codes[ids, prefix:] = list_codes
+    return codes
+
+
+def code_collapse(codes: np.ndarray) -> dict[str, int | float]:
+    """How far a gallery's codes collapsed: ``distinct_codes``, the number of different rows
+    of ``codes: uint8[N, B]``, and ``largest_code_share``, the fraction of rows holding the
+    most common one (1/N for all-distinct codes, 1.0 when every item has the same code)."""
+    rows = np.ascontiguousarray(codes, dtype=np.uint8)
+    if rows.ndim != 2 or not len(rows):
+        raise DataError(f"codes must be a non-empty [items, bytes] array, got shape {rows.shape}")
+    keys = rows.view(np.dtype((np.void, rows.shape[1]))).ravel()  # one opaque value per row
+    _, counts = np.unique(keys, return_counts=True)
+    return {"distinct_codes": len(counts), "largest_code_share": float(counts.max() / len(rows))}

@@ -364,8 +364,31 @@ def _setup(first: Mapping) -> str:
         f"({first.get('queries', '?')} queries against {first.get('gallery', '?')} gallery "
         f"items, classes unseen in training where the split is by class). Figures in %: the mean "
         f"over seeds ± the half-width of its 95% t interval; with one seed, ± the half-width of "
-        f"the 95% bootstrap interval over queries (ᵇ)."
+        f"the 95% bootstrap interval over queries (ᵇ). {conventions_caption(first.get('protocol'))}"
     )
+
+
+#: How each metric convention reads in a caption.
+CONVENTION_TEXT = {
+    ("ndcg_gain", "linear"): "NDCG with linear gain (the grade)",
+    ("ndcg_gain", "exponential"): "NDCG with exponential gain (2^grade − 1)",
+    ("map_denominator", "found"): "mAP@K over the relevant items found in the top K",
+    ("map_denominator", "min_r_k"): "mAP@K over min(R, K)",
+}
+
+
+def conventions_caption(protocol: Mapping[str, Any] | None) -> str:
+    """One sentence naming the metric conventions of a protocol spec's figures: ties (always
+    the expectation over tied orders), NDCG's gain and mAP@K's denominator where reported."""
+    from dml.evaluate.protocols import build_protocol
+
+    parts = ["ranks with tied scores count as the mean over the orders of the tied items"]
+    try:
+        conventions = build_protocol(dict(protocol or {"name": "self_retrieval"})).conventions()
+    except Exception:  # a result file from another version: its conventions are unknown
+        conventions = {}
+    parts += [CONVENTION_TEXT[item] for item in conventions.items()]
+    return "Metric conventions: " + "; ".join(parts) + "."
 
 
 def sections(results: Mapping[str, Runs]) -> dict[tuple[str, str], list[str]]:

@@ -1,6 +1,7 @@
 """Stage evaluate: the experiment's protocol on the test rows, float and every quantized index,
 the same float figures on a sample of the training classes (the seen/unseen gap), and the
-attribute head's per-attribute average precision where the model has one."""
+attribute head's per-attribute average precision where the model has one. A quantized index
+whose codes collapsed (most of the gallery on one code) is named in a notice."""
 
 from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 
@@ -13,7 +14,12 @@ import numpy as np
 from dml.config import load_params, resolve_run
 from dml.data.manifest import read_info, read_manifest
 from dml.embed import head_output, read_embeddings, with_views
-from dml.evaluate.experiment import aligned_rows, evaluate_test_split, grid_examples
+from dml.evaluate.experiment import (
+    aligned_rows,
+    evaluate_test_split,
+    grid_examples,
+    print_collapse_notices,
+)
 from dml.evaluate.protocols import EvalRows, Protocol, build_protocol
 from dml.index import load_index
 from dml.io import atomic_path, write_json_atomic
@@ -109,6 +115,7 @@ def main() -> None:
     write_json_atomic(args.summary, summary)
     print(f"evaluate {args.experiment} seed {args.seed}: "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary.items()))
+    print_collapse_notices(args.experiment, report)  # a quantizer that gave most items one code
 
 
 if __name__ == "__main__":

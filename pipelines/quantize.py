@@ -3,7 +3,9 @@ budget, binary hash codes (``hash``: Hamming ranking, dml/hashing.py), and the c
 model learned itself (a soft-PQ head) as plain faiss indexes.
 
 Codebooks and hashes are learned on the training-split embeddings, never on the test
-queries (the category-level sketch protocol's gallery is itself training data).
+queries (the category-level sketch protocol's gallery is itself training data). Every index
+is learned on and filled with :func:`dml.index.code_vectors`: where the protocol flips, the
+mean of each image's and its mirror's embedding, the vectors the evaluate stage searches with.
 """
 
 from dml.stage import hand_over, read_tuned, run_stage, stage_parser
@@ -11,12 +13,12 @@ from dml.stage import hand_over, read_tuned, run_stage, stage_parser
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
 from dml.config import load_params, resolve_run
-from dml.embed import read_embeddings
+from dml.embed import read_embeddings, with_views
 from dml.errors import DataError
 from dml.evaluate.experiment import aligned_rows, test_rows
 from dml.evaluate.protocols import build_protocol
 from dml.hashing import train_hash_index
-from dml.index import build_index, save_index
+from dml.index import build_index, code_vectors, save_index
 from dml.io import atomic_path
 from dml.train.export import load_model
 
@@ -33,6 +35,7 @@ def main() -> None:
     table, vectors, meta = read_embeddings(args.embeddings)
     data = read_tuned(args.tuned)["data"]
     rows = aligned_rows(spec, data["manifest"], data["splits"], table)
+    vectors = code_vectors(with_views(table, vectors, protocol.views, path=args.embeddings), protocol.metric)
     trained = rows.split == "train"
     train = vectors[trained]
     train_labels = next(iter(rows.labels.values()))[trained] if rows.labels else None

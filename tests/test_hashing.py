@@ -100,6 +100,14 @@ def test_evaluate_index_encodes_queries_and_ranks_by_hamming():
     want = protocol.evaluate(rows, encode(index, x), ks=(1,), gallery=index_codes(index),
                              metric="hamming", nmi=False)
     assert got == want and 0.5 < got["map"] <= 1.0
-    # with views (image and mirror) the codes come from the plain view
+    # with views (image and mirror) the queries' codes come from the mean of the two
     views = np.stack([x, x[::-1]], axis=1)
-    assert evaluate_index(rows, views, protocol, index, ks=(1,)) == want
+    mean = protocol.evaluate(rows, encode(index, views.mean(axis=1)), ks=(1,), gallery=index_codes(index),
+                             metric="hamming", nmi=False)
+    assert evaluate_index(rows, views, protocol, index, ks=(1,)) == mean != want
+
+
+def test_encode_refuses_views():
+    index = hash_index(np.eye(4, dtype=np.float32), np.zeros(4, np.float32))
+    with pytest.raises(DataError, match="code_vectors"):
+        encode(index, np.ones((3, 2, 4), np.float32))

@@ -1,4 +1,5 @@
-"""faiss indexes: round trips, integrity checks, atomic saves, code sizes, decoded rankings."""
+"""faiss indexes: round trips, integrity checks, atomic saves, code sizes, decoded rankings, the
+vectors codes are made from and the codes an index stores."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ import torch
 from dml import index as dml_index
 from dml.errors import ConfigError, DataError, IntegrityError
 from dml.evaluate import knn, retrieval_metrics
-from dml.index import build_index, decode_gallery, load_index, save_index, search, sidecar_path
+from dml.hashing import train_hash_index
+from dml.index import (
+    build_index,
+    code_vectors,
+    decode_gallery,
+    load_index,
+    save_index,
+    search,
+    sidecar_path,
+    stored_codes,
+)
 
 DIM = 16
 BUILDS = {"flat": None, "pq": 32, "opq": 32, "ivfpq": 32}
@@ -174,7 +185,7 @@ def test_decoded_gallery_reproduces_index_ranking(kind, indexes, queries):
     blocks = knn.ranked_blocks(
         q, torch.from_numpy(decoded), lambda rows: top1[rows, None] == gallery_labels[None, :]
     )
-    ranks = torch.cat([r for _, r, _, _ in blocks])
+    ranks = torch.cat([r for _, (r, _), _, _ in blocks])
     gap = np.sort(-ours, axis=1)[:, 1] - np.sort(-ours, axis=1)[:, 0]  # first-vs-second gap
     assert (ranks[gap > 1e-5, 0] == 1).all()
     # and retrieval_metrics on the decoded gallery agrees with that ranking end to end
@@ -224,3 +235,27 @@ def test_death_between_index_and_sidecar_renames_is_completed_on_load(indexes, t
     index, meta = load_index(path)
     assert meta["info"] == {"version": 2} and index.ntotal == indexes["pq"].ntotal
     assert sorted(os.listdir(tmp_path)) == ["out.faiss", "out.faiss.json"]
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDS))
+def test_stored_codes_are_the_standalone_codes_of_the_gallery(kind, indexes, gallery):
+    """Read from the index, they equal encoding the gallery again (an IVF's list number first)."""
+    codes = stored_codes(indexes[kind])
+    assert codes.dtype == np.uint8 and codes.shape == (len(gallery), indexes[kind].sa_code_size())
+    assert np.array_equal(codes, indexes[kind].sa_encode(gallery))
+
+
+def test_stored_codes_of_a_hash(gallery):
+    index = train_hash_index(gallery[:200], np.arange(200) % 4, 32, seed=0)
+    index.add(gallery[:50])
+    assert np.array_equal(stored_codes(index), index.sa_encode(gallery[:50]))
+
+
+def test_code_vectors_without_views_are_the_vectors_themselves(gallery):
+    assert code_vectors(gallery, "cosine") is gallery
+    one_view = gallery[:, None, :]
+    assert np.array_equal(code_vectors(one_view, "euclidean"), gallery)
+    with pytest.raises(ConfigError, match="protocol metric"):
+        code_vectors(gallery, "ip")
+    with pytest.raises(DataError, match="views"):
+        code_vectors(gallery[None, None], "cosine")

@@ -23,7 +23,7 @@ from dml.evaluate.knn import (
     per_query_metrics,
     prepare_embeddings,
 )
-from dml.evaluate.metrics import clustering_scores
+from dml.evaluate.metrics import MAP_DENOMINATORS, NDCG_GAINS, clustering_scores
 
 __all__ = ["Grades", "Relevance", "label_relevance", "per_query_metrics", "retrieval_metrics"]
 
@@ -112,6 +112,8 @@ def retrieval_metrics(
     map_ks: int | Sequence[int] = (),
     precision_ks: int | Sequence[int] = (),
     ndcg_ks: int | Sequence[int] = (),
+    ndcg_gain: str = "linear",
+    map_denominator: str = "found",
     asi: bool = False,
     metric: str = "cosine",
     block_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -142,6 +144,9 @@ def retrieval_metrics(
             (0 = not relevant; only items that ``relevance`` marks count).
         ks: the K of each ``recall@K``; ``map_ks``: of each ``map@K``; ``precision_ks``: of
             each ``precision@K``; ``ndcg_ks``: of each ``ndcg@K`` (needs ``grades``).
+        ndcg_gain: ``linear`` (the grade) or ``exponential`` (``2^grade − 1``) gain in NDCG.
+        map_denominator: what ``map@K`` divides by: ``found`` (the relevant items in the top
+            K) or ``min_r_k`` (``min(R, K)``).
         asi: also report ``asi``, the average set intersection over the top R (DyML).
         metric: ``"cosine"`` (rows L2-normalized first), ``"dot"`` (plain inner product, e.g.
             a gallery decoded from quantization codes), ``"euclidean"`` (increasing L2
@@ -169,7 +174,8 @@ def retrieval_metrics(
         gallery size means "any"), ``precision@K`` (K=1 and ``precision_ks``),
         ``r_precision``, ``map@r`` (Musgrave et al. 2020, ``1/R sum_{i<=R} P@i rel(i)``),
         ``map`` (average precision over the whole ranking; with ``full_map``), ``map@K``, ``ndcg@K``, ``asi``, ``nmi``
-        and ``ami`` (only when ``nmi=True``) and ``queries_without_relevant``.
+        and ``ami`` (only when ``nmi=True``) and ``queries_without_relevant``. Every ranking
+        metric is the expectation over the orders of tied items (``dml.evaluate.metrics``).
 
     Queries with no relevant item in the gallery (a class seen once when ranking a set
     against itself, a query class absent from the gallery) have no defined retrieval score:
@@ -207,6 +213,10 @@ def retrieval_metrics(
                          ("ndcg_ks", ndcg_ks)):
         if (name == "ks" and not values) or (values and min(values) < 1):
             raise ConfigError(f"{name} must be positive integers, got {tuple(values)}")
+    if ndcg_gain not in NDCG_GAINS:
+        raise ConfigError(f"ndcg_gain must be one of: {', '.join(NDCG_GAINS)}; got {ndcg_gain!r}")
+    if map_denominator not in MAP_DENOMINATORS:
+        raise ConfigError(f"map_denominator must be one of: {', '.join(MAP_DENOMINATORS)}; got {map_denominator!r}")
     if int(block_bytes) < 1:
         raise ConfigError(f"block_bytes must be positive, got {block_bytes}")
     if gallery is None and gallery_labels is not None:
@@ -269,7 +279,8 @@ def retrieval_metrics(
 
     per_set = per_query_metrics(
         q, g, relevances if len(relevances) > 1 else relevances[0], ks=ks, exclude=exclude, block_bytes=block_bytes, metric=metric,
-        map_ks=map_ks, precision_ks=precision_ks, grades=grades, ndcg_ks=ndcg_ks, asi=asi, full_map=full_map,
+        map_ks=map_ks, precision_ks=precision_ks, grades=grades, ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain,
+        map_denominator=map_denominator, asi=asi, full_map=full_map,
     )
     if len(relevances) == 1:
         per_set = [per_set]

@@ -17,8 +17,19 @@ from dml.errors import DataError
 from dml.evaluate.metrics import attribute_average_precision
 from dml.evaluate.protocols import EvalRows, Protocol
 from dml.hashing import encode, index_codes
-from dml.index import decode_gallery, describe_index
+from dml.index import (
+    code_collapse,
+    code_vectors,
+    decode_gallery,
+    describe_index,
+    stored_codes,
+)
+from dml.stage import print_notices
 from dml.stats import bootstrap_interval
+
+#: A quantized gallery whose most common code holds more than this share of the items is
+#: named in a notice: its ranking is mostly ties.
+COLLAPSED_SHARE = 0.5
 
 
 def experiment_rows(spec: RunSpec, manifest: str, splits: str,
@@ -115,7 +126,8 @@ def evaluate_test_split(
     same float metrics on a sample of the classes it trained on and on as many test classes
     (``gap``: :func:`evaluate_gap`), for the gap between seen and unseen classes.
 
-    A quantized gallery is ranked by :func:`evaluate_index`.
+    A quantized gallery is ranked by :func:`evaluate_index`; its figures also say how far its
+    codes collapsed (``distinct_codes``, ``largest_code_share``: :func:`dml.index.code_collapse`).
 
     With ``attribute_logits`` (the attribute head's output for every row), the float figures
     also hold ``attributes/map``: the mean over attributes of each attribute's average
@@ -140,7 +152,10 @@ def evaluate_test_split(
         if index.ntotal != len(gallery):
             raise DataError(f"index {name} holds {index.ntotal} vectors, the gallery has {len(gallery)}")
         metrics = evaluate_index(rows, vectors, protocol, index, ks=ks)
-        metrics["bytes_per_vector"] = describe_index(index)["code_size"]
+        facts = describe_index(index)
+        metrics["bytes_per_vector"] = facts["code_size"]
+        if facts["kind"] != "flat":
+            metrics.update(code_collapse(stored_codes(index)))
         quantized[name] = metrics
     return {
         "split": "test",
@@ -163,19 +178,32 @@ def evaluate_index(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, inde
     """The protocol's metrics with the gallery as ``index`` holds it. Product codes are
     decoded and ranked against the float queries, as faiss's asymmetric search ranks them
     (by inner product under cosine protocols, by L2 distance under euclidean ones); a hash
-    index encodes the queries too and ranks by Hamming distance."""
+    index encodes the queries too and ranks by Hamming distance.
+
+    Queries are :func:`dml.index.code_vectors` of ``vectors``, the vectors the quantize stage
+    built the gallery's codes from: with views (flip) the mean of image and mirror, one
+    vector per query, as a search of the index takes it."""
+    queries = code_vectors(vectors, protocol.metric)
     if isinstance(faiss.downcast_index(index), faiss.IndexLSH):
         lsh = faiss.downcast_index(index)
-        return protocol.evaluate(rows, encode(lsh, _plain(vectors)), ks=ks, gallery=index_codes(lsh),
+        return protocol.evaluate(rows, encode(lsh, queries), ks=ks, gallery=index_codes(lsh),
                                  metric="hamming", nmi=False)
-    return protocol.evaluate(rows, vectors, ks=ks, gallery=decode_gallery(index),
+    return protocol.evaluate(rows, queries, ks=ks, gallery=decode_gallery(index),
                              metric="dot" if protocol.metric == "cosine" else protocol.metric, nmi=False)
 
 
-def _plain(vectors: np.ndarray) -> np.ndarray:
-    """The plain view of ``vectors`` (``[N, D]``, or the first of ``[N, V, D]``): codes are
-    made from it."""
-    return vectors if vectors.ndim == 2 else vectors[:, 0]
+def collapse_notices(experiment: str, quantized: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per quantized index whose most common code holds more than
+    :data:`COLLAPSED_SHARE` of the gallery (``quantized``: index name -> its figures, as
+    :func:`evaluate_test_split` reports them)."""
+    return [f"evaluate {experiment}: index {name} gives {100 * m['largest_code_share']:.1f}% of the "
+            f"gallery one code ({m['distinct_codes']} distinct codes); its ranking is mostly ties"
+            for name, m in quantized.items() if m.get("largest_code_share", 0.0) > COLLAPSED_SHARE]
+
+
+def print_collapse_notices(experiment: str, report: Mapping[str, Any]) -> None:
+    """Print :func:`collapse_notices` for the quantized indexes of an evaluation report."""
+    print_notices(collapse_notices(experiment, report.get("quantized", {})))
 
 
 def attribute_quality(rows: EvalRows, logits: np.ndarray,

@@ -14,9 +14,11 @@ AMD EPYC development machine. On a GPU it is ``torch.sort``. A row only needs it
 above its lowest relevant one; where those are few (a well-trained embedding), only they are
 sorted (:func:`ranks_in_block`).
 
-Ties count against the query: a non-relevant item with exactly the same score as a relevant
-one is ranked ahead of it. The result is deterministic, independent of gallery order, and a
-collapsed embedding (all scores equal) scores ~0 instead of whatever the data order gives.
+Ties: each relevant item's position is the *last* of its tie group (the items with exactly
+its score), and the group's size comes with it (``ties``), so that every metric is the
+expectation over the orders of the tied items (:mod:`dml.evaluate.metrics`; McSherry and
+Najork). The result is deterministic, independent of gallery order, and a collapsed embedding
+or hash (all scores equal) scores the chance level, neither better nor worse.
 
 Which items are relevant is a callback, ``relevance(rows) -> bool[B, N]`` for a block of query
 row indices, so multi-label ("shares a label") and per-scale relevance reuse this code;
@@ -199,7 +201,8 @@ def sort_rows_(scores: torch.Tensor) -> torch.Tensor:
     return scores
 
 
-def ranks_in_block(scores: torch.Tensor, found: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+def ranks_in_block(scores: torch.Tensor,
+                   found: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """:func:`ranks_among` for each ``(rel_scores, n_relevant)`` of ``found`` (one per
     relevance) against each row of ``scores`` (consumed: sorted in place).
 
@@ -239,7 +242,7 @@ def ranks_in_block(scores: torch.Tensor, found: Sequence[tuple[torch.Tensor, tor
             ascending[i, width - len(tops[r]) :] = tops[r]
         at = torch.from_numpy(rows)
         for rank, (rel_scores, n_rel) in zip(ranks, found, strict=True):
-            rank[at] = ranks_among(torch.from_numpy(ascending), rel_scores[at], n_rel[at])
+            rank[0][at], rank[1][at] = ranks_among(torch.from_numpy(ascending), rel_scores[at], n_rel[at])
     return ranks
 
 
@@ -255,27 +258,26 @@ def in_chunks(work: Callable[[int, int], T], n: int) -> list[T]:
         return list(pool.map(lambda c: work(bounds[c], bounds[c + 1]), range(len(bounds) - 1)))
 
 
-def relevant_ranks(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def relevant_ranks(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positions of the relevant items in each row's ranking by decreasing score.
 
     ``scores: float32[B, N]`` (consumed: sorted in place; ``-inf`` marks an excluded item,
     which must not be relevant), ``relevant: bool[B, N]``. Returns ``(ranks int64[B, M],
-    n_relevant int64[B])`` in the format of :mod:`dml.evaluate.metrics`. Ties count against
-    the query.
+    ties int64[B, M], n_relevant int64[B])`` in the format of :mod:`dml.evaluate.metrics`:
+    a tied item's rank is the last position of its tie group, ``ties`` the group's size.
 
-    With the relevant scores of a row sorted decreasingly ``r_1 >= r_2 >= ...``, the m-th
-    relevant item sits at ``m + #{non-relevant items scoring >= r_m}``, and that count is
-    ``#{all items >= r_m} - #{relevant items >= r_m}``: two binary searches.
+    The m-th relevant item, of score ``r_m``, is listed at ``#{items scoring >= r_m}`` with
+    ``#{items scoring == r_m}`` tied: two binary searches in the row sorted by value.
 
     >>> s = torch.tensor([[0.9, 0.1, 0.5, 0.7]])          # ranking: items 0, 3, 2, 1
     >>> relevant_ranks(s, torch.tensor([[True, True, False, False]]))[0].tolist()
     [[1, 4]]
     >>> s = torch.tensor([[0.5, 0.5, 0.2]])               # a tie between relevant and not
-    >>> relevant_ranks(s, torch.tensor([[True, False, False]]))[0].tolist()
-    [[2]]
+    >>> [t.tolist() for t in relevant_ranks(s, torch.tensor([[True, False, False]]))]
+    [[[2]], [[2]], [1]]
     """
     rel_scores, n_relevant = relevant_scores(scores, relevant)
-    return ranks_among(sort_rows_(scores), rel_scores, n_relevant), n_relevant
+    return (*ranks_among(sort_rows_(scores), rel_scores, n_relevant), n_relevant)
 
 
 def relevant_scores(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,16 +293,16 @@ def relevant_scores(scores: torch.Tensor, relevant: torch.Tensor) -> tuple[torch
     return torch.sort(rel_scores, dim=1, descending=True).values, n_relevant  # padding last
 
 
-def ranks_among(ascending: torch.Tensor, rel_scores: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
+def ranks_among(ascending: torch.Tensor, rel_scores: torch.Tensor,
+                n_relevant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks (``int64[B, M]``, 0-padded) of the relevant items whose decreasing scores are
-    ``rel_scores`` among all the row's scores, ``ascending`` (each row sorted by value)."""
-    width = rel_scores.shape[1]
-    at_least_all = ascending.shape[1] - torch.searchsorted(ascending, rel_scores, side="left")
-    neg = rel_scores.neg()  # ascending, padding (+inf) last
-    at_least_rel = torch.searchsorted(neg, neg, side="right")
-    m = torch.arange(1, width + 1, device=rel_scores.device)
-    ranks = m + at_least_all - at_least_rel
-    return ranks.masked_fill(m > n_relevant[:, None], 0)
+    ``rel_scores`` among all the row's scores, ``ascending`` (each row sorted by value), each
+    the last position of its tie group; and the size of that group (``int64[B, M]``)."""
+    below = torch.searchsorted(ascending, rel_scores, side="left")
+    ranks = ascending.shape[1] - below  # the items scoring at least as high: the group's last position
+    ties = torch.searchsorted(ascending, rel_scores, side="right") - below
+    padding = torch.arange(1, rel_scores.shape[1] + 1, device=rel_scores.device) > n_relevant[:, None]
+    return ranks.masked_fill(padding, 0), ties.masked_fill(padding, 0)
 
 
 def ranked_blocks(
@@ -313,18 +315,19 @@ def ranked_blocks(
     metric: str = "cosine",
     grades: Grades | None = None,
     ndcg_ks: Sequence[int] = (),
+    ndcg_gain: str = "linear",
     depth: int | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, torch.Tensor]]]:
-    """Rank blocks of queries against the whole gallery; yield ``(rows, ranks, n_relevant, ndcg)``.
+) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor, dict[int, torch.Tensor]]]:
+    """Rank blocks of queries against the whole gallery; yield ``(rows, (ranks, ties), n_relevant, ndcg)``.
 
     ``query: float32[Q, D]`` and ``gallery: float32[N, D]`` are already prepared
     (:func:`prepare_embeddings` with the same ``metric``); either may hold views, ``[Q, V, D]``
     (:func:`block_scores`). ``exclude: int64[Q]`` names, per
     query, one gallery position to leave out of its ranking and its relevant set (-1: none);
     for a query set ranked against itself it is ``arange(Q)``. ``rows: int64[B]`` are the
-    block's query indices; ``ranks``/``n_relevant`` as in :func:`relevant_ranks`; ``ndcg``
-    maps each K of ``ndcg_ks`` to float64 ``[B]`` (needs ``grades``). The block size comes
-    from :func:`rows_per_block`.
+    block's query indices; ``ranks``/``ties``/``n_relevant`` as in :func:`relevant_ranks`;
+    ``ndcg`` maps each K of ``ndcg_ks`` to float64 ``[B]`` (needs ``grades``; ``ndcg_gain``:
+    :data:`~dml.evaluate.metrics.NDCG_GAINS`). The block size comes from :func:`rows_per_block`.
 
     ``depth``: rank only each query's top ``max(R, depth)`` positions, exactly
     (:mod:`dml.evaluate.top_ranks`): ``ranks`` then lists the relevant items found there and
@@ -332,7 +335,7 @@ def ranked_blocks(
     over the whole ranking needs. ``None``: every relevant item's position (a full ranking).
 
     With several relevances (a sequence: each semantic scale's labels), the block is scored
-    and sorted once for all of them, and ``ranks``, ``n_relevant`` and ``ndcg`` are lists with
+    and sorted once for all of them, and ``(ranks, ties)``, ``n_relevant`` and ``ndcg`` are lists with
     one entry per relevance (graded relevance goes with a single one).
     """
     many = not callable(relevance)
@@ -350,7 +353,7 @@ def ranked_blocks(
     def in_full(rows: torch.Tensor) -> tuple[list, list, list]:
         own = exclude[rows] if exclude is not None else None
         return rank_in_full(query[rows], rows, gallery, relevances, own=own, metric=metric,
-                            sq_norms=sq_norms, grades=grades, ndcg_ks=ndcg_ks)
+                            sq_norms=sq_norms, grades=grades, ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain)
 
     if depth is None:
         blocks = ((rows, *in_full(rows)) for rows in _row_blocks(n_query, rows_per_block(n_gallery, block_bytes),
@@ -391,9 +394,10 @@ def rank_in_full(
     sq_norms: torch.Tensor | None,
     grades: Grades | None = None,
     ndcg_ks: Sequence[int] = (),
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[dict[int, torch.Tensor]]]:
+    ndcg_gain: str = "linear",
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor], list[dict[int, torch.Tensor]]]:
     """Every relevant item's position for one block of queries (rows ``rows``, vectors
-    ``query_rows``), one entry per relevance: ``(ranks, n_relevant, ndcg)`` lists.
+    ``query_rows``), one entry per relevance: ``((ranks, ties), n_relevant, ndcg)`` lists.
 
     The block is scored and sorted once; ``own`` are the excluded gallery positions (-1: none)."""
     n_gallery = gallery.shape[0]
@@ -412,7 +416,7 @@ def rank_in_full(
             if graded.shape != scores.shape:
                 raise ValueError(f"grades must return [{len(rows)}, {n_gallery}], got {list(graded.shape)}")
             graded = torch.where(relevant, graded, torch.zeros_like(graded))
-            ndcg = {k: ndcg_at_k(scores, graded, k) for k in ndcg_ks}
+            ndcg = {k: ndcg_at_k(scores, graded, k, ndcg_gain) for k in ndcg_ks}
         found.append(relevant_scores(scores, relevant))
         ndcgs.append(ndcg)
         del relevant  # one B x N relevance matrix alive at a time
@@ -443,6 +447,8 @@ def per_query_metrics(
     precision_ks: Sequence[int] = (),
     grades: Grades | None = None,
     ndcg_ks: Sequence[int] = (),
+    ndcg_gain: str = "linear",
+    map_denominator: str = "found",
     asi: bool = False,
     full_map: bool = True,
 ) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
@@ -453,8 +459,10 @@ def per_query_metrics(
     ranking; without it only each query's top ``max(R, K)`` is ranked, see ``depth`` in
     :func:`ranked_blocks`),
     plus ``map@K`` per K of ``map_ks``, ``precision@K`` per K of ``precision_ks``,
-    ``ndcg@K`` per K of ``ndcg_ks`` (graded relevance ``grades``) and ``asi`` when asked
-    (:func:`~dml.evaluate.metrics.average_set_intersection`). Arguments as in
+    ``ndcg@K`` per K of ``ndcg_ks`` (graded relevance ``grades``, gain ``ndcg_gain``) and ``asi``
+    when asked (:func:`~dml.evaluate.metrics.average_set_intersection`); ``map@K`` divides by
+    ``map_denominator`` (:data:`~dml.evaluate.metrics.MAP_DENOMINATORS`). Every value is the
+    expectation over the orders of tied items. Arguments as in
     :func:`ranked_blocks`; with a sequence of relevances, a list of such dicts, one per
     relevance, from one ranking. Only O(Q) values are kept, so averages come out the same
     whatever the block size, and per-query values are there for confidence intervals.
@@ -470,19 +478,19 @@ def per_query_metrics(
     depth = None if full_map or ndcg_ks else max([*ks, *precision_ks, *map_ks])
     for rows, ranks, n_rels, ndcgs in ranked_blocks(
         query, gallery, relevance, exclude=exclude, block_bytes=block_bytes, metric=metric,
-        grades=grades, ndcg_ks=ndcg_ks, depth=depth,
+        grades=grades, ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain, depth=depth,
     ):
         idx = rows.cpu().numpy()
         if not many:
             ranks, n_rels, ndcgs = [ranks], [n_rels], [ndcgs]
-        for out, rank, n_rel, ndcg in zip(outs, ranks, n_rels, ndcgs, strict=True):
+        for out, (rank, ties), n_rel, ndcg in zip(outs, ranks, n_rels, ndcgs, strict=True):
             values = (
-                [recall_at_k(rank, n_rel, k) for k in ks]
-                + [precision_at_k(rank, n_rel, k) for k in precision_ks]
-                + [r_precision(rank, n_rel), map_at_r(rank, n_rel)]
-                + ([average_precision(rank, n_rel)] if full_map else [])
-                + [average_precision_at_k(rank, n_rel, k) for k in map_ks]
-                + ([average_set_intersection(rank, n_rel)] if asi else [])
+                [recall_at_k(rank, n_rel, k, ties) for k in ks]
+                + [precision_at_k(rank, n_rel, k, ties) for k in precision_ks]
+                + [r_precision(rank, n_rel, ties), map_at_r(rank, n_rel, ties)]
+                + ([average_precision(rank, n_rel, ties)] if full_map else [])
+                + [average_precision_at_k(rank, n_rel, k, ties, map_denominator) for k in map_ks]
+                + ([average_set_intersection(rank, n_rel, ties)] if asi else [])
             )
             for name, value in zip(names, values, strict=True):
                 out[name][idx] = value.cpu().numpy()

@@ -44,6 +44,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from dml.errors import ConfigError, DataError
+from dml.evaluate.metrics import MAP_DENOMINATORS, NDCG_GAINS
 from dml.registry import Registry
 
 __all__ = [
@@ -234,8 +235,16 @@ class Protocol:
     map_ks: tuple[int, ...] = ()
     precision_ks: tuple[int, ...] = ()
     ndcg_ks: tuple[int, ...] = ()
+    ndcg_gain: str = "linear"
+    map_denominator: str = "found"
     asi: bool = False
     flip: bool = False
+
+    def conventions(self) -> dict[str, str]:
+        """The metric conventions this protocol's figures follow, for captions and metric
+        files: ``ndcg_gain`` where it reports NDCG, ``map_denominator`` where it reports mAP@K."""
+        return ({"ndcg_gain": self.ndcg_gain} if self.ndcg_ks else {}) | (
+            {"map_denominator": self.map_denominator} if self.map_ks else {})
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -301,7 +310,7 @@ class Protocol:
                 vectors[queries[q_sel]], query_labels, gallery_vectors[g_sel], gallery_labels,
                 relevance=task.relevance, grades=task.grades, ks=ks, map_ks=self.map_ks,
                 precision_ks=self.precision_ks, ndcg_ks=self.ndcg_ks if task.grades else (),
-                asi=self.asi, metric=metric or self.metric,
+                ndcg_gain=self.ndcg_gain, map_denominator=self.map_denominator, asi=self.asi, metric=metric or self.metric,
                 nmi=nmi and task.nmi and task.query_labels is not None,
                 seed=seed, query_gallery_index=task_own, per_query=values,
             )
@@ -384,12 +393,14 @@ class CrossDomain(Protocol):
     authors' tester)."""
 
     def __init__(self, query_domain: str, gallery_domain: str, metric: str,
-                 precision_ks: Sequence[int], map_ks: Sequence[int], flip: bool = False) -> None:
+                 precision_ks: Sequence[int], map_ks: Sequence[int], flip: bool = False,
+                 map_denominator: str = "found") -> None:
         self.query_domain, self.gallery_domain = query_domain, gallery_domain
         self.metric = metric
         self.precision_ks = tuple(int(k) for k in precision_ks)
         self.map_ks = tuple(int(k) for k in map_ks)
         self.flip = bool(flip)
+        self.map_denominator = map_denominator
 
     def query_mask(self, rows: EvalRows) -> np.ndarray:
         return rows.domain == self.query_domain
@@ -446,9 +457,11 @@ class MultiLabel(Protocol):
     """Multi-object rows by role: relevant = shares at least one object class; NDCG@K graded
     by the multiset Jaccard similarity of the object counts; mAP@all and mAP@K."""
 
-    def __init__(self, map_ks: Sequence[int], ndcg_ks: Sequence[int]) -> None:
+    def __init__(self, map_ks: Sequence[int], ndcg_ks: Sequence[int], ndcg_gain: str = "linear",
+                 map_denominator: str = "found") -> None:
         self.map_ks = tuple(int(k) for k in map_ks)
         self.ndcg_ks = tuple(int(k) for k in ndcg_ks)
+        self.ndcg_gain, self.map_denominator = ndcg_gain, map_denominator
 
     def query_mask(self, rows: EvalRows) -> np.ndarray:
         return split_query_gallery(rows.role)[0]
@@ -470,6 +483,12 @@ class MultiLabel(Protocol):
             grades=lambda r: multiset_jaccard(q_counts[r], g_counts),
             nmi=False,
         )]
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"protocol.{name}: {value!r} is not one of: {', '.join(allowed)}")
+    return value
 
 
 def _ks(name: str, values: Sequence[int]) -> tuple[int, ...]:
@@ -494,9 +513,10 @@ def query_gallery() -> Protocol:
 @PROTOCOLS.register("cross_domain")
 def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
                  metric: str = "euclidean", precision_ks: Sequence[int] = (200,),
-                 map_ks: Sequence[int] = (), flip: bool = False) -> Protocol:
+                 map_ks: Sequence[int] = (), flip: bool = False, map_denominator: str = "found") -> Protocol:
     """Sketch queries against photos (or any two domains); ``flip``: flip test-time
-    augmentation (nearest of image and mirror)."""
+    augmentation (nearest of image and mirror); ``map_denominator``: what mAP@K divides by,
+    ``found`` (relevant items in the top K) or ``min_r_k`` (``min(R, K)``)."""
     from dml.data.manifest import DOMAINS
 
     for key, value in (("query_domain", query_domain), ("gallery_domain", gallery_domain)):
@@ -507,7 +527,7 @@ def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
     if not isinstance(flip, bool):
         raise ConfigError(f"protocol.flip: {flip!r} must be true or false")
     return CrossDomain(query_domain, gallery_domain, metric, _ks("precision_ks", precision_ks),
-                       _ks("map_ks", map_ks), flip)
+                       _ks("map_ks", map_ks), flip, _choice("map_denominator", map_denominator, MAP_DENOMINATORS))
 
 
 @PROTOCOLS.register("per_scale")
@@ -517,9 +537,14 @@ def per_scale(scales: Sequence[str] | None = None) -> Protocol:
 
 
 @PROTOCOLS.register("multilabel")
-def multilabel(map_ks: Sequence[int] = (100,), ndcg_ks: Sequence[int] = (10, 100)) -> Protocol:
-    """Multi-object retrieval: shares-a-label relevance, Jaccard-graded NDCG."""
-    return MultiLabel(_ks("map_ks", map_ks), _ks("ndcg_ks", ndcg_ks))
+def multilabel(map_ks: Sequence[int] = (100,), ndcg_ks: Sequence[int] = (10, 100), ndcg_gain: str = "linear",
+               map_denominator: str = "found") -> Protocol:
+    """Multi-object retrieval: shares-a-label relevance, Jaccard-graded NDCG; ``ndcg_gain``:
+    ``linear`` (the grade) or ``exponential`` (``2^grade − 1``, HAPPIER and the multi-label
+    hashing papers); ``map_denominator``: ``found`` (relevant items in the top K:
+    pytorch-metric-learning, the hashing papers) or ``min_r_k`` (TREC, open-metric-learning)."""
+    return MultiLabel(_ks("map_ks", map_ks), _ks("ndcg_ks", ndcg_ks), _choice("ndcg_gain", ndcg_gain, NDCG_GAINS),
+                      _choice("map_denominator", map_denominator, MAP_DENOMINATORS))
 
 
 def build_protocol(spec: dict[str, Any], *, where: str = "protocol") -> Protocol:

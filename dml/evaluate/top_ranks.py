@@ -22,8 +22,9 @@ contains every item scoring at least that high:
    again at that bound. A query
    whose D is a large share of the gallery (coarse labels: pruning would not pay) is ranked
    in full (``in_full``).
-4. **Ranks.** Each query's candidates are ranked as the full path ranks its row (ties count
-   against the query). A relevant item outside the candidates scores below the D-th best,
+4. **Ranks.** Each query's candidates are ranked as the full path ranks its row (each tied
+   item at the last position of its tie group, with the group's size: every item tied with a
+   candidate scores at least the bound, so it is a candidate too). A relevant item outside the candidates scores below the D-th best,
    so its position is beyond D: it is left out of ``ranks`` and counted in ``n_relevant``
    (the format of :mod:`dml.evaluate.metrics` for a truncated ranking).
 
@@ -83,8 +84,8 @@ def top_ranked_blocks(
     sq_norms: torch.Tensor | None,
     block_bytes: int,
     in_full: InFull,
-) -> Iterator[tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[dict]]]:
-    """Blocks ``(rows, ranks, n_relevant, ndcg)`` of :func:`dml.evaluate.knn.ranked_blocks`
+) -> Iterator[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor], list[dict]]]:
+    """Blocks ``(rows, (ranks, ties), n_relevant, ndcg)`` of :func:`dml.evaluate.knn.ranked_blocks`
     with ``depth``, one list entry per relevance; ``in_full(rows)`` ranks queries in full.
 
     A set ranked against itself by inner products with class relevance is scored one
@@ -158,7 +159,7 @@ float32 numpy arrays (on the host: compact, whatever the device)."""
 
 def _finish(rows: torch.Tensor, plan: _Plan, found: Found, *, again: Callable[[torch.Tensor, torch.Tensor], Found],
             in_full: InFull, full_step: int):
-    """``(rows, ranks, n_relevant, ndcg)`` of a block from its candidates. Queries with fewer
+    """``(rows, (ranks, ties), n_relevant, ndcg)`` of a block from its candidates. Queries with fewer
     candidates than they need have them gathered ``again`` at their exact bound; deep ones
     (no bound, no candidate) are ranked in full, as is any query still short (none should be)."""
     device = rows.device
@@ -178,7 +179,7 @@ def _finish(rows: torch.Tensor, plan: _Plan, found: Found, *, again: Callable[[t
     cand_rows, cand_cols, values = cand_rows[keep], cand_cols[keep], values[keep]
     within = (np.cumsum(enough) - 1)[cand_rows]  # row among the queries ranked from candidates
     index = torch.from_numpy(np.flatnonzero(enough)).to(device)
-    empty = torch.zeros(len(rows), 0, dtype=torch.long, device=device)
+    empty = (torch.zeros(len(rows), 0, dtype=torch.long, device=device),) * 2
     ranks = [_merge(empty, index, candidate_ranks(within, values, flags(cand_rows, cand_cols), len(index), device))
              for _, flags in plan.counted]
     for part in torch.from_numpy(np.flatnonzero(~enough)).to(device).split(full_step):
@@ -374,9 +375,10 @@ def _by_row(found: Found, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def candidate_ranks(rows: np.ndarray, values: np.ndarray, relevant: np.ndarray, n_rows: int,
-                    device: torch.device | str = "cpu") -> torch.Tensor:
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """int64 ``[n_rows, M]`` (0-padded): positions of the relevant candidates among their
-    query's candidates, by decreasing score, ties against the query.
+    query's candidates, by decreasing score, each the last of its tie group; and the size of
+    that group (:func:`dml.evaluate.knn.ranks_among`).
 
     ``rows`` (nondecreasing), ``values`` and ``relevant``: each candidate's query, score and
     relevance, flat."""
@@ -398,12 +400,16 @@ def _pad_rows(rows: np.ndarray, values: np.ndarray, n_rows: int) -> tuple[np.nda
     return out.reshape(n_rows, width), count
 
 
-def _merge(ranks: torch.Tensor, rows: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
-    """``ranks`` with rows ``rows`` replaced by ``part`` (both 0-padded on the right)."""
-    width = max(ranks.shape[1], part.shape[1])
-    out = torch.nn.functional.pad(ranks, (0, width - ranks.shape[1]))
-    out[rows] = torch.nn.functional.pad(part, (0, width - part.shape[1]))
-    return out
+def _merge(ranked: tuple[torch.Tensor, ...], rows: torch.Tensor,
+           part: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """``ranked`` (``(ranks, ties)``) with rows ``rows`` replaced by ``part`` (all 0-padded on the right)."""
+    width = max(ranked[0].shape[1], part[0].shape[1])
+    merged = []
+    for whole, piece in zip(ranked, part, strict=True):
+        out = torch.nn.functional.pad(whole, (0, width - whole.shape[1]))
+        out[rows] = torch.nn.functional.pad(piece, (0, width - piece.shape[1]))
+        merged.append(out)
+    return tuple(merged)
 
 
 def _relevance_in_block(rel: Relevance, rows: torch.Tensor, own: torch.Tensor | None, n_gallery: int):

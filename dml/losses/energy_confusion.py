@@ -3,12 +3,13 @@
 ``L = L_base + λ · log E + ρ/D · Σ_r (‖W_r‖² − 1)²``, where ``z = W h + b`` is the model's
 embedding layer applied again to the trunk features ``h`` *detached*, and
 
-``E = Σ_i Σ_{j ∈ S_i} (1 / w_ij) · ½ ‖z_i − z_j‖²``
+``E = (1 / w) · Σ_{{i, j} ∈ S} ½ ‖z_i − z_j‖²``
 
-over ``r`` random partners ``S_i`` of each anchor ``i``; ``w_ij`` is the number of pairs of
-the kind of (i, j) (same class, or not) among all pairs of the batch. Minimising ``log E``
-pulls the sampled pairs (mostly of different classes) together: it "confuses" what the base
-loss separates, a regularizer against overfitting the seen classes.
+over a random set ``S`` of unordered pairs of *different* classes: each anchor draws ``r``
+partners among the rows of other classes, and ``w`` is the number of unordered
+different-class pairs of the whole batch (drawn or not). Minimising ``log E`` pulls rows of
+different classes together: it "confuses" what the base loss separates, a regularizer against
+overfitting the seen classes.
 
 What the authors' Caffe code does, and this module with it:
 
@@ -22,13 +23,28 @@ What the authors' Caffe code does, and this module with it:
   layer's gradient, the row-norm penalty ``ρ/D · Σ_r (‖W_r‖² − 1)²`` (ρ = 0.5, D the
   embedding size; not scaled by λ) that holds each output row of W near unit length:
   ``row_norm`` here, 0 for the bare METHODS.md formula;
-- there, partners are drawn for the first ``B − 2r`` anchors from rows ``i + 2`` onwards (its
-  batches list two images per class in consecutive rows); here every anchor draws ``r``
-  distinct partners among all other rows, since the samplers here do not order a batch by
-  class.
+- the weight: the code counts ``w_pos`` and ``w_neg`` over the unordered pairs ``i < j`` of
+  the batch and divides each drawn pair by the count of its kind; its drawn pairs are all
+  of different classes, so every one is divided by ``w_neg``, the ``w`` here;
+- each unordered pair enters ``E`` at most once.
 
-Partners depend only on ``seed`` and the batch's global step: every rank of a data-parallel
-run draws the same ones for the gathered global batch, and a re-run draws them again.
+Where this module departs from that code:
+
+- there, anchor ``i`` draws ``r`` partners among rows ``i + 2, …, B − 1`` and only the first
+  ``B − 2r`` anchors draw: its batches list two images per class in consecutive rows, so
+  rows from ``i + 2`` on are of other classes. The samplers here do not order a batch by
+  class, so every anchor draws ``r`` partners, uniformly without replacement, among all rows
+  of other classes, before or after it (all of them when it has fewer than ``r``); a pair
+  drawn from both ends counts once. ``S`` holds up to ``B · r`` pairs against the code's
+  ``(B − 2r) · r``: ``E`` is about that much larger, a shift of ``log E``, whose gradient
+  ``∇E / E`` does not see a constant scale;
+- a batch without a pair of different classes (one class, one row) has no energy: the term
+  is exactly 0 with zero gradient (the code would divide by ``E = 0``). When every drawn pair
+  has coinciding embeddings, ``E`` is read as ``1e-12``;
+- the code shuffles with C's global random state; here partners depend only on ``seed`` and
+  the batch's global step: every rank of a data-parallel run draws the same ones for the
+  gathered global batch, and a re-run draws them again.
+
 ``weight = 0`` is the base loss exactly (the confusion branch, penalty included, is off).
 """
 
@@ -39,22 +55,30 @@ from torch import Tensor, nn
 
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
-from dml.losses.base import LOSSES, MetricLoss, WrapperLoss, check_positive, zero_loss
+from dml.losses.base import LOSSES, MetricLoss, WrapperLoss, check_positive
 
 __all__ = ["EnergyConfusionLoss", "random_partners"]
 
 #: Where a seed's partner draws start, so that steps of different seeds do not coincide.
 _SEED_STRIDE = 1_000_003
-#: Energies at or below this are read as this (log 0 would be -inf: all partners identical).
+#: Energies at or below this are read as this (log 0 would be -inf: every drawn pair coincides).
 _MIN_ENERGY = 1e-12
 
 
-def random_partners(batch_size: int, partners: int, generator: torch.Generator) -> Tensor:
-    """``int64 [B, min(r, B-1)]``: for each anchor, distinct random partners among the other
-    rows (uniform, without replacement), from ``generator`` alone."""
-    keys = torch.rand(batch_size, batch_size, generator=generator, dtype=torch.float64)
-    keys.fill_diagonal_(2.0)  # above every draw in [0, 1): never chosen
-    return keys.topk(min(partners, batch_size - 1), dim=1, largest=False).indices
+def random_partners(labels: Tensor, partners: int, generator: torch.Generator) -> Tensor:
+    """``bool [B, B]``: ``[i, j]`` when row ``j`` is one of anchor ``i``'s partners.
+
+    Each anchor draws ``partners`` rows uniformly without replacement among the rows of other
+    classes (all of them when there are fewer): the rows with the smallest of i.i.d. uniform
+    keys drawn from ``generator`` alone, so that the draw is the same on every device.
+    """
+    size = labels.shape[0]
+    keys = torch.rand(size, size, generator=generator, dtype=torch.float64).to(labels.device)
+    negative = labels[:, None] != labels[None, :]
+    keys = keys.masked_fill(~negative, 2.0)  # above every draw in [0, 1): never a partner
+    smallest = keys.topk(min(partners, max(size - 1, 0)), dim=1, largest=False)
+    chosen = torch.zeros(size, size, dtype=torch.bool, device=labels.device)
+    return chosen.scatter_(1, smallest.indices, smallest.values < 1.0)
 
 
 @LOSSES.register("energy_confusion")
@@ -97,34 +121,41 @@ class EnergyConfusionLoss(WrapperLoss):
                 f"{tuple(output.features.shape)}: call it with the model's output (forward_batch)")
         return layer
 
+    def draw(self, labels: Tensor, step: int) -> Tensor:
+        """The partners of global step ``step`` (``random_partners`` of the module), from
+        ``seed`` and ``step`` alone."""
+        generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + int(step))
+        return random_partners(labels, self.partners, generator)
+
     def energy(self, z: Tensor, labels: Tensor, step: int) -> Tensor:
         """``E`` of the module doc on embeddings ``z [B, D]`` with class ids ``labels [B]``,
-        partners drawn for global step ``step``.
+        partners drawn for global step ``step``; 0 when the batch has no pair of different
+        classes.
 
-        Computed as ``½ Σ_ij C_ij ‖z_i − z_j‖²`` with ``C_ij = 1 / w_ij`` where j is a partner
-        of i (0 elsewhere), the squared distances from the Gram matrix: matrix products,
-        whose gradient is the same on every run (a gather's scattered backward is not).
+        Computed as ``¼ Σ_ij P_ij ‖z_i − z_j‖² / w`` with ``P`` the symmetric 0/1 matrix of
+        the drawn unordered pairs (both ``[i, j]`` and ``[j, i]`` set, hence ¼ for ½), the
+        squared distances from the Gram matrix: matrix products, whose gradient is the same on
+        every run (a gather's scattered backward is not).
         """
-        size = z.shape[0]
-        generator = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + int(step))
-        partner = random_partners(size, self.partners, generator).to(z.device)
-        same = labels[:, None] == labels[None, :]
-        positives = (same.sum() - size) / 2  # unordered pairs of the batch, by kind
-        negatives = size * (size - 1) / 2 - positives
-        kind_count = torch.where(same, positives, negatives).to(z.dtype)
-        chosen = torch.zeros(size, size, dtype=z.dtype, device=z.device).scatter_(1, partner, 1.0)
+        chosen = self.draw(labels, step)
+        pairs = (chosen | chosen.T).to(z.dtype)
+        negatives = (labels[:, None] != labels[None, :]).sum() / 2  # w: unordered, drawn or not
         squared_norm = z.pow(2).sum(1)
         squared = (squared_norm[:, None] + squared_norm[None, :] - 2 * z @ z.T).clamp_min(0)
-        return 0.5 * (chosen / kind_count * squared).sum()
+        return (pairs * squared).sum() / (4 * negatives.clamp_min(1).to(z.dtype))
 
     def term(self, output: ModelOutput, batch: Batch) -> Tensor:
-        """``log E`` on the embedding layer applied to the detached trunk features."""
+        """``log E`` on the embedding layer applied to the detached trunk features; exactly 0,
+        with zero gradient, on a batch without a pair of different classes."""
         layer = self._layer(output)
         labels = batch.require("labels", "loss 'energy_confusion'")
         z = layer(output.features.detach().to(layer.weight.dtype))
-        if z.shape[0] < 2:
-            return zero_loss(z)
-        return torch.log(self.energy(z, labels, batch.step).clamp_min(_MIN_ENERGY))
+        energy = self.energy(z, labels, batch.step)
+        # no pair of different classes: E = 0 with no partner drawn; log 1 = 0 stands in for it
+        # (a device-side choice, so that a GPU run waits on no host read of the labels)
+        has_pair = (labels != labels[:1]).any()
+        energy = torch.where(has_pair, energy.clamp_min(_MIN_ENERGY), torch.ones_like(energy))
+        return torch.log(energy)
 
     def unweighted_term(self, output: ModelOutput, batch: Batch) -> Tensor | None:
         """The row-norm penalty ``row_norm / D · Σ_r (‖W_r‖² − 1)²`` on the embedding layer."""

@@ -10,6 +10,7 @@ from torch import Tensor
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.losses.base import LOSSES, ProxyLoss, check_positive
+from dml.losses.cosface import warmup_fraction
 
 __all__ = ["MemsLoss", "margin_at"]
 
@@ -19,7 +20,7 @@ def margin_at(progress: float, margin: float, ramp: float) -> float:
     to ``margin`` over the first ``ramp`` of training, then ``margin`` (``ramp`` 0: at once)."""
     if ramp <= 0:
         return margin
-    return 1.0 + (margin - 1.0) * min(max(progress / ramp, 0.0), 1.0)
+    return 1.0 + (margin - 1.0) * warmup_fraction(progress, ramp)
 
 
 @LOSSES.register("mems")

@@ -1,17 +1,30 @@
 """SGML's soft-binomial deviance with its attribute task (METHODS.md §1).
 
-Negatives that share attributes with the anchor carry less information as "far apart"
-examples: each negative pair is weighted by ``w_ij = (1 − g_ij)^kappa`` and may sit closer by
-``delta · g_ij``, where ``g_ij`` is the semantic granularity similarity of the two samples'
-attribute vectors (:func:`dml.similarity.attribute_similarity`)::
+Pairs are weighted by ``g_ij``, the semantic granularity similarity of the two samples'
+attribute vectors (:func:`dml.similarity.attribute_similarity`), and a negative may sit
+closer by ``delta · g_ij``::
 
-    L_SBD = 1/|P| Σ_P softplus(−α (s_ij − β))
+    L_SBD = 1/Σ_P p_ij · Σ_P p_ij · softplus(−α (s_ij − β))
           + 1/Σ_N w_ij · Σ_N w_ij · softplus(α · C_n · (s_ij − β − δ · g_ij))
     L     = L_SBD + λ_attr · BCE(attribute logits, attributes)      (known entries only)
 
+    w_ij = (1 − g_ij)^κ      κ ≥ 0: negatives that share attributes count less
+         = (1 + g_ij)^|κ|    κ < 0: they count more (hard negatives that share a look)
+    p_ij = (1 + g_ij)^κ_p    κ_p > 0: positives that share many attributes count more;
+                             κ_p < 0: those that share few (hard positives) do
+
+METHODS.md's reconstructed form is κ ≥ 0 with κ_p = 0 (a plain mean over P), the default.
+Each knob is signed so that one search range (say −3 to 3) covers both directions; at 0 it
+weighs every pair alike. The other directions use ``1 + g``: ``(1 − g)^κ`` with κ < 0 is
+infinite at g = 1, and on positives it would zero every pair with g = 1 (all positives
+when attributes follow the class). Near g = 0 both forms are ``exp(−κ g)``, so the weighting
+moves smoothly from one direction to the other. The ``1 + g`` weights are divided by their
+largest value over P (or N): the weighted mean is the same, and no power overflows.
+
 Knobs (params.yaml ``loss.*``): ``alpha`` α, ``beta`` β, ``neg_weight`` C_n, ``kappa`` κ,
-``delta`` δ, ``attribute_weight`` λ_attr, ``granularity`` (where g comes from) and
-``warmup_epochs``. With κ = δ = λ_attr = 0 the loss is exactly binomial deviance.
+``pos_kappa`` κ_p, ``delta`` δ, ``attribute_weight`` λ_attr, ``granularity`` (where g comes
+from) and ``warmup_epochs``. With κ = κ_p = δ = λ_attr = 0 the loss is exactly binomial
+deviance. A mean whose weights are all 0 (κ > 0 and every negative has g = 1) is 0.
 
 Where g comes from (``granularity``):
 
@@ -32,9 +45,12 @@ known entries of the global batch; unknown entries are masked out, never read as
 
 from __future__ import annotations
 
+import math
+from numbers import Real
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dml.batch import Batch, ModelOutput
@@ -52,7 +68,7 @@ from dml.losses.base import (
 from dml.losses.binomial_deviance import BinomialDevianceLoss
 from dml.similarity import attribute_similarity
 
-__all__ = ["GRANULARITY_SOURCES", "SoftBinomialDevianceLoss", "granularity_weights"]
+__all__ = ["GRANULARITY_SOURCES", "SoftBinomialDevianceLoss", "granularity_weights", "relative_weights"]
 
 #: Where g_ij comes from: the rows' attribute labels, or the attribute head's predictions
 #: (probabilities, or thresholded at 0.5).
@@ -60,9 +76,31 @@ GRANULARITY_SOURCES = ("ground_truth", "predicted", "predicted_labels")
 ATTRIBUTE_HEAD = "attributes"
 
 
-def granularity_weights(granularity: Tensor, kappa: float) -> Tensor:
-    """Per-pair weights ``w_ij = (1 − g_ij)^kappa`` in [0, 1]; all 1 at ``kappa = 0``."""
-    return torch.pow((1.0 - granularity).clamp(0.0, 1.0), kappa)
+def granularity_weights(granularity: Tensor, kappa: float, mask: Tensor | None = None) -> Tensor:
+    """Weights of the negative pairs: ``(1 − g_ij)^kappa`` in [0, 1] for ``kappa >= 0`` (all 1
+    at 0), else ``(1 + g_ij)^|kappa|`` relative to the heaviest pair of ``mask`` (None: all)."""
+    if kappa >= 0:
+        return torch.pow((1.0 - granularity).clamp(0.0, 1.0), kappa)
+    return relative_weights(granularity, -kappa, mask)
+
+
+def relative_weights(granularity: Tensor, power: float, mask: Tensor | None = None) -> Tensor:
+    """``(1 + g_ij)^power`` divided by its largest value over ``mask`` (None: all pairs).
+
+    A weighted mean does not see the common factor; dividing by it puts every weight in
+    (0, 1] with the heaviest pair of ``mask`` at exactly 1, so no power overflows and the
+    weights of ``mask`` never all underflow to 0, whatever ``power``.
+    """
+    z = power * torch.log1p(granularity.clamp(0.0, 1.0))
+    if mask is not None:  # pairs outside the mask must not set the scale
+        z = torch.where(mask, z, z.min())
+    return torch.exp(z - z.max())
+
+
+def check_finite(name: str, value: object) -> None:
+    """Raise ConfigError unless the signed knob ``name`` is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ConfigError(f"loss.{name} must be a finite number (either sign), got {value!r}")
 
 
 @LOSSES.register("soft_binomial_deviance")
@@ -79,9 +117,12 @@ class SoftBinomialDevianceLoss(BinomialDevianceLoss):
 
     def __init__(self, alpha: float = 2.0, beta: float = 0.5, neg_weight: float = 25.0,
                  kappa: float = 1.0, delta: float = 0.1, attribute_weight: float = 1.0,
-                 granularity: str = "predicted", warmup_epochs: int = 2) -> None:
+                 granularity: str = "predicted", warmup_epochs: int = 2,
+                 pos_kappa: float = 0.0) -> None:
         super().__init__(alpha=alpha, beta=beta, neg_weight=neg_weight)
-        for name, value in (("kappa", kappa), ("delta", delta), ("attribute_weight", attribute_weight)):
+        for name, value in (("kappa", kappa), ("pos_kappa", pos_kappa)):
+            check_finite(name, value)
+        for name, value in (("delta", delta), ("attribute_weight", attribute_weight)):
             check_positive(name, value, allow_zero=True)
         if granularity not in GRANULARITY_SOURCES:
             raise ConfigError(f"loss.granularity: {granularity!r} is not one of: "
@@ -89,6 +130,7 @@ class SoftBinomialDevianceLoss(BinomialDevianceLoss):
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ConfigError(f"loss.warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
         self.kappa = float(kappa)
+        self.pos_kappa = float(pos_kappa)
         self.delta = float(delta)
         self.attribute_weight = float(attribute_weight)
         self.granularity = granularity
@@ -99,11 +141,15 @@ class SoftBinomialDevianceLoss(BinomialDevianceLoss):
     def forward_batch(self, output: ModelOutput, batch: Batch) -> Tensor:
         """Deviance with ``g`` from the batch, plus ``λ_attr`` times the attribute BCE."""
         labels = batch.require("labels", self.who)
-        g = self.batch_granularity(output, batch) if self.kappa or self.delta else None
+        weighted = self.kappa or self.pos_kappa or self.delta
+        g = self.batch_granularity(output, batch) if weighted else None
         deviance = self(output.embeddings, labels, granularity=g)
         self.log_term("deviance", deviance)
-        if g is not None:  # how much the negatives share: what the weights act on
-            self.log_term("negative_granularity", masked_mean(g, labels[:, None] != labels[None, :]))
+        if g is not None:  # how much the pairs share: what the weights act on
+            same = labels[:, None] == labels[None, :]
+            self.log_term("negative_granularity", masked_mean(g, ~same))
+            if self.pos_kappa:
+                self.log_term("positive_granularity", masked_mean(g, same.fill_diagonal_(False)))
         if not self.attribute_weight:
             return deviance
         bce = masked_binary_cross_entropy(output.head(ATTRIBUTE_HEAD, self.who),
@@ -136,15 +182,20 @@ class SoftBinomialDevianceLoss(BinomialDevianceLoss):
         """L_SBD; binomial deviance where ``granularity`` is None."""
         s = cosine_matrix(embeddings)
         pos, neg = pair_masks(similarity)
+        if granularity is None or not self.pos_kappa:
+            positive = self.positive_term(s, pos)
+        else:
+            penalty = F.softplus(-self.alpha * (s - self.beta))
+            positive = weighted_mean(penalty, pos, relative_weights(granularity, self.pos_kappa, pos))
         shift = self.delta * granularity if granularity is not None and self.delta else None
         penalty = self.negative_penalty(s, shift)
         if granularity is None or not self.kappa:
             negative = masked_mean(penalty, neg)
         else:
-            negative = weighted_mean(penalty, neg, granularity_weights(granularity, self.kappa))
-        return self.positive_term(s, pos) + negative
+            negative = weighted_mean(penalty, neg, granularity_weights(granularity, self.kappa, neg))
+        return positive + negative
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, kappa={self.kappa}, delta={self.delta}, "
-                f"attribute_weight={self.attribute_weight}, granularity={self.granularity}, "
-                f"warmup_epochs={self.warmup_epochs}")
+        return (f"{super().extra_repr()}, kappa={self.kappa}, pos_kappa={self.pos_kappa}, "
+                f"delta={self.delta}, attribute_weight={self.attribute_weight}, "
+                f"granularity={self.granularity}, warmup_epochs={self.warmup_epochs}")

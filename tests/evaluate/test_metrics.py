@@ -136,24 +136,25 @@ def test_relevant_ranks_matches_argsort_without_ties():
     relevant = rng.random((25, 60)) < 0.2
     order = np.argsort(-scores, axis=1, kind="stable")
     expected, expected_n = ranks_from_relevance(np.take_along_axis(relevant, order, axis=1))
-    ranks, n_rel = knn.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(relevant))
+    ranks, ties, n_rel = knn.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(relevant))
     assert torch.equal(n_rel, expected_n)
     assert torch.equal(ranks, expected)
+    assert torch.equal(ties, (expected > 0).long())  # no score is tied
 
 
-def test_relevant_ranks_ties_count_against_the_query():
-    # scores: rel 0.5, non 0.5, rel 0.5, non 0.9, rel 0.1 -> ranking (pessimistic):
-    # non(0.9), non(0.5), rel(0.5), rel(0.5), rel(0.1) -> relevant at 3, 4, 5
+def test_relevant_ranks_list_each_tie_group_at_its_last_position_with_its_size():
+    # scores: rel 0.5, non 0.5, rel 0.5, non 0.9, rel 0.1 -> 0.9 first, then a group of three
+    # at positions 2-4 holding two relevant items, then the relevant 0.1 at 5
     scores = torch.tensor([[0.5, 0.5, 0.5, 0.9, 0.1]])
     relevant = torch.tensor([[True, False, True, False, True]])
-    ranks, _ = knn.relevant_ranks(scores, relevant)
-    assert ranks.tolist() == [[3, 4, 5]]
+    ranks, ties, _ = knn.relevant_ranks(scores, relevant)
+    assert ranks.tolist() == [[4, 4, 5]] and ties.tolist() == [[3, 3, 1]]
 
 
 def test_excluded_item_is_ranked_nowhere():
     scores = torch.tensor([[0.2, -torch.inf, 0.7, 0.4]])
     relevant = torch.tensor([[True, False, False, True]])
-    ranks, n = knn.relevant_ranks(scores, relevant)
+    ranks, _, n = knn.relevant_ranks(scores, relevant)
     assert ranks.tolist() == [[2, 3]] and n.tolist() == [2]
 
 
@@ -285,8 +286,8 @@ def test_ranks_in_block_sorts_only_what_each_row_needs():
     found = [knn.relevant_scores(torch.from_numpy(scores), torch.from_numpy(rel)) for rel in (fine, coarse)]
     ranks = knn.ranks_in_block(torch.from_numpy(scores.copy()), found)
     for rank, rel in zip(ranks, (fine, coarse), strict=True):
-        expected, _ = knn.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(rel))
-        assert torch.equal(rank, expected)
+        expected, expected_ties, _ = knn.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(rel))
+        assert torch.equal(rank[0], expected) and torch.equal(rank[1], expected_ties)
     lowest = np.where(coarse[:25], scores[:25], np.inf).min(1)
     kept = (scores[:25] >= lowest[:, None]).sum(1)
     assert (kept[np.arange(25) != 3] * knn.SPARSE_ROW <= 200).all()  # those rows took the sparse route

@@ -3,6 +3,8 @@ retrieval_metrics that protocols use (own relevance, graded NDCG, euclidean and 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -11,9 +13,26 @@ from dml.evaluate import retrieval_metrics
 from dml.evaluate.protocols import PROTOCOLS, EvalRows, build_protocol
 
 
+def tie_orders(scores, *columns):
+    """Every distinct order of the items by decreasing score, tied items in any order: a list
+    of index arrays (the columns tell which tied items are interchangeable: equal columns)."""
+    groups = [np.flatnonzero(scores == s) for s in np.unique(scores)[::-1]]
+    per_group = []
+    for group in groups:
+        seen, orders = set(), []
+        for perm in itertools.permutations(group):
+            key = tuple(tuple(c[list(perm)]) for c in columns)
+            if key not in seen:
+                seen.add(key)
+                orders.append(np.asarray(perm))
+        per_group.append(orders)
+    return [np.concatenate(parts) for parts in itertools.product(*per_group)]
+
+
 def loop_metrics(query, gallery, relevant, *, own=None, metric="cosine", grades=None, ndcg_k=None, map_k=None,
                  precision_k=None):
-    """Per query: score every gallery item, sort (ties: non-relevant first), average."""
+    """Per query: score every gallery item, average each metric over every order of the tied
+    items (the expectation the metrics report), then over the queries."""
     def prep(x):
         x = np.asarray(x, dtype=np.float64)
         return x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
@@ -31,30 +50,34 @@ def loop_metrics(query, gallery, relevant, *, own=None, metric="cosine", grades=
         else:
             scores = g[keep] @ q[i]
         rel = relevant[i][keep]
-        grade = grades[i][keep] if grades is not None else None
-        order = np.lexsort((rel, -scores))  # primary: score desc; ties: non-relevant first
-        r = rel[order]
-        R = int(r.sum())
-        if R == 0:
+        grade = grades[i][keep] if grades is not None else np.zeros(len(rel))
+        if not rel.any():
             continue
-        hits = np.cumsum(r)
-        prec = hits / np.arange(1, len(r) + 1)
-        row = {"recall@1": float(r[0]), "r_precision": float(r[:R].sum() / R),
-               "map@r": float((prec[:R] * r[:R]).sum() / R), "map": float((prec * r).sum() / R)}
-        if map_k:
-            top = r[:map_k]
-            row[f"map@{map_k}"] = float((prec[:map_k] * top).sum() / top.sum()) if top.any() else 0.0
-        if precision_k:
-            row[f"precision@{precision_k}"] = float(r[:precision_k].sum() / precision_k)
-        if ndcg_k:
-            order_g = np.lexsort((grade, -scores))
-            gains = np.where(rel, grade, 0.0)
-            disc = 1 / np.log2(np.arange(2, ndcg_k + 2))
-            dcg = (gains[order_g][:ndcg_k] * disc[: len(gains[order_g][:ndcg_k])]).sum()
-            ideal = np.sort(gains)[::-1][:ndcg_k]
-            row[f"ndcg@{ndcg_k}"] = float(dcg / (ideal * disc[: len(ideal)]).sum())
-        rows.append(row)
+        per_order = [one_order(rel[order], np.where(rel, grade, 0.0)[order], np.where(rel, grade, 0.0),
+                               ndcg_k=ndcg_k, map_k=map_k, precision_k=precision_k)
+                     for order in tie_orders(scores, rel, grade)]
+        rows.append({k: float(np.mean([o[k] for o in per_order])) for k in per_order[0]})
     return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+
+
+def one_order(r, gains, all_gains, *, ndcg_k=None, map_k=None, precision_k=None):
+    """The metrics of one strict ranking: ``r`` relevance and ``gains`` in ranked order."""
+    R = int(r.sum())
+    hits = np.cumsum(r)
+    prec = hits / np.arange(1, len(r) + 1)
+    row = {"recall@1": float(r[0]), "r_precision": float(r[:R].sum() / R),
+           "map@r": float((prec[:R] * r[:R]).sum() / R), "map": float((prec * r).sum() / R)}
+    if map_k:
+        top = r[:map_k]
+        row[f"map@{map_k}"] = float((prec[:map_k] * top).sum() / top.sum()) if top.any() else 0.0
+    if precision_k:
+        row[f"precision@{precision_k}"] = float(r[:precision_k].sum() / precision_k)
+    if ndcg_k:
+        disc = 1 / np.log2(np.arange(2, ndcg_k + 2))
+        dcg = (gains[:ndcg_k] * disc[: len(gains[:ndcg_k])]).sum()
+        ideal = np.sort(all_gains)[::-1][:ndcg_k]
+        row[f"ndcg@{ndcg_k}"] = float(dcg / (ideal * disc[: len(ideal)]).sum())
+    return row
 
 
 def check(got, expected):
@@ -233,3 +256,23 @@ def test_hamming_ranking_of_binary_codes():
     check(got, loop_metrics(codes[:8], codes[8:], labels[:8, None] == labels[None, 8:], metric="hamming"))
     with pytest.raises(DataError, match="0/1 bits"):
         retrieval_metrics(codes[:8] * 2, labels[:8], codes[8:], labels[8:], metric="hamming", nmi=False)
+
+
+def test_metric_conventions_are_protocol_knobs():
+    """NDCG's gain and mAP@K's denominator follow the protocol's knobs; a bad value names its key."""
+    rows, x = tiny_rows(3)
+    rows.role[:] = "both"
+    base = {"name": "multilabel", "map_ks": [3], "ndcg_ks": [5]}
+    linear = build_protocol(base).evaluate(rows, x, ks=(1,), nmi=False)
+    exponential = build_protocol({**base, "ndcg_gain": "exponential"}).evaluate(rows, x, ks=(1,), nmi=False)
+    min_r_k = build_protocol({**base, "map_denominator": "min_r_k"}).evaluate(rows, x, ks=(1,), nmi=False)
+    assert linear["ndcg@5"] != exponential["ndcg@5"] and linear["map@3"] == exponential["map@3"]
+    assert min_r_k["map@3"] < linear["map@3"] and min_r_k["ndcg@5"] == linear["ndcg@5"]
+    assert build_protocol({**base, "ndcg_gain": "exponential"}).conventions() == {
+        "ndcg_gain": "exponential", "map_denominator": "found"}
+    assert build_protocol({"name": "cross_domain", "map_ks": [10], "map_denominator": "min_r_k"}).conventions() == {
+        "map_denominator": "min_r_k"}
+    with pytest.raises(ConfigError, match=r"protocol\.ndcg_gain: 'squared' is not one of: linear, exponential"):
+        build_protocol({**base, "ndcg_gain": "squared"})
+    with pytest.raises(ConfigError, match=r"protocol\.map_denominator"):
+        build_protocol({"name": "cross_domain", "map_denominator": "all"})

@@ -154,12 +154,13 @@ def test_k_larger_than_gallery():
     assert got["recall@50"] == 1.0
 
 
-def test_ties_are_pessimistic_and_order_free():
-    # a collapsed embedding: every score ties; gallery order must not decide the result
+def test_a_collapsed_embedding_scores_the_chance_level_whatever_the_order():
+    # every score ties: each query has 7 others, 3 of them relevant
     x = np.ones((8, 3))
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     got = retrieval_metrics(x, y, ks=(1,), nmi=False)
-    assert got["recall@1"] == 0.0
+    assert got["recall@1"] == pytest.approx(3 / 7, abs=1e-15)
+    assert got["r_precision"] == pytest.approx(3 / 7, abs=1e-15)
     assert got == retrieval_metrics(x, y[::-1].copy(), ks=(1,), nmi=False)
 
 

@@ -178,9 +178,12 @@ def test_candidate_ranks_by_hand():
     rows = np.array([0, 0, 0, 1, 1, 1, 1])
     values = np.array([0.9, 0.5, 0.5, 0.1, 0.7, 0.3, 0.2], dtype=np.float32)
     relevant = np.array([False, True, False, True, False, True, False])
-    # row 0: 0.9, then a tie of a relevant and a non-relevant 0.5: the relevant one is third
+    # row 0: 0.9, then a tie of a relevant and a non-relevant 0.5: the relevant one is listed
+    # at the group's last position, 3, with the group's size, 2
     # row 1: 0.7, 0.3 (relevant, 2nd), 0.2, 0.1 (relevant, 4th); row 2: no candidate
-    assert top_ranks.candidate_ranks(rows, values, relevant, 3).tolist() == [[3, 0], [2, 4], [0, 0]]
+    ranks, ties = top_ranks.candidate_ranks(rows, values, relevant, 3)
+    assert ranks.tolist() == [[3, 0], [2, 4], [0, 0]]
+    assert ties.tolist() == [[2, 0], [1, 1], [0, 0]]
 
 
 def test_kth_best_over_the_whole_gallery():

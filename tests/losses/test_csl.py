@@ -1,5 +1,7 @@
 """Cross-Scale Learning (METHODS.md §3): hand values, the fine-only reduction to CosFace, the
-gradient, the zero term at a scale without negatives, and the knobs' errors."""
+gradient, the zero term at a scale without negatives, and the knobs' errors. The per-scale
+baseline (``positive: scale``): test_per_scale_baseline.py; the margin warm-up (``anneal``):
+test_margin_warmup.py."""
 
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ SCALES = {"fine": 5, "middle": 3, "coarse": 2}
 
 
 def csl(margins=None, scale=32.0, num_classes=5, embed_dim=3, hierarchy=HIERARCHY,
-        scale_classes=SCALES) -> CrossScaleLoss:
+        scale_classes=SCALES, **knobs) -> CrossScaleLoss:
     torch.manual_seed(0)
     return CrossScaleLoss(num_classes, embed_dim, margins=margins, scale=scale,
-                          hierarchy=hierarchy, scale_classes=scale_classes).double()
+                          hierarchy=hierarchy, scale_classes=scale_classes, **knobs).double()
 
 
 def softplus(x: float) -> float:
@@ -109,6 +111,7 @@ def test_built_from_the_data_context() -> None:
     context = BuildContext(num_classes=5, scale_classes=SCALES, hierarchy=HIERARCHY, embed_dim=3)
     loss = build_loss({"name": "csl", "scale": 32.0}, context=context)
     assert loss.margins == {"fine": 0.25, "middle": 0.35, "coarse": 0.45}
+    assert loss.positive == "fine" and loss.anneal == 0  # CSL, the full margins from the start
     assert loss.parents_middle.tolist() == [0, 0, 1, 1, 2]
     assert not [k for k in loss.state_dict() if k.startswith("parents")]  # derived, not stored
 
@@ -119,6 +122,9 @@ def test_built_from_the_data_context() -> None:
     ({"margins": {}}, "loss.margins: name at least one scale"),
     ({"margins": {"fine": -0.1}}, "loss.margins.fine must be >= 0"),
     ({"scale": 0.0}, "loss.scale must be > 0"),
+    ({"positive": "middle"}, "loss.positive must be one of fine, scale"),
+    ({"anneal": -1}, "loss.anneal must be 0 (no warm-up), steps (an int >= 1) or a share of training"),
+    ({"anneal": 2.0}, "loss.anneal must be 0 (no warm-up)"),
     ({"hierarchy": {"middle": (0, 1), "coarse": (0, 0)}}, "the hierarchy gives 2 parents at scale 'middle' "
                                                           "for 5 fine classes"),
 ])

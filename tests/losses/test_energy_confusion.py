@@ -1,6 +1,7 @@
 """The ``energy_confusion`` wrapper (ECAML): hand values, reduction to the base loss, where its
-gradient goes (the embedding layer, never the trunk), the row-norm penalty, determinism of the
-partners, gradcheck and errors. Two-worker exactness: tests/train/test_distributed.py."""
+gradient goes (the embedding layer, never the trunk), the row-norm penalty, gradcheck and
+errors. The partner draw and batches without a pair of different classes:
+test_energy_confusion_partners.py. Two-worker exactness: tests/train/test_distributed.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from torch.func import functional_call
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.losses import build_loss
-from dml.losses.energy_confusion import random_partners
 from dml.models import EmbeddingModel
 from dml.train.loop import MetricLearner
 
@@ -43,45 +43,41 @@ def _energy_confusion(layer: nn.Linear | None, **knobs) -> nn.Module:
     return build_loss({"name": "energy_confusion", "base": BASE, **knobs}, embedding_head=layer)
 
 
-def test_by_hand_every_other_row_a_partner() -> None:
-    # r = B - 1: each unordered pair is drawn twice (once from each end), so
-    # E = Σ_{i<j} ‖z_i − z_j‖² / w_ij with w = 2 positive pairs, 4 negative pairs:
-    # positives (0,1) 1, (2,3) 1 -> 2/2 = 1; negatives 4 + 9 + 5 + 10 = 28 -> 28/4 = 7; E = 8.
+def test_by_hand_every_other_class_row_a_partner() -> None:
+    # r = B - 1: every anchor takes every row of another class, and each unordered pair counts
+    # once. E = (1/w) Σ_{i<j, y_i != y_j} ½ ‖z_i − z_j‖² with w = 4 negative pairs:
+    # (0,2) 4, (0,3) 9, (1,2) 1 + 4 = 5, (1,3) 1 + 9 = 10 -> ½ · 28 / 4 = 3.5. The positive
+    # pairs (0,1) and (2,3) are never drawn.
     layer = _layer(torch.eye(2))
     base = build_loss(BASE)(layer(FEATURES), LABELS)
     loss = _energy_confusion(layer, weight=0.25, partners=3)
-    assert _call(loss, layer).item() == pytest.approx(base.item() + 0.25 * math.log(8.0), abs=1e-12)
+    assert _call(loss, layer).item() == pytest.approx(base.item() + 0.25 * math.log(3.5), abs=1e-12)
     terms = loss.pop_terms()
-    assert terms["energy_confusion"] == pytest.approx(math.log(8.0))
+    assert terms["energy_confusion"] == pytest.approx(math.log(3.5))
     assert terms["row_norm"] == 0.0  # unit rows
-    # W = 2I: z doubles, E = 32, and each row's squared norm is 4: penalty 0.5/2 * (9 + 9) = 4.5
+    # W = 2I: z doubles, E = 14, and each row's squared norm is 4: penalty 0.5/2 * (9 + 9) = 4.5
     double = _layer(2 * torch.eye(2))
     base = build_loss(BASE)(double(FEATURES), LABELS)
-    expected = base.item() + 0.25 * math.log(32.0) + 4.5
+    expected = base.item() + 0.25 * math.log(14.0) + 4.5
     assert _call(_energy_confusion(double, weight=0.25, partners=3), double).item() == pytest.approx(expected, abs=1e-12)
 
 
-def test_by_hand_one_random_partner_each() -> None:
+def test_by_hand_few_random_partners_each() -> None:
+    # Uneven classes, r = 2: the drawn pairs, read from the draw, summed with explicit loops.
     layer = _layer(torch.tensor([[1.0, 0.5], [-0.5, 2.0]]), torch.tensor([0.1, -0.2]))
-    loss = _energy_confusion(layer, weight=1.0, partners=1, row_norm=0.0, seed=3)
-    z = layer(FEATURES).detach()
-    partners = random_partners(4, 1, torch.Generator().manual_seed(3 * 1_000_003 + 5))
-    energy = 0.0
-    for i in range(4):
-        j = int(partners[i, 0])
-        assert j != i
-        kind = 2 if LABELS[i] == LABELS[j] else 4
-        energy += 0.5 * float((z[i] - z[j]).pow(2).sum()) / kind
-    base = build_loss(BASE)(layer(FEATURES), LABELS)
-    assert _call(loss, layer, step=5).item() == pytest.approx(base.item() + math.log(energy), abs=1e-12)
-
-
-def test_partners_are_distinct_other_rows() -> None:
-    partners = random_partners(6, 4, torch.Generator().manual_seed(0))
-    assert partners.shape == (6, 4)
-    for i, row in enumerate(partners.tolist()):
-        assert i not in row and len(set(row)) == 4
-    assert random_partners(3, 10, torch.Generator().manual_seed(0)).shape == (3, 2)  # all others
+    features = torch.randn(7, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3])
+    loss = _energy_confusion(layer, weight=1.0, partners=2, row_norm=0.0, seed=3)
+    chosen = loss.draw(labels, step=5).tolist()
+    z = layer(features).detach().tolist()
+    w = sum(int(labels[i] != labels[j]) for i in range(7) for j in range(i + 1, 7))
+    assert w == 3 * 4 + 2 * 2 + 1  # 0 with the others, 1 with 2 and 3, 2 with 3
+    pairs = {(min(i, j), max(i, j)) for i in range(7) for j in range(7) if chosen[i][j]}
+    assert all(labels[i] != labels[j] for i, j in pairs)
+    energy = sum(0.5 * ((z[i][0] - z[j][0]) ** 2 + (z[i][1] - z[j][1]) ** 2) for i, j in pairs) / w
+    base = build_loss(BASE)(layer(features), labels)
+    value = _call(loss, layer, features, labels, step=5)
+    assert value.item() == pytest.approx(base.item() + math.log(energy), abs=1e-12)
 
 
 def test_weight_zero_is_the_base_loss_exactly() -> None:
@@ -144,7 +140,7 @@ def test_the_layer_stays_the_models_own() -> None:
     assert not any(key.startswith("loss.") for key in learner.state_dict())
 
 
-def test_partners_are_fixed_by_seed_and_step() -> None:
+def test_the_loss_is_fixed_by_seed_and_step() -> None:
     layer = _layer(torch.tensor([[1.0, 0.5], [-0.5, 2.0]]))
     features = torch.randn(10, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4])

@@ -53,6 +53,16 @@ CASES = {name: {} for name in LOSSES.names()} | {
     "energy_confusion-binomial": {"weight": 0.5, "partners": 3, "row_norm": 0.5},
     # MEMS with its full margin from the first step (its centres are DDP parameters)
     "mems-margin": {"margin": 2.0, "ramp": 0.0},
+    # the signed weightings of SGML: negatives that share attributes up-weighted, positives by g
+    "soft_binomial_deviance-up": {"granularity": "ground_truth", "kappa": -2.0, "pos_kappa": 1.5, "delta": 0.3},
+    "soft_binomial_deviance-hard_positives": {"granularity": "predicted", "warmup_epochs": 0, "kappa": -1.0,
+                                              "pos_kappa": -2.0, "delta": 0.3},
+    # CosFace with its margin warming up, read from the gathered batch's step
+    "cosface-anneal": {"margin": 0.35, "anneal": 0.5},
+    # DyML's per-scale baseline: the positive pooled over the fine proxies of each scale's class
+    "csl-per_scale": {"positive": "scale", "margins": {"fine": 0.25, "middle": 0.35, "coarse": 0.45},
+                      "hierarchy": {"middle": (0, 0, 1), "coarse": (0, 0, 0)},
+                      "scale_classes": {"fine": 3, "middle": 2, "coarse": 1}},
 }
 #: Losses that read the attribute head (the model gets one for them).
 WITH_ATTRIBUTE_HEAD = {"soft_binomial_deviance"}
