@@ -52,7 +52,8 @@ def test_evaluate_of_an_unknown_split_lists_the_splits_present(tmp_path):
     assert one_line_error(dml("evaluate", str(path), "--split", "nosuch", cwd=tmp_path)) == (
         f"error: {path}: no rows of split 'nosuch'; splits present: test")
     good = dml("evaluate", str(path), cwd=tmp_path)
-    assert good.returncode == 0 and '"recall@1": 0.0' in good.stdout
+    # np.eye: every score ties, so each query's one relevant item of three is first a third of the time
+    assert good.returncode == 0 and '"recall@1": 0.333333333333333' in good.stdout
 
 
 @pytest.mark.parametrize("command", ["check", "evaluate", "report", "run"])
