@@ -77,13 +77,17 @@ def by_run(runs: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
     return {(run["experiment"], run["seed"]): run["score"] for run in runs}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(recipes: dict[str, dict[str, Any]] = RECIPES, *, doc: str = __doc__,
+         experiments: tuple[str, ...] = ("contrastive", "multi_similarity", "proxy_anchor"),
+         out: str = "benchmarks/results/recipe_sweep.json") -> None:
+    """The sweep over ``recipes`` (name -> dotted overrides, ``default`` first), each scored
+    on validation folds against ``default``; the command line picks experiments and seeds."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--experiments", nargs="+", default=["contrastive", "multi_similarity", "proxy_anchor"])
+    parser.add_argument("--experiments", nargs="+", default=list(experiments))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
-    parser.add_argument("--out", default="benchmarks/results/recipe_sweep.json")
+    parser.add_argument("--recipes", nargs="+", default=list(recipes), choices=list(recipes))
+    parser.add_argument("--out", default=out)
     args = parser.parse_args()
     params = load_params(args.params)
     datasets = {params.experiment(name).dataset for name in args.experiments}
@@ -99,12 +103,12 @@ def main() -> None:
             runs = [
                 {"experiment": name, "seed": seed, "score": score, "epoch": epoch}
                 for name in args.experiments for seed in args.seeds
-                for score, epoch in [validation_score(params, name, RECIPES[recipe], seed, data,
+                for score, epoch in [validation_score(params, name, recipes[recipe], seed, data,
                                                       work / "runs")]
             ]
             scores = [run["score"] for run in runs]
             interval = t_interval(scores)
-            rows[recipe] = {"overrides": RECIPES[recipe], "mean": statistics.fmean(scores),
+            rows[recipe] = {"overrides": recipes[recipe], "mean": statistics.fmean(scores),
                             "low": interval.low, "high": interval.high, "runs": runs,
                             "seconds": time.perf_counter() - started}
             against = ""

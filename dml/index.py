@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +444,13 @@ def stored_codes(index: faiss.Index) -> np.ndarray:
         codes[ids, :prefix] = np.frombuffer(np.uint64(number).tobytes(), np.uint8)[:prefix]
         codes[ids, prefix:] = list_codes
     return codes
+
+
+def index_order(name: str) -> tuple[str, int]:
+    """Sort key of a quantized index's name: by kind, then bits as a number (``hash32`` before
+    ``hash128``)."""
+    kind, bits = re.fullmatch(r"(.*?)(\d*)", name).groups()
+    return kind, int(bits or 0)
 
 
 def code_collapse(codes: np.ndarray) -> dict[str, int | float]:

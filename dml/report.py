@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from dml.data.images import open_rgb
+from dml.index import index_order
 from dml.stats import paired_difference, t_interval
 
 #: Order of metric names in a table (a name's K sorts numerically); others follow by name.
@@ -121,13 +122,6 @@ def metric_columns(metrics: Sequence[Mapping[str, object]],
         prefixes.append(prefixes.pop(prefixes.index("avg")))
     keys = [k for k in keys if "/" not in k or k.rpartition("/")[2] in PREFIXED]
     return sorted(keys, key=lambda k: _sort_key(k, prefixes))
-
-
-def index_order(name: str) -> tuple[str, int]:
-    """Sort key of a quantized index's name: by kind, then bits as a number (``hash32`` before
-    ``hash128``)."""
-    kind, bits = re.fullmatch(r"(.*?)(\d*)", name).groups()
-    return kind, int(bits or 0)
 
 
 def headline_metrics(columns: Sequence[str]) -> list[str]:

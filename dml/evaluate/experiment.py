@@ -22,6 +22,7 @@ from dml.index import (
     code_vectors,
     decode_gallery,
     describe_index,
+    index_order,
     stored_codes,
 )
 from dml.stage import print_notices
@@ -193,12 +194,16 @@ def evaluate_index(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, inde
 
 
 def collapse_notices(experiment: str, quantized: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """One line per quantized index whose most common code holds more than
+    """One line naming the quantized indexes whose most common code holds more than
     :data:`COLLAPSED_SHARE` of the gallery (``quantized``: index name -> its figures, as
-    :func:`evaluate_test_split` reports them)."""
-    return [f"evaluate {experiment}: index {name} gives {100 * m['largest_code_share']:.1f}% of the "
-            f"gallery one code ({m['distinct_codes']} distinct codes); its ranking is mostly ties"
-            for name, m in quantized.items() if m.get("largest_code_share", 0.0) > COLLAPSED_SHARE]
+    :func:`evaluate_test_split` reports them); none where no index collapses."""
+    collapsed = [f"{name} ({100 * m['largest_code_share']:.1f}% on one code, {m['distinct_codes']} distinct)"
+                 for name, m in sorted(quantized.items(), key=lambda item: index_order(item[0]))
+                 if m.get("largest_code_share", 0.0) > COLLAPSED_SHARE]
+    if not collapsed:
+        return []
+    return [f"evaluate {experiment}: the gallery's codes collapse in {', '.join(collapsed)}; "
+            f"{'its ranking is' if len(collapsed) == 1 else 'their rankings are'} mostly ties"]
 
 
 def print_collapse_notices(experiment: str, report: Mapping[str, Any]) -> None:

@@ -123,8 +123,23 @@ class _Ranked(NamedTuple):
     any_tie: bool
 
 
+#: The last block :func:`_prepare` described, with the tensors it came from: every metric of
+#: a block is computed from the same three tensors, one after the other.
+_last: list[tuple[object, object, object, _Ranked]] = []
+
+
 def _prepare(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor,
              ties: ArrayLike | torch.Tensor | None = None) -> _Ranked:
+    if _last and _last[0][0] is ranks and _last[0][1] is n_relevant and _last[0][2] is ties:
+        return _last[0][3]
+    g = _describe(ranks, n_relevant, ties)
+    if isinstance(ranks, torch.Tensor) and isinstance(n_relevant, torch.Tensor):
+        _last[:] = [(ranks, n_relevant, ties, g)]  # holds them: their ids cannot be reused meanwhile
+    return g
+
+
+def _describe(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor,
+              ties: ArrayLike | torch.Tensor | None) -> _Ranked:
     r = _as_long(ranks)
     n = _as_long(n_relevant).to(r.device)
     if r.dim() != 2 or n.dim() != 1 or r.shape[0] != n.shape[0]:
