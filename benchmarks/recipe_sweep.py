@@ -116,7 +116,7 @@ def main(recipes: dict[str, dict[str, Any]] = RECIPES, *, doc: str = __doc__,
                 diff = paired_difference(by_run(runs), by_run(rows["default"]["runs"]))
                 rows[recipe]["against_default"] = {"mean": diff.mean, "low": diff.low, "high": diff.high}
                 against = f"; against default {diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]"
-            print(f"{recipe:32s} val {params.train.val_metric} {rows[recipe]['mean']:.4f} "
+            print(f"{recipe:{max(map(len, args.recipes))}s} val {params.train.val_metric} {rows[recipe]['mean']:.4f} "
                   f"[{interval.low:.4f}, {interval.high:.4f}] over {len(runs)} runs{against} "
                   f"({rows[recipe]['seconds']:.0f} s)", flush=True)
             best = max(rows, key=lambda r: rows[r]["mean"])
