@@ -57,7 +57,7 @@ CASES = {name: {} for name in LOSSES.names()} | {
     "soft_binomial_deviance-up": {"granularity": "ground_truth", "kappa": -2.0, "pos_kappa": 1.5, "delta": 0.3},
     "soft_binomial_deviance-hard_positives": {"granularity": "predicted", "warmup_epochs": 0, "kappa": -1.0,
                                               "pos_kappa": -2.0, "delta": 0.3},
-    # CosFace with its margin warming up, read from the gathered batch's step
+    # CosFace with its margin warming up over half of training: half of it at the batch's progress
     "cosface-anneal": {"margin": 0.35, "anneal": 0.5},
     # DyML's per-scale baseline: the positive pooled over the fine proxies of each scale's class
     "csl-per_scale": {"positive": "scale", "margins": {"fine": 0.25, "middle": 0.35, "coarse": 0.45},
@@ -88,7 +88,8 @@ def make_learner(case: str) -> MetricLearner:
 
 def batch() -> Batch:
     """Eight rows with labels, attributes and an attribute mask (one row has none known), and
-    object counts (pair losses on multi-object rows read those)."""
+    object counts (pair losses on multi-object rows read those), a quarter into training
+    (margins that warm up are halfway there)."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(B, D_IN, generator=g)
     attributes = (torch.rand(B, A, generator=g) < 0.5).float()
@@ -97,7 +98,8 @@ def batch() -> Batch:
     counts = torch.randint(0, 3, (B, C), generator=g).float()
     counts[counts.sum(1) == 0, 0] = 1
     return Batch(images=x, index=torch.arange(B), labels=torch.tensor([0, 0, 1, 1, 2, 2, 0, 1]),
-                 attributes=attributes * known, attribute_mask=known, counts=counts)
+                 attributes=attributes * known, attribute_mask=known, counts=counts, step=3, epoch=1,
+                 progress=0.25)
 
 
 def half(full: Batch, rank: int) -> Batch:
