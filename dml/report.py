@@ -275,14 +275,17 @@ def _section(names: list[str], results: Mapping[str, Runs],
     detail_rows = []
     for name in names:
         detail_rows.append([name, "float", *[_cell([r["float"].get(k) for r in runs[name]]) for k in detail_keys],
-                            str(runs[name][0].get("bytes_per_vector", "?"))])
+                            str(runs[name][0].get("bytes_per_vector", "?")), "–"])
         for q in indexes:
             quantized = [m for m in (r.get("quantized", {}).get(q) for r in runs[name]) if m]
             if quantized:
                 detail_rows.append([name, q, *[_cell([m.get(k) for m in quantized]) for k in detail_keys],
-                                    str(quantized[0].get("bytes_per_vector"))])
+                                    str(quantized[0].get("bytes_per_vector")),
+                                    _cell([m.get("largest_code_share") for m in quantized])])
     return parts + [Heading(3, "Float vs quantized"),
-                    Table(["experiment", "index", *[title(k) for k in detail_keys], "B/vec"], detail_rows)]
+                    Table(["experiment", "index", *[title(k) for k in detail_keys], "B/vec", "top code"], detail_rows),
+                    "top code: the share of the gallery holding its most common code (100: every item "
+                    "one code, its ranking all ties)."]
 
 
 def _gaps(runs: Runs, key: str) -> dict[int, float | None]:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from dml.errors import ConfigError
 from dml.losses.base import LOSSES, check_positive
-from dml.losses.cosface import AnnealedMarginLoss
+from dml.losses.warmup import AnnealedMarginLoss
 
 __all__ = ["POSITIVES", "PUBLISHED_MARGINS", "CrossScaleLoss"]
 

@@ -10,7 +10,7 @@ from torch import Tensor
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.losses.base import LOSSES, ProxyLoss, check_positive
-from dml.losses.cosface import warmup_fraction
+from dml.losses.warmup import warmup_fraction
 
 __all__ = ["MemsLoss", "margin_at"]
 

@@ -17,7 +17,7 @@ from dml.checks import check_params
 from dml.config import parse_params
 from dml.errors import ConfigError
 from dml.losses import build_loss
-from dml.losses.cosface import check_anneal, warmup_factor, warmup_fraction
+from dml.losses.warmup import check_anneal, warmup_factor, warmup_fraction
 from dml.losses.mems import margin_at
 
 from .helpers import random_batch
