@@ -41,16 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dml.evaluate.metrics import (
-    average_precision,
-    average_precision_at_k,
-    average_set_intersection,
-    map_at_r,
-    ndcg_at_k,
-    precision_at_k,
-    r_precision,
-    recall_at_k,
-)
+from dml.evaluate.metrics import block_metrics, ndcg_at_k
 
 __all__ = [
     "BYTES_PER_PAIR",
@@ -470,9 +461,10 @@ def per_query_metrics(
     many = not callable(relevance)
     count = len(relevance) if many else 1
     precision_ks = sorted({1, *precision_ks})
-    names = ([f"recall@{k}" for k in ks] + [f"precision@{k}" for k in precision_ks]
-             + ["r_precision", "map@r"] + (["map"] if full_map else []) + [f"map@{k}" for k in map_ks]
-             + (["asi"] if asi else []))
+    options = {"ks": ks, "precision_ks": precision_ks, "full_map": full_map, "map_ks": map_ks,
+               "map_denominator": map_denominator, "asi": asi}
+    no_query = torch.zeros(0, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    names = list(block_metrics(*no_query, **options))  # the metrics' names, in their order
     outs = [{name: np.full(query.shape[0], np.nan) for name in names + [f"ndcg@{k}" for k in ndcg_ks]}
             for _ in range(count)]
     depth = None if full_map or ndcg_ks else max([*ks, *precision_ks, *map_ks])
@@ -484,15 +476,7 @@ def per_query_metrics(
         if not many:
             ranks, n_rels, ndcgs = [ranks], [n_rels], [ndcgs]
         for out, (rank, ties), n_rel, ndcg in zip(outs, ranks, n_rels, ndcgs, strict=True):
-            values = (
-                [recall_at_k(rank, n_rel, k, ties) for k in ks]
-                + [precision_at_k(rank, n_rel, k, ties) for k in precision_ks]
-                + [r_precision(rank, n_rel, ties), map_at_r(rank, n_rel, ties)]
-                + ([average_precision(rank, n_rel, ties)] if full_map else [])
-                + [average_precision_at_k(rank, n_rel, k, ties, map_denominator) for k in map_ks]
-                + ([average_set_intersection(rank, n_rel, ties)] if asi else [])
-            )
-            for name, value in zip(names, values, strict=True):
+            for name, value in block_metrics(rank, n_rel, ties, **options).items():
                 out[name][idx] = value.cpu().numpy()
             for k, value in ndcg.items():
                 out[f"ndcg@{k}"][idx] = value.cpu().numpy()

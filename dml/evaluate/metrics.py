@@ -45,6 +45,7 @@ whole block; no Python loop over queries or pairs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -60,6 +61,7 @@ __all__ = [
     "average_precision",
     "average_precision_at_k",
     "average_set_intersection",
+    "block_metrics",
     "ndcg_at_k",
     "clustering_scores",
     "kmeans_assign",
@@ -123,23 +125,8 @@ class _Ranked(NamedTuple):
     any_tie: bool
 
 
-#: The last block :func:`_prepare` described, with the tensors it came from: every metric of
-#: a block is computed from the same three tensors, one after the other.
-_last: list[tuple[object, object, object, _Ranked]] = []
-
-
 def _prepare(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor,
              ties: ArrayLike | torch.Tensor | None = None) -> _Ranked:
-    if _last and _last[0][0] is ranks and _last[0][1] is n_relevant and _last[0][2] is ties:
-        return _last[0][3]
-    g = _describe(ranks, n_relevant, ties)
-    if isinstance(ranks, torch.Tensor) and isinstance(n_relevant, torch.Tensor):
-        _last[:] = [(ranks, n_relevant, ties, g)]  # holds them: their ids cannot be reused meanwhile
-    return g
-
-
-def _describe(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor,
-              ties: ArrayLike | torch.Tensor | None) -> _Ranked:
     r = _as_long(ranks)
     n = _as_long(n_relevant).to(r.device)
     if r.dim() != 2 or n.dim() != 1 or r.shape[0] != n.shape[0]:
@@ -239,7 +226,11 @@ def recall_at_k(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.T
     >>> recall_at_k([[4]], [1], 1, ties=[[4]]).tolist()   # one relevant among 4 tied items
     [0.25]
     """
-    g = _prepare(ranks, n_relevant, ties)
+    return _recall_at_k(_prepare(ranks, n_relevant, ties), k)
+
+
+def _recall_at_k(g: _Ranked, k: int) -> torch.Tensor:
+    """:func:`recall_at_k` of a described block."""
     hit = (g.found & (g.last <= k)).any(dim=1).double()
     if g.any_tie and g.last.shape[1]:
         first_tied, total, good = g.found[:, 0] & (g.tied[:, 0] > 1), g.tied[:, 0], g.rel_tied[:, 0]
@@ -258,7 +249,11 @@ def precision_at_k(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torc
     >>> precision_at_k(ranks, n, 1).tolist(), precision_at_k(ranks, n, 4).tolist()
     ([1.0], [0.75])
     """
-    g = _prepare(ranks, n_relevant, ties)
+    return _precision_at_k(_prepare(ranks, n_relevant, ties), k)
+
+
+def _precision_at_k(g: _Ranked, k: int) -> torch.Tensor:
+    """:func:`precision_at_k` of a described block."""
     hits = _in_top(g, float(k)).sum(dim=1) / k
     return hits.masked_fill(g.n == 0, float("nan"))
 
@@ -271,7 +266,11 @@ def r_precision(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.T
     >>> r_precision(ranks, n).tolist()
     [0.5]
     """
-    g = _prepare(ranks, n_relevant, ties)
+    return _r_precision(_prepare(ranks, n_relevant, ties))
+
+
+def _r_precision(g: _Ranked) -> torch.Tensor:
+    """:func:`r_precision` of a described block."""
     return _per_query(_in_top(g, g.n[:, None].double()).sum(dim=1), g.n)
 
 
@@ -283,7 +282,11 @@ def map_at_r(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tens
     >>> map_at_r(ranks, n).tolist()                                      # (1/1 + 2/2 + 0) / 3
     [0.6666666666666666]
     """
-    g = _prepare(ranks, n_relevant, ties)
+    return _map_at_r(_prepare(ranks, n_relevant, ties))
+
+
+def _map_at_r(g: _Ranked) -> torch.Tensor:
+    """:func:`map_at_r` of a described block."""
     return _per_query(_precision_terms(g, g.n[:, None].double()).sum(dim=1), g.n)
 
 
@@ -302,7 +305,11 @@ def average_precision(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | t
     >>> average_precision([[3]], [1], ties=[[3]]).tolist()   # (1/1 + 1/2 + 1/3) / 3
     [0.611111111111111]
     """
-    g = _prepare(ranks, n_relevant, ties)
+    return _average_precision(_prepare(ranks, n_relevant, ties))
+
+
+def _average_precision(g: _Ranked) -> torch.Tensor:
+    """:func:`average_precision` of a described block."""
     return _per_query(_precision_terms(g, torch.inf).sum(dim=1), g.n)
 
 
@@ -322,7 +329,11 @@ def average_set_intersection(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayL
     >>> average_set_intersection(ranks, n).tolist()
     [0.75]
     """
-    g = _prepare(ranks, n_relevant, ties)
+    return _average_set_intersection(_prepare(ranks, n_relevant, ties))
+
+
+def _average_set_intersection(g: _Ranked) -> torch.Tensor:
+    """:func:`average_set_intersection` of a described block."""
     top = int(g.n.max()) if g.n.numel() else 0
     harmonic = torch.zeros(top + 1, dtype=torch.float64, device=g.last.device)
     harmonic[1:] = torch.cumsum(1.0 / torch.arange(1, top + 1, dtype=torch.float64, device=g.last.device), 0)
@@ -362,9 +373,13 @@ def average_precision_at_k(
     >>> average_precision_at_k(*ranks_from_relevance([[False, True]]), 1).tolist()
     [0.0]
     """
+    return _average_precision_at_k(_prepare(ranks, n_relevant, ties), k, denominator)
+
+
+def _average_precision_at_k(g: _Ranked, k: int, denominator: str = "found") -> torch.Tensor:
+    """:func:`average_precision_at_k` of a described block."""
     if denominator not in MAP_DENOMINATORS:
         raise ValueError(f"denominator must be one of {MAP_DENOMINATORS}, got {denominator!r}")
-    g = _prepare(ranks, n_relevant, ties)
     terms = _precision_terms(g, float(k))
     if denominator == "min_r_k":
         return _per_query(terms.sum(dim=1), g.n.clamp(max=k)).masked_fill(g.n == 0, float("nan"))
@@ -398,6 +413,30 @@ def _found_denominator_straddling(g: _Ranked, rows: torch.Tensor, straddling: to
         count = above_count + hits
         value = torch.where(count > 0, (above_sum + group) / count.clamp(min=1), 0.0)
         out += _hypergeometric(n, r, s, hits) * value
+    return out
+
+
+def block_metrics(ranks: ArrayLike | torch.Tensor, n_relevant: ArrayLike | torch.Tensor,
+                  ties: ArrayLike | torch.Tensor | None = None, *, ks: Sequence[int] = (1, 2, 4, 8),
+                  precision_ks: Sequence[int] = (1,), full_map: bool = True, map_ks: Sequence[int] = (),
+                  map_denominator: str = "found", asi: bool = False) -> dict[str, torch.Tensor]:
+    """Every rank-based metric of one block, by name (``recall@K``, ``precision@K``,
+    ``r_precision``, ``map@r``, ``map`` with ``full_map``, ``map@K``, ``asi`` when asked), the
+    block described once for all of them.
+
+    >>> ranks, n = ranks_from_relevance([[True, False, True]])
+    >>> {k: v.tolist() for k, v in block_metrics(ranks, n, ks=(1,), map_ks=(2,)).items()}
+    {'recall@1': [1.0], 'precision@1': [1.0], 'r_precision': [0.5], 'map@r': [0.5], 'map': [0.8333333333333333], 'map@2': [1.0]}
+    """
+    g = _prepare(ranks, n_relevant, ties)
+    out = {f"recall@{k}": _recall_at_k(g, k) for k in ks}
+    out |= {f"precision@{k}": _precision_at_k(g, k) for k in precision_ks}
+    out |= {"r_precision": _r_precision(g), "map@r": _map_at_r(g)}
+    if full_map:
+        out["map"] = _average_precision(g)
+    out |= {f"map@{k}": _average_precision_at_k(g, k, map_denominator) for k in map_ks}
+    if asi:
+        out["asi"] = _average_set_intersection(g)
     return out
 
 
