@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from dml.errors import ConfigError, DataError
+from dml.index import stored_codes
 
 __all__ = ["class_centres", "encode", "fit_hash", "hash_index", "index_codes", "train_hash_index"]
 
@@ -117,5 +118,4 @@ def encode(index: faiss.IndexLSH, vectors: np.ndarray) -> np.ndarray:
 
 def index_codes(index: faiss.IndexLSH) -> np.ndarray:
     """The codes the index holds (its gallery), as 0/1 bits: uint8 ``[ntotal, bits]``."""
-    packed = faiss.vector_to_array(index.codes).reshape(index.ntotal, index.code_size)
-    return np.unpackbits(packed, axis=1, bitorder="little")[:, : index.nbits]
+    return np.unpackbits(stored_codes(index), axis=1, bitorder="little")[:, : index.nbits]

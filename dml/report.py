@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from dml.data.images import open_rgb
+from dml.errors import ConfigError
 from dml.index import index_order
 from dml.stats import paired_difference, t_interval
 
@@ -382,7 +383,7 @@ def conventions_caption(protocol: Mapping[str, Any] | None) -> str:
     parts = ["ranks with tied scores count as the mean over the orders of the tied items"]
     try:
         conventions = build_protocol(dict(protocol or {"name": "self_retrieval"})).conventions()
-    except Exception:  # a result file from another version: its conventions are unknown
+    except ConfigError:  # a result file from another version: its conventions are unknown
         conventions = {}
     parts += [CONVENTION_TEXT[item] for item in conventions.items()]
     return "Metric conventions: " + "; ".join(parts) + "."

@@ -149,10 +149,11 @@ def evaluate_test_split(
     # The spread due to the finite query set: the interval of a single run (one seed).
     intervals = {key: bootstrap_interval(values) for key, values in per_query.items()}
     quantized = {}
+    coded = code_vectors(vectors, protocol.metric) if indexes else vectors  # once for every index
     for name, index in indexes.items():
         if index.ntotal != len(gallery):
             raise DataError(f"index {name} holds {index.ntotal} vectors, the gallery has {len(gallery)}")
-        metrics = evaluate_index(rows, vectors, protocol, index, ks=ks)
+        metrics = evaluate_index(rows, coded, protocol, index, ks=ks)
         facts = describe_index(index)
         metrics["bytes_per_vector"] = facts["code_size"]
         if facts["kind"] != "flat":

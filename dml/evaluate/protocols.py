@@ -486,6 +486,7 @@ class MultiLabel(Protocol):
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    """``value`` when it is one of ``allowed``, else a ConfigError naming ``protocol.<name>``."""
     if value not in allowed:
         raise ConfigError(f"protocol.{name}: {value!r} is not one of: {', '.join(allowed)}")
     return value
@@ -519,11 +520,9 @@ def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
     ``found`` (relevant items in the top K) or ``min_r_k`` (``min(R, K)``)."""
     from dml.data.manifest import DOMAINS
 
-    for key, value in (("query_domain", query_domain), ("gallery_domain", gallery_domain)):
-        if value not in DOMAINS:
-            raise ConfigError(f"protocol.{key}: {value!r} is not one of: {', '.join(DOMAINS)}")
-    if metric not in ("cosine", "euclidean"):
-        raise ConfigError(f"protocol.metric: {metric!r} is not one of: cosine, euclidean")
+    _choice("query_domain", query_domain, DOMAINS)
+    _choice("gallery_domain", gallery_domain, DOMAINS)
+    _choice("metric", metric, ("cosine", "euclidean"))
     if not isinstance(flip, bool):
         raise ConfigError(f"protocol.flip: {flip!r} must be true or false")
     return CrossDomain(query_domain, gallery_domain, metric, _ks("precision_ks", precision_ks),
