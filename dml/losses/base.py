@@ -14,6 +14,7 @@ connected to the graph (``embeddings.sum() * 0``, or an empty masked mean), neve
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -34,6 +35,7 @@ __all__ = [
     "WrapperLoss",
     "avg_non_zero",
     "ProxyLoss",
+    "check_finite",
     "check_positive",
     "cosine_matrix",
     "distance_matrix",
@@ -63,6 +65,12 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"loss.{name} must be {bound}, got {value!r}")
+
+
+def check_finite(name: str, value: object) -> None:
+    """Raise ConfigError unless the signed constructor knob ``name`` is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ConfigError(f"loss.{name} must be a finite number (either sign), got {value!r}")
 
 
 def pair_masks(similarity: Tensor) -> tuple[Tensor, Tensor]:

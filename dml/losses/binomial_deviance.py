@@ -37,9 +37,13 @@ class BinomialDevianceLoss(MetricLoss):
         self.beta = float(beta)
         self.neg_weight = float(neg_weight)
 
+    def positive_penalty(self, s: Tensor) -> Tensor:
+        """``softplus(−alpha (s_ij − beta))`` for every pair."""
+        return F.softplus(-self.alpha * (s - self.beta))
+
     def positive_term(self, s: Tensor, pos: Tensor) -> Tensor:
         """``1/|P| Σ_P softplus(−alpha (s_ij − beta))``."""
-        return masked_mean(F.softplus(-self.alpha * (s - self.beta)), pos)
+        return masked_mean(self.positive_penalty(s), pos)
 
     def negative_penalty(self, s: Tensor, shift: Tensor | None = None) -> Tensor:
         """``softplus(alpha · neg_weight · (s_ij − beta − shift_ij))`` for every pair."""

@@ -45,12 +45,9 @@ known entries of the global batch; unknown entries are masked out, never read as
 
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dml.batch import Batch, ModelOutput
@@ -58,6 +55,7 @@ from dml.errors import ConfigError
 from dml.losses.base import (
     LOSSES,
     at_least_float32,
+    check_finite,
     check_positive,
     cosine_matrix,
     masked_binary_cross_entropy,
@@ -95,12 +93,6 @@ def relative_weights(granularity: Tensor, power: float, mask: Tensor | None = No
     if mask is not None:  # pairs outside the mask must not set the scale
         z = torch.where(mask, z, z.min())
     return torch.exp(z - z.max())
-
-
-def check_finite(name: str, value: object) -> None:
-    """Raise ConfigError unless the signed knob ``name`` is a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ConfigError(f"loss.{name} must be a finite number (either sign), got {value!r}")
 
 
 @LOSSES.register("soft_binomial_deviance")
@@ -185,8 +177,8 @@ class SoftBinomialDevianceLoss(BinomialDevianceLoss):
         if granularity is None or not self.pos_kappa:
             positive = self.positive_term(s, pos)
         else:
-            penalty = F.softplus(-self.alpha * (s - self.beta))
-            positive = weighted_mean(penalty, pos, relative_weights(granularity, self.pos_kappa, pos))
+            positive = weighted_mean(self.positive_penalty(s), pos,
+                                     relative_weights(granularity, self.pos_kappa, pos))
         shift = self.delta * granularity if granularity is not None and self.delta else None
         penalty = self.negative_penalty(s, shift)
         if granularity is None or not self.kappa:
