@@ -3,30 +3,13 @@ retrieval_metrics that protocols use (own relevance, graded NDCG, euclidean and 
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
 from dml.errors import ConfigError, DataError
 from dml.evaluate import retrieval_metrics
 from dml.evaluate.protocols import PROTOCOLS, EvalRows, build_protocol
-
-
-def tie_orders(scores, *columns):
-    """Every distinct order of the items by decreasing score, tied items in any order: a list
-    of index arrays (the columns tell which tied items are interchangeable: equal columns)."""
-    groups = [np.flatnonzero(scores == s) for s in np.unique(scores)[::-1]]
-    per_group = []
-    for group in groups:
-        seen, orders = set(), []
-        for perm in itertools.permutations(group):
-            key = tuple(tuple(c[list(perm)]) for c in columns)
-            if key not in seen:
-                seen.add(key)
-                orders.append(np.asarray(perm))
-        per_group.append(orders)
-    return [np.concatenate(parts) for parts in itertools.product(*per_group)]
+from evaluate.helpers import tie_orders
 
 
 def loop_metrics(query, gallery, relevant, *, own=None, metric="cosine", grades=None, ndcg_k=None, map_k=None,

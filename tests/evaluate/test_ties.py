@@ -4,7 +4,6 @@ rankings keep their values to the last bit; all-tied rankings score the chance l
 
 from __future__ import annotations
 
-import itertools
 from math import comb
 
 import numpy as np
@@ -16,6 +15,7 @@ from dml.evaluate.metrics import (
     average_precision,
     average_precision_at_k,
     average_set_intersection,
+    block_metrics,
     map_at_r,
     ndcg_at_k,
     precision_at_k,
@@ -23,27 +23,14 @@ from dml.evaluate.metrics import (
     ranks_from_relevance,
     recall_at_k,
 )
+from evaluate.helpers import tie_orders
 
 
 def metrics_of(ranks, n, ties=None, k=3):
-    """Every rank-based metric of a block as a dict of float64 arrays."""
-    return {
-        "recall@1": recall_at_k(ranks, n, 1, ties), f"recall@{k}": recall_at_k(ranks, n, k, ties),
-        f"precision@{k}": precision_at_k(ranks, n, k, ties), "r_precision": r_precision(ranks, n, ties),
-        "map@r": map_at_r(ranks, n, ties), "map": average_precision(ranks, n, ties),
-        f"map@{k}": average_precision_at_k(ranks, n, k, ties),
-        f"map@{k}/min_r_k": average_precision_at_k(ranks, n, k, ties, denominator="min_r_k"),
-        "asi": average_set_intersection(ranks, n, ties),
-    }
-
-
-def orders(scores: np.ndarray, rel: np.ndarray) -> list[np.ndarray]:
-    """The relevance flags of every distinct order by decreasing score (tied items in any order)."""
-    parts = []
-    for s in np.unique(scores)[::-1]:
-        flags = rel[scores == s]
-        parts.append(sorted({p for p in itertools.permutations(flags.tolist())}))
-    return [np.array(sum(combo, ())) for combo in itertools.product(*parts)]
+    """Every rank-based metric of a block as a dict of float64 arrays, mAP@K under both denominators."""
+    out = block_metrics(ranks, n, ties, ks=(1, k), precision_ks=(k,), map_ks=(k,), asi=True)
+    out[f"map@{k}/min_r_k"] = average_precision_at_k(ranks, n, k, ties, denominator="min_r_k")
+    return out
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -56,7 +43,7 @@ def test_every_metric_is_the_mean_over_the_tied_orders(seed):
         rel[0] = True
     ranks, ties, n = knn.relevant_ranks(torch.from_numpy(scores[None].copy()), torch.from_numpy(rel[None]))
     got = metrics_of(ranks, n, ties)
-    per_order = [metrics_of(*ranks_from_relevance(flags[None])) for flags in orders(scores, rel)]
+    per_order = [metrics_of(*ranks_from_relevance(rel[order][None])) for order in tie_orders(scores, rel)]
     for key, value in got.items():
         expected = np.mean([float(o[key][0]) for o in per_order])
         assert float(value[0]) == pytest.approx(expected, abs=1e-12), key
@@ -75,11 +62,8 @@ def test_ndcg_is_the_mean_over_the_tied_orders(seed, gain):
     k = int(rng.integers(1, n_items + 1))
     disc = 1 / np.log2(np.arange(2, k + 2))
     ideal = (np.sort(gains)[::-1][:k] * disc).sum()
-    values = []
-    groups = [np.flatnonzero(scores == s) for s in np.unique(scores)[::-1]]
-    for combo in itertools.product(*(itertools.permutations(g.tolist()) for g in groups)):
-        order = np.array(sum(combo, ()))
-        values.append((gains[order][:k] * disc).sum() / ideal)
+    # each distinct arrangement of the grades stands for as many orders as any other
+    values = [(gains[order][:k] * disc).sum() / ideal for order in tie_orders(scores, grades)]
     got = ndcg_at_k(torch.from_numpy(scores[None]), torch.from_numpy(grades[None]), k, gain)
     assert float(got[0]) == pytest.approx(np.mean(values), abs=1e-12)
 
