@@ -130,6 +130,20 @@ def stage_command(stage: str, experiment: str, data: dict[str, str]) -> list[str
             *arguments]
 
 
+def ray_registered_checkpoint(storage: Path) -> bool:
+    """Whether Ray Train has recorded a checkpoint of a run under ``storage`` (its checkpoint
+    manager's snapshot names a latest one): what a restarted run resumes from. A checkpoint's
+    files are complete a moment before Ray records them; a kill in between leaves nothing to
+    resume."""
+    for path in storage.glob("**/checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(path.read_text()).get("latest_checkpoint_result") is not None:
+                return True
+        except (FileNotFoundError, json.JSONDecodeError):  # being written
+            continue
+    return False
+
+
 def checkpointed_epochs(storage: Path) -> dict[int, dict]:
     """The checkpoints under a Ray storage folder so far, by epoch (skipping half-copied ones)."""
     states = {}

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from .processes import checkpointed_epochs, kill_when, stage_command, stage_env, write_params
+from .processes import checkpointed_epochs, kill_when, ray_registered_checkpoint, stage_command, stage_env, write_params
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 EPOCHS = 4
@@ -24,8 +24,10 @@ def test_killed_train_stage_resumes_and_changed_params_start_afresh(launcher, fa
     write_params(tmp_path, experiment="drv", data=data, train=train)
     command = stage_command("train", "drv", data)
     env = stage_env(short_tmp / f"driver-scratch-{launcher}")
-    kill_when(command, tmp_path, env, ready=lambda: bool(checkpointed_epochs(storage)),  # driver and its Ray
-              log=tmp_path / "killed.log")
+    # killed (driver and its Ray) once a checkpoint is there to resume from: for Ray, once Ray recorded it
+    ready = ((lambda: ray_registered_checkpoint(storage)) if launcher == "ray"
+             else (lambda: bool(checkpointed_epochs(storage))))
+    kill_when(command, tmp_path, env, ready=ready, log=tmp_path / "killed.log")
     done = checkpointed_epochs(storage)
     assert EPOCHS - 1 not in done, "the run had finished before the kill"
     assert not (tmp_path / "model").exists(), "a killed stage left its output behind"
