@@ -51,7 +51,9 @@ class Batch:
       where a row has no attributes (a sketch): such entries hold 0 and must be masked out;
     - ``counts``: float ``[B, C]`` objects of each fine class in the image (multi-object);
     - ``domain``: int64 ``[B]``, :data:`DOMAIN_CODES` (0 sketch, 1 photo);
-    - ``instance``: int64 ``[B]``, equal for a photo and its sketch (-1 when unknown).
+    - ``instance``: int64 ``[B]``, equal for a photo and its sketch (-1 when unknown);
+    - ``features``: float ``[B, F]``, the frozen trunk's features computed once ahead
+      (``images`` is then ``None``: the model runs its heads only; local like the images).
 
     Training progress: ``step`` (global optimizer step, from 0), ``epoch`` and ``progress``
     (fraction of the whole run done before this step, in [0, 1]), for losses with schedules.
@@ -66,6 +68,7 @@ class Batch:
     counts: Tensor | None = None
     domain: Tensor | None = None
     instance: Tensor | None = None
+    features: Tensor | None = None
     step: int = 0
     epoch: int = 0
     progress: float = 0.0

@@ -15,6 +15,8 @@ from dml.errors import ConfigError
 from dml.evaluate.protocols import build_protocol
 from dml.losses import build_loss
 from dml.models import BACKBONES, HEADS
+from dml.models.timm_trunk import check_timm_options, is_timm_model
+from dml.models.weights import check_weights
 
 
 def check_run(spec: RunSpec) -> None:
@@ -29,11 +31,16 @@ def check_run(spec: RunSpec) -> None:
         raise ConfigError(f"{', '.join(f'{where}.train.sampler.{k}' for k in supplied)}: set by "
                           "the training loop; remove it")
     SAMPLERS.check_kwargs(sampler.name, sampler.knobs(), where=f"{where}.train.sampler")
-    if spec.model.backbone not in BACKBONES:
-        raise ConfigError(f"{where}.model.backbone: unknown backbone {spec.model.backbone!r}; "
-                          f"valid choices: {', '.join(BACKBONES.names())}")
-    BACKBONES.check_kwargs(spec.model.backbone, spec.model.backbone_options,
+    if spec.model.backbone in BACKBONES:
+        BACKBONES.check_kwargs(spec.model.backbone, spec.model.backbone_options,
+                               where=f"{where}.model.backbone_options")
+    elif is_timm_model(spec.model.backbone):
+        check_timm_options(spec.model.backbone, spec.model.backbone_options,
                            where=f"{where}.model.backbone_options")
+    else:
+        raise ConfigError(f"{where}.model.backbone: unknown backbone {spec.model.backbone!r}; "
+                          f"valid choices: {', '.join(BACKBONES.names())} or a timm model name")
+    check_weights(spec.model.weights, spec.model.backbone)
     for head, knobs in spec.model.heads.items():
         build_with_context(HEADS, head, knobs, context, where=f"{where}.model.heads.{head}")
     build_protocol(spec.protocol, where=f"{where}.protocol")

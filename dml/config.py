@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -115,6 +115,20 @@ class TrainConfig(Section):
     # per domain ({photo: [...], sketch: [...]}); null: the default recipe (dml.data.transforms)
     augment: list[dict[str, Any]] | dict[Literal["photo", "sketch"], list[dict[str, Any]]] | None = None
     patience: int | None = Field(None, ge=1)  # stop after this many epochs without improvement
+    # Fine-tuning a pretrained trunk (dml/train/finetune.py). freeze: the first N parameter
+    # groups of the trunk (the stem, then its stages) stay frozen, BatchNorm in eval mode;
+    # "all": the whole trunk, whose features are then computed once per image and view
+    # (feature_views; 1 where the transforms are deterministic) and the heads train on them.
+    freeze: Annotated[int, Field(ge=0)] | Literal["all"] = 0
+    unfreeze_after: int | None = Field(None, ge=1)  # epochs after which the frozen part trains too
+    feature_views: int = Field(4, ge=1)  # augmented views cached per image under freeze: all
+    trunk_lr: float | None = Field(None, gt=0)  # the trunk's learning rate (null: lr, as the heads)
+    warmup_epochs: float = Field(0.0, ge=0)  # linear warm-up of every learning rate from 0
+    schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up: kept, or cosine to 0
+    channels_last: bool | Literal["auto"] = "auto"  # auto: for timm trunks (1.3-2.2x on CPU)
+    # Retrain on all training classes (validation folds included) for the epochs selected on
+    # the folds, as scikit-learn's refit after a search; the model card says which.
+    refit: bool = False
 
     @model_validator(mode="after")
     def _selection_needs_validation(self) -> TrainConfig:

@@ -1,5 +1,6 @@
 """Stage train: fit an experiment on its training classes (validation folds held out, the
-best epoch on them selected) with its launcher; export the model. An experiment with
+best epoch on them selected) with its launcher; with ``train.refit``, train again on every
+training class for that many epochs; export the model. An experiment with
 ``train.epochs: 0`` is an untrained reference: its initial model is exported as is."""
 
 from dml.stage import hand_over, print_notices, read_tuned, run_stage, stage_parser
@@ -14,7 +15,8 @@ from dml.preflight import preflight
 from dml.runtime import storage_dir
 from dml.train.curves import write_curves
 from dml.train.export import export_model
-from dml.train.launch import initial_model, mark_finished, selected_weights, train_run, trained_model
+from dml.train.launch import (initial_model, mark_finished, refit_spec, selected_weights, train_run,
+                              trained_model)
 from dml.train.loop import DataSpec
 from dml.validation import held_out
 
@@ -33,7 +35,8 @@ def main() -> None:
     print_notices(checked.notices)
     spec = checked.spec
     card = {"experiment": args.experiment, "seed": args.seed, "dataset": spec.dataset, "domains": spec.domains,
-            "loss": spec.loss, "protocol": spec.protocol, "train": spec.train.model_dump(mode="json")}
+            "loss": spec.loss, "protocol": spec.protocol, "train": spec.train.model_dump(mode="json"),
+            "pretrained": spec.model.weights}
     if spec.train.epochs == 0:
         model, context = initial_model(spec, data)
         _, validate = held_out(spec, data)
@@ -43,25 +46,34 @@ def main() -> None:
                      resumed_at_epochs=[], selected_epoch=None, selected_by="untrained", **card)
         print(f"train {args.experiment}: untrained reference ({spec.model.backbone}) -> {args.out}")
         return
-    state, run_folder = train_run(spec, data, storage_path=storage_dir(spec.train.storage_path))
+    storage = storage_dir(spec.train.storage_path)
+    state, run_folder = train_run(spec, data, storage_path=storage)
     weights, epoch = selected_weights(spec, state)
     model, context = trained_model(spec, state, weights)
+    refit = None
+    if spec.train.refit:  # the epochs chosen on the folds, now on every training class
+        refitted = refit_spec(spec, epoch + 1)
+        refit_state, refit_folder = train_run(refitted, data, storage_path=storage)
+        model, context = trained_model(refitted, refit_state, refit_state["learner"])
+        refit = {"epochs": epoch + 1, "history": refit_state["history"]}
+        mark_finished(refit_folder, model=str(Path(args.out).resolve()))
     write_curves(args.curves, state["history"])
     export_model(
         model, spec.model, args.out, context=context,
         history=state["history"], workers=state["workers"], resumed_at_epochs=state["resumes"],
         selected_epoch=epoch,
         selected_by=state["best"]["metric"] if spec.train.select == "best" and state.get("best") else "last",
-        **card,
+        refit=refit, **card,
     )
     mark_finished(run_folder, model=str(Path(args.out).resolve()))
     chosen = state["history"][epoch]
     nodes = len({worker["node_id"] for worker in state["workers"]})
     monitored = f"val_{spec.train.val_metric}"
     validated = f", {monitored} {chosen[monitored]:.4f}" if monitored in chosen else ""
+    refitted = f"; refit on every training class for {epoch + 1} epochs" if refit else ""
     print(f"train {args.experiment}: {len(state['history'])} epochs on {len(state['workers'])} worker(s), "
-          f"{nodes} node(s); epoch {epoch} ({spec.train.select}): loss {chosen['loss']:.4f}{validated} "
-          f"-> {args.out}")
+          f"{nodes} node(s); epoch {epoch} ({spec.train.select}): loss {chosen['loss']:.4f}{validated}"
+          f"{refitted} -> {args.out}")
 
 
 if __name__ == "__main__":

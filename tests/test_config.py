@@ -188,7 +188,7 @@ def test_an_experiment_overrides_the_quantize_section():
     (lambda raw: raw["experiments"]["proxy_anchor"].update(train={"sampler": {"name": "m_per_clas"}}),
      "experiments.proxy_anchor.train.sampler.name: unknown sampler 'm_per_clas'; valid choices: cross_domain, hierarchical, m_per_class, multilabel, random"),
     (lambda raw: raw["experiments"]["proxy_anchor"].update(model={"backbone": "vgg"}),
-     "experiments.proxy_anchor.model.backbone: unknown backbone 'vgg'; valid choices: {backbones}"),
+     "experiments.proxy_anchor.model.backbone: unknown backbone 'vgg'; valid choices: {backbones} or a timm model name"),
 ], ids=["top-level key", "split bound", "pydantic value error", "two keys", "loss knob", "loss name", "sampler name", "backbone"])
 def test_config_errors_are_one_line_naming_the_dotted_key(change, message):
     """The exact text a user reads: the dotted key (with its experiment), the problem, the

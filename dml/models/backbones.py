@@ -1,7 +1,9 @@
-"""Trunks that map images to feature vectors: a small CNN for CPUs and torchvision ResNets.
+"""Trunks that map images to feature vectors: a small CNN for CPUs and torchvision ResNets
+(any timm architecture is a trunk too: :mod:`dml.models.timm_trunk`).
 
-Every trunk is built with random weights; pretrained weights come only from a local file
-(``model.weights`` in params.yaml), never from the network.
+Every trunk is built with random weights; pretrained weights come from an installed package or
+a local file (``model.weights``, :mod:`dml.models.weights`), never from the network. Each
+trunk lists its ``stages()`` (parameter groups, the stem first) for freezing.
 """
 
 from __future__ import annotations
@@ -14,21 +16,11 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 from dml.errors import ConfigError
-from dml.models.excitation import SqueezeExcitation
+from dml.models.excitation import SqueezeExcitation, check_excitation
+from dml.models.input_norm import InputNormalization
 from dml.registry import Registry
 
 BACKBONES: Registry[nn.Module] = Registry("backbone")
-
-
-#: ``backbone_options.excitation``: no squeeze-and-excitation, plain SE in every block, or
-#: DASE (domain-aware SE) in every block of all stages but the last, which keeps plain SE.
-EXCITATIONS = ("none", "se", "dase")
-
-
-def _check_excitation(excitation: str) -> None:
-    if excitation not in EXCITATIONS:
-        raise ConfigError(f"model.backbone_options.excitation: {excitation!r} is not one of: "
-                          f"{', '.join(EXCITATIONS)}")
 
 
 def _excitation(excitation: str, channels: int, last_stage: bool) -> SqueezeExcitation | None:
@@ -54,7 +46,7 @@ class SmallCNN(nn.Module):
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), norm: str = "group",
                  excitation: str = "none") -> None:
         super().__init__()
-        _check_excitation(excitation)
+        check_excitation(excitation)
         layers: list[nn.Module] = []
         in_ch = 3
         for i, width in enumerate(widths):
@@ -72,6 +64,16 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_dim = in_ch
         self.accepts_condition = excitation == "dase"
+
+    def stages(self) -> list[list[nn.Module]]:
+        """One group per block (convolution, normalization, SE), the first block first."""
+        groups: list[list[nn.Module]] = []
+        for layer in self.features:
+            if isinstance(layer, nn.Conv2d):
+                groups.append([])
+            if any(True for _ in layer.parameters()):
+                groups[-1].append(layer)
+        return groups
 
     def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         x = images
@@ -103,6 +105,10 @@ class Pixels(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images.flatten(1)
 
+    def stages(self) -> list[list[nn.Module]]:
+        """None: nothing to freeze."""
+        return []
+
 
 @BACKBONES.register("pixels")
 def pixels(image_size: int) -> nn.Module:
@@ -125,9 +131,10 @@ class ResNetTrunk(torchvision.models.ResNet):
 
     def __init__(self, block: type[nn.Module], layers: list[int], excitation: str = "none") -> None:
         super().__init__(block, layers)  # type: ignore[arg-type]
-        _check_excitation(excitation)
+        check_excitation(excitation)
         self.out_dim = self.fc.in_features
         self.fc = nn.Identity()
+        self.input_norm = InputNormalization()  # ImageNet statistics once local weights load
         self.condition: torch.Tensor | None = None
         self.accepts_condition = excitation == "dase"
         self.excitations = nn.ModuleDict()
@@ -144,10 +151,18 @@ class ResNetTrunk(torchvision.models.ResNet):
             return se(output, self.condition)
         return hook
 
+    def stages(self) -> list[list[nn.Module]]:
+        """The stem (``conv1``, ``bn1``), then ``layer1`` ... ``layer4`` with their SE blocks."""
+        groups: list[list[nn.Module]] = [[self.conv1, self.bn1]]
+        for stage in range(1, 5):
+            groups.append([getattr(self, f"layer{stage}"),
+                           *(se for key, se in self.excitations.items() if key.startswith(f"layer{stage}_"))])
+        return groups
+
     def forward(self, images: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         self.condition = condition
         try:
-            return super().forward(images)
+            return super().forward(self.input_norm(images))
         finally:
             self.condition = None
 

@@ -12,7 +12,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SqueezeExcitation"]
+from dml.errors import ConfigError
+
+__all__ = ["EXCITATIONS", "SqueezeExcitation", "check_excitation"]
+
+#: ``backbone_options.excitation``: no squeeze-and-excitation, plain SE in every block, or
+#: DASE (domain-aware SE) in every block of all stages but the last, which keeps plain SE.
+EXCITATIONS = ("none", "se", "dase")
+
+
+def check_excitation(excitation: str) -> None:
+    """A ConfigError naming the key unless ``excitation`` is one of :data:`EXCITATIONS`."""
+    if excitation not in EXCITATIONS:
+        raise ConfigError(f"model.backbone_options.excitation: {excitation!r} is not one of: "
+                          f"{', '.join(EXCITATIONS)}")
 
 
 class SqueezeExcitation(nn.Module):
@@ -22,12 +35,20 @@ class SqueezeExcitation(nn.Module):
     block without a domain is an error, a plain one ignores it.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, domain_aware: bool = False) -> None:
+    def __init__(self, channels: int, reduction: int = 16, domain_aware: bool = False,
+                 identity_init: bool = False) -> None:
         super().__init__()
         hidden = max(1, channels // reduction)
         self.domain_aware = domain_aware
         self.squeeze = nn.Linear(channels, hidden)
         self.excite = nn.Linear(hidden + int(domain_aware), channels)
+        # Inserted into a pretrained network, the block starts as the identity (a departure
+        # from the authors' random start): the excitation 2·σ(0) = 1 leaves the features as
+        # the pretrained stages computed them, and training moves it from there.
+        self.gain = 2.0 if identity_init else 1.0
+        if identity_init:
+            nn.init.zeros_(self.excite.weight)
+            nn.init.zeros_(self.excite.bias)
 
     def forward(self, x: Tensor, domain: Tensor | None = None) -> Tensor:
         u = torch.sigmoid(self.squeeze(x.mean(dim=(2, 3))))
@@ -35,7 +56,7 @@ class SqueezeExcitation(nn.Module):
             if domain is None:
                 raise ValueError("a domain-aware SE block needs the domain flag of each sample")
             u = torch.cat([u, domain.to(u.dtype).reshape(-1, 1)], dim=1)
-        return x * torch.sigmoid(self.excite(u))[:, :, None, None]
+        return x * (self.gain * torch.sigmoid(self.excite(u)))[:, :, None, None]
 
     def extra_repr(self) -> str:
-        return f"domain_aware={self.domain_aware}"
+        return f"domain_aware={self.domain_aware}, gain={self.gain}"

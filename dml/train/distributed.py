@@ -141,8 +141,8 @@ def _rebuild(record, flat: dict[str, torch.Tensor], **changes):
 def gather_global_batch(output: ModelOutput, batch: Batch) -> tuple[ModelOutput, Batch]:
     """Every rank's model outputs and batch annotations, concatenated in rank order.
 
-    Identity on one process. Images stay local (the loss never needs another rank's pixels;
-    the gathered batch has ``images=None``). Every other tensor of the batch and every output
+    Identity on one process. Images and cached trunk features stay local (the loss never
+    needs another rank's pixels; the gathered batch has ``images=None``, ``features=None``). Every other tensor of the batch and every output
     is gathered; outputs keep their gradient through :class:`_AllGatherSumGrad`, so the
     update equals single-process training on the global batch. All ranks must pass the same
     batch size (every sampler guarantees it).
@@ -156,5 +156,6 @@ def gather_global_batch(output: ModelOutput, batch: Batch) -> tuple[ModelOutput,
     if len({int(s) for s in sizes}) != 1:
         raise RuntimeError(f"ranks have different batch sizes {[int(s) for s in sizes]}")
     gathered_output = _rebuild(output, _gather_fields(_flatten(output)))
-    gathered_batch = _rebuild(batch, _gather_fields(_flatten(batch, skip=("images",))), images=None)
+    gathered_batch = _rebuild(batch, _gather_fields(_flatten(batch, skip=("images", "features"))),
+                             images=None, features=None)
     return gathered_output, gathered_batch

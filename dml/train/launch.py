@@ -63,6 +63,14 @@ def selected_weights(spec: RunSpec, state: dict[str, Any]) -> tuple[dict[str, An
     return state["learner"], int(state["epoch"])
 
 
+def refit_spec(spec: RunSpec, epochs: int) -> RunSpec:
+    """``spec`` retrained on every training class (no validation fold held out) for
+    ``epochs``, its last epoch exported: ``train.refit`` after selection on the folds."""
+    train = spec.train.model_copy(update={"epochs": epochs, "val_folds": [], "select": "last",
+                                          "patience": None})
+    return spec.model_copy(update={"train": train})
+
+
 def trained_model(spec: RunSpec, state: dict[str, Any], weights: dict[str, Any]) -> tuple[EmbeddingModel, BuildContext]:
     """The model of a run's checkpoint ``state`` with ``weights`` (a learner state dict)."""
     context = BuildContext(**state["context"])

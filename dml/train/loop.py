@@ -34,7 +34,11 @@ from dml.errors import ConfigError, IntegrityError
 from dml.io import atomic_path
 from dml.losses import MetricLoss, build_loss
 from dml.models import EmbeddingModel, build_model
+from dml.models.trunk_memo import TrunkMemo
 from dml.train.distributed import gather_global_batch, gather_objects, take_communication_seconds
+from dml.train.feature_cache import CachedFeatures, deterministic, trunk_features
+from dml.train.finetune import (freeze_trunk, frozen_at, frozen_count, lr_schedule, parameter_groups,
+                                trunk_never_trains, use_channels_last)
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -148,8 +152,7 @@ class MetricLearner(nn.Module):
         self.autocast_dtype = autocast_dtype
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        assert batch.images is not None
-        with torch.autocast(batch.images.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+        with torch.autocast(batch.index.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
             output = self.model.forward_batch(batch)
         output, batch = gather_global_batch(output.float(), batch)
@@ -205,12 +208,10 @@ def training_set(spec: RunSpec, data: DataSpec) -> ManifestDataset:
 
 
 def build_optimizer(learner: MetricLearner, spec: RunSpec) -> torch.optim.Optimizer:
-    """AdamW; loss parameters (proxies, centres) get their own, larger learning rate."""
-    groups = [{"params": list(learner.model.parameters()), "lr": spec.train.lr}]
-    loss_params = list(learner.loss.parameters())
-    if loss_params:
-        groups.append({"params": loss_params, "lr": spec.train.loss_lr})
-    return torch.optim.AdamW(groups, weight_decay=spec.train.weight_decay)
+    """AdamW over the trunk, the heads and the loss's parameters, each group with its own
+    learning rate (:func:`dml.train.finetune.parameter_groups`)."""
+    return torch.optim.AdamW(parameter_groups(learner.model, learner.loss, spec.train),
+                             weight_decay=spec.train.weight_decay)
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
@@ -269,7 +270,12 @@ def fit(
     learner = build_learner(
         spec, context, autocast_dtype=autocast_dtype(cfg.precision, session.device)
     )
+    frozen = frozen_count(cfg, learner.model.trunk) if cfg.freeze else 0
+    channels_last = use_channels_last(cfg, learner.model.trunk)
+    if channels_last:
+        learner.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(learner, spec)
+    schedule = lr_schedule(optimizer, len(sampler), cfg, epochs)
     history: list[dict[str, float]] = []
     resumes: list[int] = []  # epochs at which this run restarted from a checkpoint
     selection = BestEpoch(f"val_{cfg.val_metric}", cfg.patience) if validate is not None else None
@@ -279,6 +285,7 @@ def fit(
         state = load_checkpoint(resume)
         learner.load_state_dict(state["learner"])
         optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
         sampler.load_state_dict(state["sampler"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
@@ -289,18 +296,34 @@ def fit(
             return learner  # the run had stopped early; nothing left to do
         if session.rank == 0:
             print(f"{spec.experiment}: resuming at epoch {start_epoch} from {resume}", flush=True)
+    freeze_trunk(learner.model, frozen if frozen_at(cfg, start_epoch) else 0)
     module = session.prepare(learner)
     workers = gather_objects(session.placement())
-    loader = training_loader(train_set, sampler, cfg.loader_workers, cfg.pin_memory, session.device)
+    source: ManifestDataset | CachedFeatures = train_set
+    never_trains = trunk_never_trains(cfg, learner.model)
+    if never_trains and start_epoch < epochs:
+        views = 1 if deterministic(train_set) else cfg.feature_views
+        source = CachedFeatures(train_set, trunk_features(
+            learner.model, train_set, views=views, seed=cfg.seed, device=session.device,
+            channels_last=channels_last,
+            progress=f"{spec.experiment} trunk features" if session.rank == 0 else None))
+    if never_trains:
+        learner.model.trunk_memo = TrunkMemo()  # validation embeds the same images each epoch
+    loader = training_loader(source, sampler, cfg.loader_workers, cfg.pin_memory, session.device)
     clock = TrainingClock(steps_per_epoch=len(sampler), epochs=epochs)
 
     for epoch in range(start_epoch, epochs):
+        if frozen and epoch == cfg.unfreeze_after:
+            freeze_trunk(unwrap(module).model, 0)  # everything trains from here on
+            module = session.prepare(unwrap(module))  # a data-parallel wrapper syncs them too
         # Augmentation draws from a generator seeded by (seed, epoch, rank): reproducible runs.
         torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + session.rank)
         sampler.set_epoch(epoch)
+        if isinstance(source, CachedFeatures):
+            source.set_epoch(epoch)
         bar = f"{spec.experiment} epoch {epoch + 1}/{epochs}" if session.rank == 0 else None
         metrics = train_one_epoch(module, loader, optimizer, session.device, clock=clock, epoch=epoch,
-                                  progress=bar)
+                                  progress=bar, schedule=schedule, channels_last=channels_last)
         metrics["epoch"] = float(epoch)
         if validate is not None:
             unwrap(module).model.eval()
@@ -317,6 +340,7 @@ def fit(
                     {
                         "learner": unwrap(module).state_dict(),
                         "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
                         "sampler": sampler.state_dict(),
                         "history": history,
                         "epoch": epoch,
@@ -332,6 +356,7 @@ def fit(
                 print(f"{spec.experiment}: stopping early after epoch {epoch}: no gain in "
                       f"{selection.metric} since epoch {selection.epoch}", flush=True)
             break
+    unwrap(module).model.trunk_memo = None
     return unwrap(module)
 
 
@@ -386,7 +411,7 @@ class TrainingClock:
         return batch.replace(step=step, epoch=epoch, progress=min(1.0, step / total))
 
 
-def training_loader(train_set: ManifestDataset, sampler: GlobalBatchSampler, workers: int,
+def training_loader(train_set: ManifestDataset | CachedFeatures, sampler: GlobalBatchSampler, workers: int,
                     pin_memory: bool | str, device: torch.device) -> DataLoader:
     """The epoch's batches: ``workers`` processes decode and augment (0: this process).
 
@@ -395,6 +420,8 @@ def training_loader(train_set: ManifestDataset, sampler: GlobalBatchSampler, wor
     resumed run draws what the uninterrupted one drew. The batch sampler stays in this process.
     """
     pin = device.type == "cuda" if pin_memory == "auto" else bool(pin_memory)
+    if isinstance(train_set, CachedFeatures):
+        workers = 0  # features in memory: nothing to decode
     if workers:
         train_set.preload()
     return DataLoader(train_set, batch_sampler=sampler, num_workers=workers, collate_fn=train_set.collate,
@@ -410,6 +437,8 @@ def train_one_epoch(
     clock: TrainingClock | None = None,
     epoch: int = 0,
     progress: str | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader``: the mean loss (and the mean of each term the loss logs, as
     ``loss/<term>``), images per second, steps, and the share of the epoch's time spent in the
@@ -430,12 +459,16 @@ def train_one_epoch(
         if clock is not None:
             batch = clock.stamp(batch, epoch, steps)
         batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.images is not None:
+            batch = batch.replace(images=batch.images.contiguous(memory_format=torch.channels_last))
         loss = module(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {steps}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         total += float(loss.detach())
         for name, value in loss_module.pop_terms().items():
             terms[name] = terms.get(name, 0.0) + value

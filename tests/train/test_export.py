@@ -3,7 +3,7 @@
 import pytest
 
 from dml.config import ModelConfig
-from dml.errors import IntegrityError
+from dml.errors import ConfigError, IntegrityError
 from dml.models import build_model
 from dml.train.export import WEIGHTS_FILE, export_model, load_model
 
@@ -55,7 +55,7 @@ def test_local_weights_file_loads_and_mismatch_is_named(tmp_path):
     model = build_model(cfg.model_copy(update={"weights": str(tmp_path / "trunk.pt")}))
     for key, value in trunk.state_dict().items():
         torch.testing.assert_close(model.trunk.state_dict()[key], value)
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
+    with pytest.raises(ConfigError, match="never downloaded"):
         build_model(cfg.model_copy(update={"weights": str(tmp_path / "missing.pt")}))
     other = build_model(ModelConfig(backbone="resnet18", embed_dim=8)).trunk
     with pytest.raises(IntegrityError, match="does not fit"):
