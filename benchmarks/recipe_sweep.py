@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/recipe_sweep.py [--experiments contrastive multi_similarity]
         [--seeds 0 1] [--recipes default "no augmentation" ...]
 
-Each recipe is a set of dotted overrides of params.yaml (augmentation, trunk normalization and
-width, learning rate). Every (recipe, experiment, seed) is trained as the train stage trains
+Each recipe is a set of dotted overrides of params.yaml (augmentation, which trunk and how
+much of it trains, learning rate and schedule). Every (recipe, experiment, seed) is trained as the train stage trains
 it, on the training classes of the experiment's dataset with ``train.val_folds`` held out, and
 scored by its selected epoch's validation metric (``train.val_metric``): the test classes are
 never read. A recipe's score is the mean over experiments and seeds, with a t interval over
@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from dml.checks import check_run
-from dml.config import Params, load_params, resolve_run
+from dml.config import DatasetConfig, Params, load_params, resolve_run
 from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.io import write_json_atomic
@@ -37,27 +37,28 @@ CROP_FLIP = [{"name": "RandomResizedCrop", "scale": [0.7, 1.0]}, {"name": "Rando
 #: Each recipe changes one thing against params.yaml's own (``default``).
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
-    "no augmentation": {"train.augment": []},
-    "crop+flip, wider crops (0.4-1)": {"train.augment": [{"name": "RandomResizedCrop", "scale": [0.4, 1.0]},
-                                                         {"name": "RandomHorizontalFlip"}]},
-    "crop+flip+color jitter": {"train.augment": [*CROP_FLIP, {"name": "ColorJitter", "brightness": 0.3,
-                                                              "contrast": 0.3, "saturation": 0.3}]},
-    "batch norm": {"model.backbone_options.norm": "batch"},
-    "width 16": {"model.backbone_options.width": 16},
-    "width 64": {"model.backbone_options.width": 64},
+    "flip": {"train.augment": [{"name": "RandomHorizontalFlip"}]},
+    "crop+flip": {"train.augment": CROP_FLIP},
+    "last stage and head trained": {"train.freeze": 7, "train.trunk_lr": 0.0003},
+    "lite2 trunk": {"model.backbone": "tf_efficientnet_lite2", "model.weights": "efficientnet_lite2"},
+    "warm-up + cosine": {"train.warmup_epochs": 1, "train.schedule": "cosine"},
     "lr 0.003": {"train.lr": 0.003},
     "lr 0.0003": {"train.lr": 0.0003},
+    # the earlier default: the small CNN from scratch, crop and flip, 10 epochs
+    "small CNN from scratch": {"model.backbone": "small_cnn", "model.weights": None, "train.freeze": 0,
+                               "train.augment": CROP_FLIP, "train.epochs": 10},
 }
 
 
-def dataset_files(params: Params, dataset: str, work: Path) -> DataSpec:
-    """The dataset's manifest and splits as the ingest and preprocess stages make them."""
-    cfg = params.dataset(dataset)
+def dataset_files(cfg: DatasetConfig, name: str, work: Path) -> DataSpec:
+    """Dataset ``name``'s manifest and splits as the ingest and preprocess stages make them."""
     manifest = work / "manifest.parquet"
-    ingest(cfg.source, cfg.options, manifest, on_bad=cfg.on_bad)
+    ingest(cfg.source, cfg.options, manifest, on_bad=cfg.on_bad, short_side=cfg.images.short_side,
+           background=cfg.images.background, where=f"datasets.{name}")
     split = cfg.split
     splits = make_splits(pq.read_table(manifest), test_fraction=split.test_fraction, num_folds=split.num_folds,
-                         seed=split.seed, method=split.method)
+                         seed=split.seed, method=split.method, query_fraction=split.query_fraction,
+                         queries_per_class=split.queries_per_class, query_domain=split.query_domain)
     pq.write_table(splits, work / "splits.parquet")
     return DataSpec(manifest=str(manifest), splits=str(work / "splits.parquet"))
 
@@ -97,7 +98,7 @@ def main(recipes: dict[str, dict[str, Any]] = RECIPES, *, doc: str = __doc__,
     rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="dml-recipes-") as tmp:
         work = Path(tmp)
-        data = dataset_files(params, dataset, work)
+        data = dataset_files(params.dataset(dataset), dataset, work)
         for recipe in args.recipes:
             started = time.perf_counter()
             runs = [

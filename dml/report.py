@@ -271,6 +271,7 @@ def _section(names: list[str], results: Mapping[str, Runs],
                          for n, b in paired]),
                   "Δ: mean difference in points ± half-width of its 95% t interval over the seeds "
                   "both ran; * where the interval excludes zero."]
+    parts += _reference_table(names, runs, columns)
     parts += _gap_table(names, results, shown, baselines)
     detail_keys = _compared(columns, 4)
     detail_rows = []
@@ -287,6 +288,38 @@ def _section(names: list[str], results: Mapping[str, Runs],
                     Table(["experiment", "index", *[title(k) for k in detail_keys], "B/vec", "top code"], detail_rows),
                     "top code: the share of the gallery holding its most common code (100: every item "
                     "one code, its ranking all ties)."]
+
+
+UNTRAINED = "untrained"  # the loss column of a reference row (nothing learned)
+
+
+def _clears(method: Estimate | None, reference: Estimate | None) -> str:
+    """``+Δ`` in points of a method over a reference, marked ✓ when Δ exceeds the larger
+    half-width of the two intervals (where both have one)."""
+    if method is None or reference is None:
+        return "–"
+    gap = method.mean - reference.mean
+    widths = [(e.high - e.low) / 2 for e in (method, reference) if e.low is not None and e.high is not None]
+    mark = " ✓" if len(widths) == 2 and gap > max(widths) else ""
+    return f"{100 * gap:+.1f}{mark}"
+
+
+def _reference_table(names: Sequence[str], runs: Mapping[str, list[Mapping]],
+                     columns: Sequence[str]) -> list[Block]:
+    """Each trained experiment against each untrained reference of its section, on R@1 and
+    the protocol's headline figures: what training on the data adds."""
+    references = [n for n in names if runs[n][0].get("loss") == UNTRAINED]
+    trained = [n for n in names if n not in references]
+    recall = next((k for k in ("recall@1", "avg/recall@1") if k in columns), None)
+    keys = list(dict.fromkeys(k for k in (recall, *headline_metrics(columns)) if k))
+    if not references or not trained or not keys:
+        return []
+    header = ["experiment", *[f"Δ {title(k)} vs {r}" for r in references for k in keys]]
+    rows = [[n, *[_clears(float_estimate(runs[n], k), float_estimate(runs[r], k)) for r in references for k in keys]]
+            for n in trained]
+    return [Heading(3, "Against the references"), Table(header, rows),
+            "Δ: the experiment's figure minus the reference's, in points; ✓ where it exceeds the "
+            "larger half-width of the two intervals in the table above."]
 
 
 def _gaps(runs: Runs, key: str) -> dict[int, float | None]:

@@ -23,7 +23,7 @@ from dml.evaluate.experiment import (
 from dml.evaluate.protocols import EvalRows, Protocol, build_protocol
 from dml.index import load_index
 from dml.io import atomic_path, write_json_atomic
-from dml.report import retrieval_grid, summary_metrics
+from dml.report import UNTRAINED, retrieval_grid, summary_metrics
 from dml.train.export import read_card
 
 
@@ -104,7 +104,7 @@ def main() -> None:
         selected_epoch=card.get("selected_epoch"),
         dataset=spec.dataset,
         protocol=spec.protocol,
-        loss=card["loss"]["name"] if card.get("loss") else "untrained",
+        loss=card["loss"]["name"] if card.get("loss") else UNTRAINED,
         backbone=card["model"]["backbone"],
         embed_dim=card["embed_dim"],
         image_size=card["model"]["image_size"],

@@ -317,11 +317,17 @@ class Protocol:
             out.update({prefix + key: value for key, value in metrics.items()})
             if per_query is not None:
                 per_query.update({prefix + key: v for key, v in values.items()})
+        if per_query is not None:
+            per_query.update(self.summarize_per_query(per_query))
         return self.summarize(out)
 
     def summarize(self, metrics: dict[str, float]) -> dict[str, float]:
         """Hook for protocol-level summaries (averages over tasks)."""
         return metrics
+
+    def summarize_per_query(self, per_query: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Hook: per-query values of those summaries (their bootstrap intervals need them)."""
+        return {}
 
     def top_results(self, rows: EvalRows, vectors: np.ndarray, n_queries: int,
                     top_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -451,6 +457,16 @@ class PerScale(QueryGallery):
         averages = {f"avg/{name}": float(np.mean(values)) for name, values in per_scale.items()
                     if len(values) == n and name not in ("nmi", "ami", "queries_without_relevant")}
         return {**metrics, **averages}
+
+    def summarize_per_query(self, per_query: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A query's average over the scales, where every scale ranked the same queries."""
+        per_scale: dict[str, list[np.ndarray]] = {}
+        for key, values in per_query.items():
+            if "/" in key and not key.startswith("avg/"):
+                per_scale.setdefault(key.split("/", 1)[1], []).append(values)
+        n = max((len(v) for v in per_scale.values()), default=0)
+        return {f"avg/{name}": np.mean(np.stack(values), axis=0) for name, values in per_scale.items()
+                if len(values) == n and len({len(v) for v in values}) == 1}
 
 
 class MultiLabel(Protocol):

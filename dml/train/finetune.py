@@ -101,5 +101,13 @@ def lr_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, cfg: Tra
 def use_channels_last(cfg: TrainConfig, trunk: nn.Module) -> bool:
     """``train.channels_last``; auto: on for timm trunks (measured faster on CPU and GPU)."""
     if cfg.channels_last == "auto":
-        return hasattr(trunk, "net")
+        return hasattr(trunk, "set_channels_last")
     return bool(cfg.channels_last)
+
+
+def apply_channels_last(learner: nn.Module, trunk: nn.Module, on: bool) -> None:
+    """Put the learner's weights in the channels-last layout (or back in the default one);
+    a trunk that converts its own inputs is told too."""
+    learner.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+    if hasattr(trunk, "set_channels_last"):
+        trunk.set_channels_last(on)

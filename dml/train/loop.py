@@ -37,7 +37,7 @@ from dml.models import EmbeddingModel, build_model
 from dml.models.trunk_memo import TrunkMemo
 from dml.train.distributed import gather_global_batch, gather_objects, take_communication_seconds
 from dml.train.feature_cache import CachedFeatures, deterministic, trunk_features
-from dml.train.finetune import (freeze_trunk, frozen_at, frozen_count, lr_schedule, parameter_groups,
+from dml.train.finetune import (apply_channels_last, freeze_trunk, frozen_at, frozen_count, lr_schedule, parameter_groups,
                                 trunk_never_trains, use_channels_last)
 
 CHECKPOINT_FILE = "state.pt"
@@ -272,8 +272,7 @@ def fit(
     )
     frozen = frozen_count(cfg, learner.model.trunk) if cfg.freeze else 0
     channels_last = use_channels_last(cfg, learner.model.trunk)
-    if channels_last:
-        learner.to(memory_format=torch.channels_last)
+    apply_channels_last(learner, learner.model.trunk, channels_last)
     optimizer = build_optimizer(learner, spec)
     schedule = lr_schedule(optimizer, len(sampler), cfg, epochs)
     history: list[dict[str, float]] = []

@@ -224,7 +224,8 @@ def test_check_run_refuses_bad_weights_before_any_training(tmp_path):
 
     params = load_params(REPO / "params.yaml")
     with pytest.raises(ConfigError, match=r"model\.weights: .*'tf_efficientnet_lite0'") as err:
-        check_run(resolve_run(params, "contrastive", {"model.weights": "efficientnet_lite0"}))
+        check_run(resolve_run(params, "contrastive", {"model.backbone": "small_cnn",
+                                                      "model.weights": "efficientnet_lite0"}))
     one_line(err)
     with pytest.raises(ConfigError, match=r"model\.weights: .*never downloaded") as err:
         check_run(resolve_run(params, "contrastive", {"model.backbone": "tf_efficientnet_lite0",

@@ -1,7 +1,8 @@
 """Distributed exactness: 2 gloo processes on two halves of a batch == 1 process on the whole.
 
 One SGD step (plain SGD: an adaptive optimizer would hide a gradient scaled by the world size)
-for every loss in the registry: the loss value and every updated weight, trunk and proxies.
+for every loss in the registry: the loss value and every updated weight, trunk and proxies;
+and for timm trunks, one trained whole and one frozen with its BatchNorm in eval mode.
 """
 
 import os
@@ -19,6 +20,8 @@ from dml.train.loop import MetricLearner
 from dml.models import EmbeddingModel
 from dml.models.heads import AttributeHead
 from dml.models.soft_pq import SoftProductQuantizer
+from dml.models.timm_trunk import TimmTrunk
+from dml.train.finetune import freeze_trunk
 
 from losses.helpers import EXTRA_KWARGS
 
@@ -64,6 +67,11 @@ CASES = {name: {} for name in LOSSES.names()} | {
                       "hierarchy": {"middle": (0, 0, 1), "coarse": (0, 0, 0)},
                       "scale_classes": {"fine": 3, "middle": 2, "coarse": 1}},
 }
+#: Timm trunks on images: ConvNeXt (LayerNorm: a sample's features do not depend on the rest
+#: of its batch) trained whole, and EfficientNet-Lite0 with every group frozen (BatchNorm in
+#: eval mode; a BatchNorm that trains normalizes per worker and is not exact by design).
+TIMM_CASES = {"timm-convnext_atto": ("convnext_atto", 0), "timm-lite0-frozen": ("tf_efficientnet_lite0", 8)}
+CASES |= {case: {} for case in TIMM_CASES}
 #: Losses that read the attribute head (the model gets one for them).
 WITH_ATTRIBUTE_HEAD = {"soft_binomial_deviance"}
 A = 5
@@ -73,6 +81,11 @@ C = 3
 
 def make_learner(case: str) -> MetricLearner:
     torch.manual_seed(0)
+    if case in TIMM_CASES:
+        arch, frozen = TIMM_CASES[case]
+        model = EmbeddingModel(TimmTrunk(arch), D)
+        freeze_trunk(model, frozen)
+        return MetricLearner(model, build_loss("multi_similarity"))
     name = case.split("-")[0]
     kwargs = {**EXTRA_KWARGS.get(name, {}), **CASES[case]}
     if "num_classes" in LOSSES.parameters(name):
@@ -102,6 +115,14 @@ def batch() -> Batch:
                  progress=0.25)
 
 
+def case_batch(case: str) -> Batch:
+    """:func:`batch`, with images for the cases that have a convolutional trunk."""
+    full = batch()
+    if case in TIMM_CASES:
+        full = full.replace(images=torch.randn(B, 3, 32, 32, generator=torch.Generator().manual_seed(2)))
+    return full
+
+
 def half(full: Batch, rank: int) -> Batch:
     rows = slice(rank * B // 2, (rank + 1) * B // 2)
     return full.replace(images=full.images[rows], index=full.index[rows], labels=full.labels[rows],
@@ -126,7 +147,7 @@ def worker(rank: int, port: int, out: str) -> None:
     for case in sorted(CASES):
         learner = make_learner(case)
         ddp = DistributedDataParallel(learner)
-        loss = one_step(ddp, half(batch(), rank))
+        loss = one_step(ddp, half(case_batch(case), rank))
         results[case] = {"loss": loss, "state": learner.state_dict()}
     torch.save(results, out.format(rank=rank))
     dist.destroy_process_group()
@@ -150,7 +171,7 @@ def two_worker_steps(tmp_path_factory) -> list[dict]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_workers_equal_one_worker(case, two_worker_steps):
     single = make_learner(case)
-    loss = one_step(single, batch())
+    loss = one_step(single, case_batch(case))
     for ranks in two_worker_steps:  # every rank holds the same weights and proxies after the step
         distributed = ranks[case]
         torch.testing.assert_close(distributed["loss"], loss)
