@@ -1,6 +1,6 @@
 """What the trunk brings: raw pixels, a random trunk, the frozen ImageNet trunk, a head trained
-on it, the trunk fine-tuned from ImageNet, and the same trunk trained from scratch, on the test
-classes (never trained on) of one dataset.
+on it, the trunk fine-tuned from ImageNet, the same trunk trained from scratch, and the small
+CNN trained from scratch, on the test classes (never trained on) of one dataset.
 
     .venv/bin/python benchmarks/trunk_comparison.py --dataset shapes --seeds 0 1 2
     .venv/bin/python benchmarks/trunk_comparison.py --folder /usr/share/openclipart/png --min-images 20 --seeds 0 1 2
@@ -87,6 +87,9 @@ def variants(finetune_epochs: int) -> dict[str, dict[str, Any]]:
         "fine_tuned": {"train.freeze": 1, "train.trunk_lr": 3e-4,
                        "train.augment": [{"name": "RandomHorizontalFlip"}], **schedule},
         "from_scratch": {"model.weights": None, "train.freeze": 0, "train.augment": CROP_FLIP, **schedule},
+        # the earlier default: the small CNN (GroupNorm, width 32) from scratch, crop and flip
+        "small_cnn_scratch": {"model.backbone": "small_cnn", "model.weights": None, "train.freeze": 0,
+                              "train.augment": CROP_FLIP, "train.epochs": 10},
     }
 
 

@@ -39,7 +39,7 @@ PRELOAD = (
     "numpy", "yaml", "pydantic", "PIL.Image", "pyarrow.parquet", "pyarrow.compute", "torch",
     "torch.distributed", "torchvision.transforms.v2", "faiss", "sklearn.metrics", "safetensors.torch",
     "tqdm", "dvclive", "ray", "ray.train", "ray.train.torch", "ray.tune", "ray.tune.search.optuna",
-    "optuna", "scipy.stats", "matplotlib.figure", "matplotlib.backends.backend_agg",
+    "optuna", "scipy.stats", "matplotlib.figure", "matplotlib.backends.backend_agg", "timm",
 )
 _HEADER = struct.Struct("!Q")  # length of the JSON request that follows the streams
 _STATUS = struct.Struct("!i")

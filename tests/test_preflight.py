@@ -251,5 +251,5 @@ def test_images_stored_smaller_than_the_model_reads_them_are_a_notice(own_images
     raw = yaml.safe_load((own_images / "params.yaml").read_text())
     raw["datasets"]["own"]["images"] = {"short_side": 16}
     checked = preflight_tune(parse_params(raw), "contrastive", data_of(own_images))
-    assert ("tune contrastive: model.image_size 32 is larger than datasets.own.images.short_side 16: "
-            "the stored images are enlarged; raise short_side to at least 32 and ingest again") in checked.notices
+    assert ("tune contrastive: model.image_size 64 is larger than datasets.own.images.short_side 16: "
+            "the stored images are enlarged; raise short_side to at least 64 and ingest again") in checked.notices

@@ -11,6 +11,7 @@ With pretrained weights, the network's own input normalization runs inside its f
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import torch
@@ -42,7 +43,9 @@ def check_timm_options(name: str, options: dict[str, Any], *, where: str) -> Non
         with torch.device("meta"):
             _timm().create_model(name, pretrained=False, num_classes=0, **options)
     except TypeError as err:
-        raise ConfigError(f"{where}: timm {name} does not take {sorted(options)}: {err}") from None
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        key = f"{where}.{unknown.group(1)}" if unknown else where
+        raise ConfigError(f"{key}: not an option of timm's {name} ({err})") from None
 
 
 class TimmTrunk(nn.Module):

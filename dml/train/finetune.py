@@ -93,7 +93,9 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig, epochs: int) ->
 
 def lr_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, cfg: TrainConfig,
                 epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """The per-step schedule of :func:`lr_factor` (stepped after every optimizer step)."""
+    """The per-step schedule of :func:`lr_factor` (stepped after every optimizer step) over a
+    run of ``epochs``; a run resumes only under its own name, which holds its epochs, so a
+    checkpoint's schedule always continues the same shape."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg, epochs))
 

@@ -247,8 +247,8 @@ def test_a_local_file_loads_into_any_timm_trunk(timm_file):
 
 
 def test_a_timm_option_typo_names_the_key():
-    with pytest.raises(ConfigError, match=r"^model\.backbone_options: timm resnet18 does not take "
-                                          r"\['no_such_option'\]") as err:
+    with pytest.raises(ConfigError, match=r"^model\.backbone_options\.no_such_option: not an option of "
+                                          r"timm's resnet18") as err:
         check_timm_options("resnet18", {"no_such_option": 1}, where="model.backbone_options")
     one_line(err)
     check_timm_options("resnet18", {"drop_rate": 0.1}, where="model.backbone_options")  # a real one passes
