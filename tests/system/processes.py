@@ -114,7 +114,8 @@ def write_params(folder: Path, *, experiment: str, data: dict[str, str], train: 
     without tuned values, naming ``data``, in ``folder``: a project for running single stages."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["embed_dim"] = 16
-    params["train"].update({"batch_size": 16} | (train or {}))
+    # one training run per stage (no refit run after it): what these tests kill and resume
+    params["train"].update({"batch_size": 16, "refit": False} | (train or {}))
     params["tune"].update(tune or {})
     params["experiments"] = {experiment: params["experiments"]["multi_similarity"]}
     folder.mkdir(parents=True, exist_ok=True)

@@ -257,9 +257,11 @@ def test_a_changed_module_retrains_and_a_forced_run_never_resumes_a_finished_one
     assert not {s for s in ran if s.startswith(("ingest", "preprocess"))}  # they do not run that module
     output = changed.stdout + changed.stderr
     assert "resuming at epoch" not in output
-    # The edited code is part of the run's name: a new run, trained from scratch.
-    assert len({p.name for p in runs.glob("tiny-*")} - before) == 1
-    assert json.loads((repo / "models/tiny/seed0/model.json").read_text())["resumed_at_epochs"] == []
+    # The edited code is part of the run's name: a new run, trained from scratch, and its refit
+    # on every training class (train.refit), a run of its own.
+    assert len({p.name for p in runs.glob("tiny-*")} - before) == 2
+    card = json.loads((repo / "models/tiny/seed0/model.json").read_text())
+    assert card["resumed_at_epochs"] == [] and card["refit"]["epochs"] == card["selected_epoch"] + 1
 
     forced = run(["dvc", "repro", "--force", "--single-item", "train@tiny-0"], repo, env)
     assert forced.returncode == 0, forced.stdout[-3000:] + forced.stderr[-3000:]
