@@ -7,7 +7,9 @@ the dotted key of params.yaml, instead of inside a training worker.
 
 from __future__ import annotations
 
-from dml.config import Params, RunSpec, resolve_run
+from typing import Any
+
+from dml.config import Component, Params, RunSpec, resolve_run
 from dml.context import BuildContext, build_with_context
 from dml.data.samplers import LOOP_ARGUMENTS, SAMPLERS
 from dml.data.transforms import check_augment
@@ -22,7 +24,7 @@ from dml.models.weights import check_weights
 def check_run(spec: RunSpec) -> None:
     """Build (or check the knobs of) every registered component ``spec`` names."""
     where = f"experiments.{spec.experiment}"
-    context = BuildContext.placeholder(spec.model.embed_dim or 8)
+    context = BuildContext.placeholder(spec.model.embed_dim or 8, named_scales(spec.loss))
     if spec.loss is not None:
         build_loss(spec.loss, context=context, where=f"{where}.loss")
     sampler = spec.train.sampler
@@ -45,6 +47,20 @@ def check_run(spec: RunSpec) -> None:
         build_with_context(HEADS, head, knobs, context, where=f"{where}.model.heads.{head}")
     build_protocol(spec.protocol, where=f"{where}.protocol")
     check_augment(spec.train.augment, spec.model.image_size, where=f"{where}.train.augment")
+
+
+def named_scales(component: Any) -> list[str]:
+    """The scale names a component's ``margins`` (or a nested component's) name: the data's
+    own scales, which the stand-in data must have for the component to build."""
+    found: list[str] = []
+    items = component.knobs().items() if isinstance(component, Component) else (
+        component.items() if isinstance(component, dict) else ())
+    for key, value in items:
+        if key == "margins" and isinstance(value, dict):
+            found += [str(k) for k in value]
+        elif isinstance(value, (Component, dict)):
+            found += named_scales(value)
+    return found
 
 
 def check_experiment(params: Params, name: str) -> None:

@@ -9,7 +9,7 @@ takes is a knob of params.yaml.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +49,17 @@ class BuildContext:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def placeholder(cls, embed_dim: int = 4) -> BuildContext:
-        """Small stand-in sizes, to build components once while checking params.yaml."""
-        return cls(num_classes=2, scale_classes={"fine": 2, "middle": 2, "coarse": 1},
-                   hierarchy={"middle": (0, 1), "coarse": (0, 0)}, num_attributes=2,
+    def placeholder(cls, embed_dim: int = 4, scales: Sequence[str] = ()) -> BuildContext:
+        """Small stand-in sizes, to build components once while checking params.yaml.
+
+        The stand-in data has the scales fine, middle and coarse plus any coarser ``scales``
+        named (a dataset's own, such as a loss's margins name them: race, suit, ...).
+        """
+        extra = [s for s in dict.fromkeys(scales) if s not in ("fine", "middle", "coarse")]
+        return cls(num_classes=2,
+                   scale_classes={"fine": 2, "middle": 2, "coarse": 1} | {s: 1 for s in extra},
+                   hierarchy={"middle": (0, 1), "coarse": (0, 0)} | {s: (0, 0) for s in extra},
+                   num_attributes=2,
                    count_classes=2, embed_dim=embed_dim, feature_dim=8, image_size=32)
 
 

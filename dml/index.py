@@ -379,14 +379,19 @@ def decode_gallery(index: faiss.Index) -> np.ndarray:
     search is exhaustive (``nprobe == nlist``). An IVF index gets a temporary direct map,
     removed afterwards.
     """
+    # Into a numpy array of our own: with faiss.contrib.torch_utils imported (as
+    # pytorch-metric-learning does), faiss would otherwise hand back a torch tensor.
+    out = np.empty((index.ntotal, index.d), dtype=np.float32)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and ivf.direct_map.no():
         ivf.make_direct_map(True)
         try:
-            return index.reconstruct_n(0, index.ntotal)
+            index.reconstruct_n(0, index.ntotal, out)
         finally:
             ivf.make_direct_map(False)
-    return index.reconstruct_n(0, index.ntotal)
+    else:
+        index.reconstruct_n(0, index.ntotal, out)
+    return out
 
 
 def code_vectors(vectors: np.ndarray, metric: str) -> np.ndarray:

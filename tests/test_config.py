@@ -230,3 +230,15 @@ def test_held_out_queries_split_and_hash_codes_are_settings():
     raw["quantize"]["kinds"] = ["lsh"]
     with pytest.raises(ConfigError, match=r"quantize\.kinds"):
         parse_params(raw)
+
+
+def test_csl_margins_may_name_a_dataset_s_own_scales():
+    # the check builds every loss on stand-in data: it must carry the scales the margins name
+    raw = base()
+    exp = raw["experiments"]["csl"]
+    exp["loss"]["margins"] = {"fine": 0.25, "line": 0.35, "race": 0.45}
+    exp["search"] = {"loss.margins.race": {"type": "uniform", "low": 0.3, "high": 0.6}}
+    check_params(parse_params(raw))
+    raw["experiments"]["ecaml"]["loss"]["base"] = {"name": "csl", "margins": {"fine": 0.2, "suit": 0.3}}
+    raw["experiments"]["ecaml"]["search"] = {}
+    check_params(parse_params(raw))

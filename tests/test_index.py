@@ -259,3 +259,25 @@ def test_code_vectors_without_views_are_the_vectors_themselves(gallery):
         code_vectors(gallery, "ip")
     with pytest.raises(DataError, match="views"):
         code_vectors(gallery[None, None], "cosine")
+
+
+def test_works_where_faiss_torch_utils_is_imported():
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which makes faiss return
+    torch tensors where no numpy output is given: the index module must not care."""
+    import subprocess
+    import sys
+
+    code = (
+        "import faiss.contrib.torch_utils\n"
+        "import numpy as np\n"
+        "from dml.index import build_index, decode_gallery, search\n"
+        "x = np.random.default_rng(0).standard_normal((300, 8)).astype('float32')\n"
+        "for kind in ('flat', 'pq'):\n"
+        "    index = build_index(x, kind, bits=None if kind == 'flat' else 16, metric='ip')\n"
+        "    decoded = decode_gallery(index)\n"
+        "    assert type(decoded) is np.ndarray and decoded.shape == (300, 8), type(decoded)\n"
+        "    scores, ids = search(index, x[:5], 3)\n"
+        "    assert type(ids) is np.ndarray and ids.shape == (5, 3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

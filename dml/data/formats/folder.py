@@ -14,6 +14,13 @@ folders, images without a row) raise one DataError naming the CSV and its line n
 naming a file that is not in the tree is yielded as a record whose file is missing, so that
 ingest lists it, with its CSV line, among the bad files (``datasets.<name>.on_bad: skip``
 leaves it out).
+
+``folder_scales`` (optional) takes the scales from the folder levels instead: a list of scale
+names, outermost level first, ending with ``fine``. ``[coarse, fine]`` reads
+``root/<coarse>/<fine>/<file>``: a class at each level is its folder path from ``root``
+(``animals/birds`` and ``signs/birds`` are two fine classes), so a user's own nested tree
+needs no CSV for its hierarchy. Files above the class level are ignored (and listed); a CSV
+may still add ``label_<scale>`` columns coarser than the folder levels, attributes, domains.
 """
 
 from __future__ import annotations
@@ -39,32 +46,51 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], list[str]]:
+def scan_tree(root: Path, depth: int = 1) -> tuple[list[str], dict[str, list[str]], list[str]]:
     """(sorted class names, class -> sorted relative image paths, ignored relative paths).
 
-    Broken symbolic links are listed like files: reading them fails later, in ingest.
+    A class is a folder ``depth`` levels below ``root``, named by its relative path
+    (``a/b`` at depth 2); files above that level are ignored. Broken symbolic links are
+    listed like files: reading them fails later, in ingest. A linked folder is followed once.
     """
     classes: list[str] = []
     images: dict[str, list[str]] = {}
     ignored: list[str] = []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith("."):
-            continue
-        if not entry.is_dir():
-            ignored.append(entry.name)
-            continue
-        classes.append(entry.name)
+    for rel_class, path in _class_folders(root, depth, ignored):
+        classes.append(rel_class)
         found: list[str] = []
-        for folder, dirs, files in os.walk(entry.path):
+        for folder, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            rel_folder = Path(folder).relative_to(root).as_posix()
+            sub = Path(folder).relative_to(path).as_posix()
+            rel_folder = rel_class if sub == "." else f"{rel_class}/{sub}"
             for name in sorted(files):
                 rel = f"{rel_folder}/{name}"
                 if name.startswith("."):
                     continue
                 (found if _is_image_name(name) else ignored).append(rel)
-        images[entry.name] = sorted(found)
-    return classes, images, sorted(ignored)
+        images[rel_class] = sorted(found)
+    return sorted(classes), images, sorted(ignored)
+
+
+def _class_folders(root: Path, depth: int, ignored: list[str],
+                   prefix: str = "", seen: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(relative path, path) of each folder ``depth`` levels below ``root``, in name order;
+    files met above that level go to ``ignored``. A folder linked back into its own
+    ancestors (a cycle) is not entered again."""
+    found: list[tuple[str, str]] = []
+    real = os.path.realpath(root)
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        rel = f"{prefix}{entry.name}"
+        if not entry.is_dir():
+            ignored.append(rel)
+        elif depth == 1:
+            found.append((rel, entry.path))
+        elif os.path.realpath(entry.path) not in seen | {real}:
+            found += _class_folders(Path(entry.path), depth - 1, ignored, f"{rel}/",
+                                    seen | {real})
+    return found
 
 
 def _normalize(raw: str) -> str | None:
@@ -82,7 +108,7 @@ class FolderSource:
     """Records of an ImageFolder tree, annotated by an optional CSV (see module docstring)."""
 
     def __init__(self, root: str | os.PathLike[str], annotations_csv: str | None = None,
-                 domain: str = "photo") -> None:
+                 domain: str = "photo", folder_scales: list[str] | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"folder source: root {self.root} is not a directory")
@@ -91,12 +117,19 @@ class FolderSource:
                               f"{', '.join(DOMAINS)}")
         self.domain = domain
         self.csv_path = Path(annotations_csv) if annotations_csv else None
-        self.classes, self.images, self.ignored = scan_tree(self.root)
+        self.folder_scales = check_folder_scales(folder_scales)
+        self.depth = len(self.folder_scales)
+        self.classes, self.images, self.ignored = scan_tree(self.root, self.depth)
         if not self.classes:
-            raise DataError(f"folder source: {self.root} has no class folders")
+            raise DataError(f"folder source: {self.root} has no class folders"
+                            + (f" {self.depth} levels down" if self.depth > 1 else ""))
         self.class_index = {name: i for i, name in enumerate(self.classes)}
-        self.scales = ["fine"]
-        self.scale_names: dict[str, list[str]] = {"fine": list(self.classes)}
+        # fine first, then the folder levels from the innermost out
+        self.folder_levels = {scale: level for level, scale in enumerate(self.folder_scales)}
+        self.scales = list(reversed(self.folder_scales))
+        self.scale_names: dict[str, list[str]] = {
+            scale: sorted({self._prefix(name, level) for name in self.classes})
+            for scale, level in self.folder_levels.items()}
         self.attribute_names: list[str] = []
         self.annotation_columns: list[str] = []
         self.rows: dict[str, dict[str, Any]] = {}  # rel path -> annotations
@@ -133,7 +166,12 @@ class FolderSource:
             label_cols = [h for h in header if h.startswith("label_")]
             attr_cols = [h for h in header if h.startswith("attr_")]
             self.annotation_columns = [h for h in header if h != "path"]
-            self.scales = ["fine"] + [h[len("label_"):] for h in label_cols]
+            clash = [h for h in label_cols if h[len("label_"):] in self.folder_levels]
+            if clash:
+                raise DataError(f"{csv_path}: column {clash[0]} names a scale that "
+                                f"folder_scales already takes from the folders")
+            csv_scales = [h[len("label_"):] for h in label_cols]
+            self.scales = list(reversed(self.folder_scales)) + csv_scales
             self.attribute_names = [h[len("attr_"):] for h in attr_cols]
             known = {rel for files in self.images.values() for rel in files}
             seen: dict[str, int] = {}
@@ -149,7 +187,7 @@ class FolderSource:
                     problems.add(line, f"{rel} already annotated on line {seen[rel]}")
                     continue
                 seen[rel] = line
-                if rel.split("/")[0] not in self.class_index or "/" not in rel:
+                if self._class_of(rel) not in self.class_index:
                     problems.add(line, f"{rel} is not inside a class folder of "
                                     f"{self.root}")
                     continue
@@ -172,29 +210,45 @@ class FolderSource:
                 for rel in unannotated:
                     problems.add(None, f"{rel}: image has no row in the CSV")
             problems.check()
-        for column, scale in zip(label_cols, self.scales[1:]):
+        for column, scale in zip(label_cols, csv_scales):
             self.scale_names[scale] = sorted({row[column].strip() for _, _, row in raw_rows})
-        index = {s: {n: i for i, n in enumerate(self.scale_names[s])} for s in self.scales[1:]}
+        index = {s: {n: i for i, n in enumerate(self.scale_names[s])} for s in csv_scales}
         for line, rel, row in raw_rows:
             annotations: dict[str, Any] = {"_origin": f"{csv_path} line {line}"}
             for column in ("split", "role", "domain"):
                 if column in header:
                     annotations[column] = row[column].strip()
-            for column, scale in zip(label_cols, self.scales[1:]):
+            for column, scale in zip(label_cols, csv_scales):
                 annotations[column] = index[scale][row[column].strip()]
             if attr_cols:
                 annotations["attributes"] = [int(row[c].strip()) for c in attr_cols]
             self.rows[rel] = annotations
 
+    # -- Folder levels ------------------------------------------------------------------
+
+    def _class_of(self, rel: str) -> str | None:
+        """The class folder (relative path) an image path lies in; None above the classes."""
+        parts = rel.split("/")
+        return "/".join(parts[:self.depth]) if len(parts) > self.depth else None
+
+    def _prefix(self, class_name: str, level: int) -> str:
+        """A class's folder at ``level`` (0: the outermost), named by its path from the root."""
+        return "/".join(class_name.split("/")[:level + 1])
+
     # -- Source -------------------------------------------------------------------------
 
     def _record(self, rel: str) -> dict[str, Any]:
+        name = self._class_of(rel)
+        assert name is not None
         record: dict[str, Any] = {
             "image_id": rel,
             "path": str(self.root / rel),
-            "label": self.class_index[rel.split("/")[0]],
+            "label": self.class_index[name],
             "domain": self.domain,
         }
+        for scale, level in self.folder_levels.items():
+            if scale != "fine":
+                record[f"label_{scale}"] = self.scale_names[scale].index(self._prefix(name, level))
         record.update(self.rows.get(rel, {}))
         return record
 
@@ -215,14 +269,32 @@ class FolderSource:
                 "root": str(self.root),
                 "annotations_csv": str(self.csv_path) if self.csv_path else None,
                 "domain": self.domain,
+                "folder_scales": list(self.folder_scales) if self.depth > 1 else None,
             },
         )
 
 
+def check_folder_scales(folder_scales: list[str] | None) -> list[str]:
+    """``folder_scales`` as checked: distinct names, outermost first, ending with ``fine``."""
+    if folder_scales is None:
+        return ["fine"]
+    key = "datasets.<name>.options.folder_scales"
+    if (not isinstance(folder_scales, list) or not folder_scales
+            or not all(isinstance(s, str) and s.isidentifier() for s in folder_scales)):
+        raise ConfigError(f"{key}: a list of scale names, outermost folder level first, "
+                          f"e.g. [coarse, fine]; got {folder_scales!r}")
+    if folder_scales[-1] != "fine" or len(set(folder_scales)) != len(folder_scales):
+        raise ConfigError(f"{key}: distinct names ending with fine (the class folders), "
+                          f"e.g. [coarse, fine]; got {folder_scales!r}")
+    return list(folder_scales)
+
+
 @FORMATS.register("folder")
 def folder_source(
-    *, root: str, annotations_csv: str | None = None, domain: str = "photo"
+    *, root: str, annotations_csv: str | None = None, domain: str = "photo",
+    folder_scales: list[str] | None = None,
 ) -> FolderSource:
     """An ImageFolder tree ``root/<class>/<file>`` with optional per-image CSV annotations;
-    ``domain`` is the domain of every image unless the CSV has a ``domain`` column."""
-    return FolderSource(root, annotations_csv, domain)
+    ``domain`` is the domain of every image unless the CSV has a ``domain`` column;
+    ``folder_scales`` takes coarser scales from the folder levels above the classes."""
+    return FolderSource(root, annotations_csv, domain, folder_scales)
