@@ -32,7 +32,7 @@ print(" ".join(shlex.quote(o) for o in out))
 endef
 export PIP_TO_UV
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench clean system-packages
 
 setup: $(STAMP)
 
@@ -50,10 +50,16 @@ demo: setup
 	dml run -- dvc repro --quiet
 	dml report
 
-test: setup
+# The playing-card set's builder (benchmarks/real_sets/cards.py) renders SVG decks with
+# rsvg-convert: Debian's librsvg2-bin, installed here where it is missing (as root).
+system-packages:
+	@command -v rsvg-convert >/dev/null || { apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librsvg2-bin >/dev/null; }
+
+test: setup system-packages
 	$(PYTHON) -m pytest -q --durations=15
 
-test-fast: setup
+test-fast: setup system-packages
 	$(PYTHON) -m pytest -q -m "not slow"
 
 # The peer library the benchmarks measure against comes with the bench extra (never with the library).

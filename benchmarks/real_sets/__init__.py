@@ -1,0 +1,1 @@
+"""Builders of real image sets from Debian packages, one module per package (see common.py)."""
