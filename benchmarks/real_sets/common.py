@@ -122,6 +122,17 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     os.replace(tmp, path)
 
 
+def unique_png_name(base: str, taken: set[str]) -> str:
+    """``<base>.png``, or ``<base>_<n>.png`` with the first n that is not in ``taken``
+    (which it joins): two sources of one stem keep both files."""
+    name, n = f"{base}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}.png"
+    taken.add(name)
+    return name
+
+
 def safe_name(text: str) -> str:
     """A folder name: lower case, letters, digits and ``_`` only."""
     cleaned = "".join(c if c.isalnum() else "_" for c in text.lower())

@@ -41,7 +41,8 @@ from typing import Literal
 from PIL import Image
 
 from . import openclipart
-from .common import BuiltSet, Deduplicator, built_folder, safe_name, save_png, write_csv
+from .common import (BuiltSet, Deduplicator, built_folder, safe_name, save_png, unique_png_name,
+                     write_csv)
 
 PACKAGE = "tuxpaint-stamps-default"
 DEFAULT_SOURCE = Path("/usr/share/tuxpaint/stamps")
@@ -152,13 +153,7 @@ def read_category(source: Path, category: str, clipart: Path | None, dedup: Dedu
 
 def file_name(domain: str, stem: str, used: set[str]) -> str:
     """``<domain>-<stem, safe>.png``, made unique among ``used``."""
-    base = f"{domain}-{safe_name(stem)}"
-    name, n = f"{base}.png", 1
-    while name in used:
-        n += 1
-        name = f"{base}_{n}.png"
-    used.add(name)
-    return name
+    return unique_png_name(f"{domain}-{safe_name(stem)}", used)
 
 
 def _resolve_clipart(clipart: Path | Literal["auto"] | None) -> Path | None:

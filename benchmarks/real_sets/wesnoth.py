@@ -88,7 +88,8 @@ from PIL import Image
 
 from dml.errors import DataError
 
-from .common import BuiltSet, Deduplicator, built_folder, open_small, safe_name, save_png, write_csv
+from .common import (BuiltSet, Deduplicator, built_folder, open_small, safe_name, save_png,
+                     unique_png_name, write_csv)
 
 PACKAGE = "wesnoth-1.16-data"
 DEFAULT_SOURCE = Path("/usr/share/games/wesnoth/1.16/data/core")
@@ -645,13 +646,7 @@ def portraits(units: Sequence[UnitType], all_units: Sequence[UnitType],
 
 def _file_name(stem: str, taken: set[str]) -> str:
     """``<stem>.png`` made safe and unique among ``taken`` (which it joins)."""
-    base = re.sub(r"[^A-Za-z0-9+_.-]", "_", stem)
-    name, n = f"{base}.png", 1
-    while name in taken:
-        n += 1
-        name = f"{base}_{n}.png"
-    taken.add(name)
-    return name
+    return unique_png_name(re.sub(r"[^A-Za-z0-9+_.-]", "_", stem), taken)
 
 
 def _write_images(root: Path, folder: str, images: Iterable[tuple[str, Image.Image]]) -> list[str]:
