@@ -141,9 +141,9 @@ def build_sets(sets_dir: Path, *, quick: bool, sources: Mapping[str, Path],
         print(f"building {name} from {source} ...", flush=True)
         results = builder.build(source, sets_dir, quick=quick)
         for s in results:
-            print(f"  {s.name}: {s.counts.get('classes', '?')} classes, "
-                  f"{s.counts.get('images', '?')} images ({time.perf_counter() - start:.0f} s)",
-                  flush=True)
+            classes = s.counts.get("classes", s.counts.get("categories", "?"))
+            print(f"  {s.name}: {classes} classes, {s.counts.get('images', '?')} images "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
         stamp.write_text(json.dumps({"key": stamp_key,
                                      "sets": [vars(s) | {"options": s.options} for s in results]}))
         built += results
@@ -245,14 +245,15 @@ def make_project(project: Path) -> dict[str, str]:
 
 
 def run_pipeline(project: Path, env: Mapping[str, str]) -> dict[str, float]:
-    """``dml run -- dvc repro`` in ``project``, printing one line per stage; the seconds of
-    every stage it ran (a stage lasts until the next one starts). Exits on a failure with the
-    output's tail."""
+    """``dml run -- dvc repro`` in ``project``, printing one line per training run it starts
+    (the other stages take seconds); the seconds of every stage it ran (a stage lasts until
+    the next one starts). Exits on a failure with the output's tail."""
     proc = subprocess.Popen(["dml", "run", "--", "dvc", "repro"], cwd=project, env=dict(env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds: dict[str, float] = {}
     tail: list[str] = []
     current, started = None, time.perf_counter()
+    begun = started
     assert proc.stdout is not None
     for line in proc.stdout:
         tail = (tail + [line.rstrip()])[-40:]
@@ -261,7 +262,8 @@ def run_pipeline(project: Path, env: Mapping[str, str]) -> dict[str, float]:
             if current is not None:
                 seconds[current] = now - started
             current, started = line.split("'")[1], now
-            print(f"  {current}", flush=True)
+            if current.startswith("train@"):
+                print(f"  {current} ({now - begun:.0f} s into the pipeline)", flush=True)
     if current is not None:
         seconds[current] = time.perf_counter() - started
     if proc.wait() != 0:

@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,24 +53,31 @@ class BuiltSet:
                 "split": dict(self.split), "protocol": dict(self.protocol)}
 
 
-def open_small(path: str | os.PathLike[str]) -> Image.Image | None:
-    """The image as RGB on white, its longest side at most ``MAX_SIDE``; None when it cannot be
-    decoded or has more than ``MAX_PIXELS`` pixels."""
+def decode_small(path: str | os.PathLike[str]) -> tuple[str, Image.Image | None]:
+    """(status, image): ``""`` and the image as RGB on white, its longest side at most
+    ``MAX_SIDE``; or ``"too_large"`` (over ``MAX_PIXELS``, never decoded) or ``"undecodable"``."""
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                return None
-            image.load()
-            if image.mode in ("P", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
-                image = image.convert("RGBA")
-            if image.mode == "RGBA":
-                background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, image)
-            image = image.convert("RGB")
+        with warnings.catch_warnings():   # the size is checked here, before decoding
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    return "too_large", None
+                image.load()
+                if image.mode in ("P", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+                    image = image.convert("RGBA")
+                if image.mode == "RGBA":
+                    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                    image = Image.alpha_composite(background, image)
+                image = image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+        return "undecodable", None
     image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-    return image
+    return "", image
+
+
+def open_small(path: str | os.PathLike[str]) -> Image.Image | None:
+    """``decode_small``'s image, or None when it is too large or cannot be decoded."""
+    return decode_small(path)[1]
 
 
 class Deduplicator:

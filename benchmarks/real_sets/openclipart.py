@@ -40,7 +40,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .common import (MAX_PIXELS, BuiltSet, Deduplicator, built_folder, open_small, safe_name,
+from .common import (MAX_PIXELS, BuiltSet, Deduplicator, built_folder, decode_small, safe_name,
                      save_png)
 
 PACKAGE = "openclipart-png"
@@ -58,18 +58,6 @@ COUNT_KEYS = ("symlinks_skipped", "duplicates", "too_large", "undecodable")
 # -- reading images (shared with the Tux Paint builder) -----------------------------------
 
 
-def decode(path: str) -> tuple[str, Image.Image | None]:
-    """(status, image): status "" and the small RGB image, or "too_large" / "undecodable"."""
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                return "too_large", None
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return "undecodable", None
-    small = open_small(path)
-    return ("", small) if small is not None else ("undecodable", None)
-
-
 def read_images(paths: Sequence[Path], dedup: Deduplicator, *, limit: int | None = None
                 ) -> tuple[list[tuple[Path, Image.Image]], Counter[str]]:
     """The decoded images of ``paths`` (in order) that are neither too large, undecodable nor
@@ -80,7 +68,7 @@ def read_images(paths: Sequence[Path], dedup: Deduplicator, *, limit: int | None
     for path in paths:
         if limit is not None and len(kept) >= limit:
             break
-        status, image = decode(str(path))
+        status, image = decode_small(str(path))
         if image is None:
             counts[status] += 1
         elif dedup.seen(image):
