@@ -245,9 +245,9 @@ def make_project(project: Path) -> dict[str, str]:
 
 
 def run_pipeline(project: Path, env: Mapping[str, str]) -> dict[str, float]:
-    """``dml run -- dvc repro`` in ``project``, printing one line per training run it starts
-    (the other stages take seconds); the seconds of every stage it ran (a stage lasts until
-    the next one starts). Exits on a failure with the output's tail."""
+    """``dml run -- dvc repro`` in ``project``, printing the stages' own result lines of
+    training and evaluation (one per run); the seconds of every stage it ran (a stage lasts
+    until the next one starts). Exits on a failure with the output's tail."""
     proc = subprocess.Popen(["dml", "run", "--", "dvc", "repro"], cwd=project, env=dict(env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds: dict[str, float] = {}
@@ -262,8 +262,8 @@ def run_pipeline(project: Path, env: Mapping[str, str]) -> dict[str, float]:
             if current is not None:
                 seconds[current] = now - started
             current, started = line.split("'")[1], now
-            if current.startswith("train@"):
-                print(f"  {current} ({now - begun:.0f} s into the pipeline)", flush=True)
+        elif line.startswith(("train ", "evaluate ")):
+            print(f"  {line.rstrip()} ({time.perf_counter() - begun:.0f} s)", flush=True)
     if current is not None:
         seconds[current] = time.perf_counter() - started
     if proc.wait() != 0:

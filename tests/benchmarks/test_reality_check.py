@@ -189,10 +189,11 @@ def test_quick_runs_the_real_pipeline_and_the_peer_and_writes_the_report(tmp_pat
         assert pair in text and "one seed: no interval" in text.split(pair)[1].splitlines()[0]
     assert "## Cost" in text and "### clipart · per_scale" in text
     assert "## Codes on multi-object images" not in text          # no multi-object set here
-    assert "train@clipart__csl-0" in done.stdout and "wrote" in done.stdout.splitlines()[-1]
+    assert "  train clipart__csl: 2 epochs" in done.stdout and "wrote" in done.stdout.splitlines()[-1]
+    assert "  evaluate clipart__csl seed 0: " in done.stdout
     # a second run re-runs nothing: the set, the pipeline and the peer are reused
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     work_lines = [line for line in again.stdout.splitlines()
-                  if line.startswith(("building ", "  train@", "  embed@", "  peer "))]
+                  if line.startswith(("building ", "  train ", "  evaluate ", "  peer "))]
     assert work_lines == [], again.stdout[-3000:]
