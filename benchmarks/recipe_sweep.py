@@ -29,6 +29,7 @@ from dml.config import DatasetConfig, Params, load_params, resolve_run
 from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.io import write_json_atomic
+from dml.preflight import preflight
 from dml.stats import paired_difference, t_interval
 from dml.train.launch import selected_weights, train_run
 from dml.train.loop import DataSpec
@@ -44,6 +45,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "warm-up + cosine": {"train.warmup_epochs": 1, "train.schedule": "cosine"},
     "lr 0.003": {"train.lr": 0.003},
     "lr 0.0003": {"train.lr": 0.0003},
+    # the head's size: a 64-d projection of the trunk's 1280 features may drop what they know
+    "embedding 256": {"model.embed_dim": 256},
+    "embedding 512": {"model.embed_dim": 512},
     # the earlier default: the small CNN from scratch, crop and flip, 10 epochs
     "small CNN from scratch": {"model.backbone": "small_cnn", "model.weights": None, "train.freeze": 0,
                                "train.augment": CROP_FLIP, "train.epochs": 10},
@@ -68,6 +72,7 @@ def validation_score(params: Params, experiment: str, overrides: dict[str, Any],
     """The selected epoch's validation metric of one training run, and that epoch."""
     spec = resolve_run(params, experiment, {**overrides, "train.seed": seed})
     check_run(spec)
+    spec = preflight(spec, data, world_size=spec.train.num_workers).spec   # as the train stage: a batch the classes fill
     state, _ = train_run(spec, data, storage_path=storage)
     _, epoch = selected_weights(spec, state)
     return float(state["history"][epoch][f"val_{spec.train.val_metric}"]), epoch
