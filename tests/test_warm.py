@@ -16,15 +16,17 @@ from dml.runtime import warm_interpreter
 from dml.warm import SOCKET_ENV
 
 SCRIPT = '''
-import os, sys, time
+import os, sys, tempfile, time
 from dml.stage import hand_over
 hand_over()
 print("pid", os.getpid(), "cwd", os.getcwd(), "argv", sys.argv[1:], "env", os.environ.get("PROBE"), flush=True)
 print("to stderr", file=sys.stderr, flush=True)
 print("torch preloaded", "torch" in sys.modules, flush=True)
 if sys.argv[1] == "sleep":
-    open(sys.argv[2], "w").write(str(os.getpid()))
-    time.sleep(60)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(sys.argv[2])) as held:
+        open(sys.argv[2] + ".tmp", "w").write(f"{os.getpid()} {held}")
+        os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+        time.sleep(60)
 sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else 0)
 '''
 
@@ -55,7 +57,7 @@ def test_a_handed_over_script_runs_warm_with_the_callers_context(server, tmp_pat
 
 
 @pytest.mark.slow
-def test_killing_the_caller_stops_the_stage(server, tmp_path):
+def test_killing_the_caller_stops_the_stage_and_its_clean_up_runs(server, tmp_path):
     script = tmp_path / "stage.py"
     script.write_text(SCRIPT)
     marker = tmp_path / "child.pid"
@@ -64,7 +66,8 @@ def test_killing_the_caller_stops_the_stage(server, tmp_path):
     deadline = time.monotonic() + 30
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    child = int(marker.read_text())
+    pid, held = marker.read_text().split()
+    child = int(pid)
     assert child != proc.pid  # the stage ran in the server's fork
     proc.kill()
     proc.wait()
@@ -72,3 +75,4 @@ def test_killing_the_caller_stops_the_stage(server, tmp_path):
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{child}").exists(), "the forked stage outlived its caller"
+    assert not Path(held).exists(), "the stage was stopped without running its clean-up"
