@@ -48,6 +48,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the head's size: a 64-d projection of the trunk's 1280 features may drop what they know
     "embedding 256": {"model.embed_dim": 256},
     "embedding 512": {"model.embed_dim": 512},
+    # the head's first weights: the features' principal components instead of random ones
+    "pca head": {"train.head_init": "pca"},
     # the earlier default: the small CNN from scratch, crop and flip, 10 epochs
     "small CNN from scratch": {"model.backbone": "small_cnn", "model.weights": None, "train.freeze": 0,
                                "train.augment": CROP_FLIP, "train.epochs": 10},

@@ -126,6 +126,9 @@ class TrainConfig(Section):
     warmup_epochs: float = Field(0.0, ge=0)  # linear warm-up of every learning rate from 0
     schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up: kept, or cosine to 0
     channels_last: bool | Literal["auto"] = "auto"  # auto: for timm trunks (1.3-2.2x on CPU)
+    # The linear embedding head's first weights: random, or the projection onto the top
+    # principal components of the training images' trunk features (dml/train/head_init.py).
+    head_init: Literal["random", "pca"] = "random"
     # Retrain on all training classes (validation folds included) for the epochs selected on
     # the folds, as scikit-learn's refit after a search; the model card says which.
     refit: bool = False

@@ -37,6 +37,7 @@ from dml.models import EmbeddingModel, build_model
 from dml.models.trunk_memo import TrunkMemo
 from dml.train.distributed import gather_global_batch, gather_objects, take_communication_seconds
 from dml.train.feature_cache import CachedFeatures, deterministic, trunk_features
+from dml.train.head_init import init_head_from_features
 from dml.train.finetune import (apply_channels_last, freeze_trunk, frozen_at, frozen_count, lr_schedule, parameter_groups,
                                 trunk_never_trains, use_channels_last)
 
@@ -306,6 +307,14 @@ def fit(
             learner.model, train_set, views=views, seed=cfg.seed, device=session.device,
             channels_last=channels_last,
             progress=f"{spec.experiment} trunk features" if session.rank == 0 else None))
+    if cfg.head_init == "pca" and resume is None and epochs > 0 and isinstance(learner.model.head, nn.Linear):
+        if isinstance(source, CachedFeatures):
+            features = source.features[0]
+        else:  # one pass of the trunk over the training images
+            features = trunk_features(learner.model, train_set, views=1, seed=cfg.seed, device=session.device,
+                                      channels_last=channels_last,
+                                      progress=f"{spec.experiment} head init" if session.rank == 0 else None)[0]
+        init_head_from_features(learner.model.head, features)
     if never_trains:
         learner.model.trunk_memo = TrunkMemo()  # validation embeds the same images each epoch
     loader = training_loader(source, sampler, cfg.loader_workers, cfg.pin_memory, session.device)
