@@ -144,8 +144,7 @@ def build_sets(sets_dir: Path, *, quick: bool, sources: Mapping[str, Path],
             classes = s.counts.get("classes", s.counts.get("categories", "?"))
             print(f"  {s.name}: {classes} classes, {s.counts.get('images', '?')} images "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-        stamp.write_text(json.dumps({"key": stamp_key,
-                                     "sets": [vars(s) | {"options": s.options} for s in results]}))
+        write_json_atomic(stamp, {"key": stamp_key, "sets": [vars(s) for s in results]})
         built += results
     return [s for s in built if s.name in wanted]
 
@@ -315,7 +314,7 @@ def run_peer(project: Path, env: Mapping[str, str], sets: Sequence[str], seeds: 
                     raise SystemExit(f"the peer failed on {row}:\n{done.stderr[-3000:]}")
                 data = json.loads(target.read_text())
                 write_json_atomic(target, data | {"key": key})
-                saved = _peer_runs(target, key)
+                saved = {int(r["seed"]): r for r in data["runs"]}
             results[row] = {s: r for s, r in saved.items() if s in seeds}
     return results
 
@@ -360,8 +359,10 @@ def fmt_estimate(values: Sequence[float]) -> str:
     return f"{100 * interval.mean:.1f} ± {100 * interval.half_width:.1f}"
 
 
-def fmt_difference(method: Mapping[int, float], baseline: Mapping[int, float]) -> tuple[str, str]:
-    """(paired difference in points with its interval, verdict)."""
+def fmt_difference(method: Mapping[int, float], baseline: Mapping[int, float], *,
+                   verdicts: tuple[str, str] = ("gain", "loss")) -> tuple[str, str]:
+    """(paired difference in points with its interval, verdict): ``verdicts`` name a
+    difference whose interval lies above 0 and one below it."""
     seeds = sorted(set(method) & set(baseline))
     if not seeds:
         return "–", "not run"
@@ -370,7 +371,7 @@ def fmt_difference(method: Mapping[int, float], baseline: Mapping[int, float]) -
         return f"{d:+.1f}", "one seed: no interval"
     interval = paired_difference(method, baseline)
     low, high = 100 * interval.low, 100 * interval.high
-    verdict = "gain" if low > 0 else "loss" if high < 0 else "no difference shown"
+    verdict = verdicts[0] if low > 0 else verdicts[1] if high < 0 else "no difference shown"
     return f"{100 * interval.mean:+.1f} [{low:+.1f}, {high:+.1f}]", verdict
 
 
@@ -422,7 +423,8 @@ def method_section(results: Mapping[str, Mapping[int, dict]], experiments: Mappi
     figures of the set's protocol (and the seen/unseen gap where the run reports one)."""
     lines = ["## Each method beside its baselines", "",
              "Paired difference method − baseline over the seeds, in points, with its 95% t "
-             "interval; *gain* / *loss* where the interval excludes 0.", "",
+             "interval; *gain* / *loss* where the interval excludes 0. The seen − unseen gap is "
+             "what ECAML means to shrink: *smaller gap* / *larger gap*.", "",
              "| set | method | baseline | figure | method | baseline | Δ | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for method, baseline in comparisons(experiments):
@@ -441,7 +443,7 @@ def method_section(results: Mapping[str, Mapping[int, dict]], experiments: Mappi
                          f"{fmt_estimate(list(b.values()))} | {diff} | {verdict} |")
         gaps_m, gaps_b = _gaps(results[method]), _gaps(results[baseline])
         if gaps_m and gaps_b:
-            diff, verdict = fmt_difference(gaps_m, gaps_b)
+            diff, verdict = fmt_difference(gaps_m, gaps_b, verdicts=("larger gap", "smaller gap"))
             lines.append(f"| {set_name} | {method.split('__')[1]} | {baseline.split('__')[1]} | "
                          f"seen − unseen MAP@R | {fmt_estimate(list(gaps_m.values()))} | "
                          f"{fmt_estimate(list(gaps_b.values()))} | {diff} | {verdict} |")

@@ -107,6 +107,11 @@ def test_verdicts(method, baseline, verdict):
     assert rc.fmt_difference(method, baseline)[1] == verdict
 
 
+def test_a_gap_that_shrinks_is_named_so():
+    seen_minus_unseen = ({0: 0.10, 1: 0.11, 2: 0.12}, {0: 0.20, 1: 0.22, 2: 0.21})
+    assert rc.fmt_difference(*seen_minus_unseen, verdicts=("larger gap", "smaller gap"))[1] == "smaller gap"
+
+
 def test_a_difference_is_the_paired_mean_with_its_t_interval():
     text, _ = rc.fmt_difference({0: 0.50, 1: 0.52, 2: 0.51}, {0: 0.40, 1: 0.41, 2: 0.42})
     # differences 10, 11, 9 points: mean 10, t(0.975, 2) = 4.303, sd 1 / sqrt(3)
