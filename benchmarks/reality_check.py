@@ -144,7 +144,8 @@ def build_sets(sets_dir: Path, *, quick: bool, sources: Mapping[str, Path],
             classes = s.counts.get("classes", s.counts.get("categories", "?"))
             print(f"  {s.name}: {classes} classes, {s.counts.get('images', '?')} images "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
-        write_json_atomic(stamp, {"key": stamp_key, "sets": [vars(s) for s in results]})
+        # in the builders' key order, which the params file keeps (the peer's key hashes it)
+        write_text_atomic(stamp, json.dumps({"key": stamp_key, "sets": [vars(s) for s in results]}))
         built += results
     return [s for s in built if s.name in wanted]
 
