@@ -51,10 +51,11 @@ demo: setup
 	dml report
 
 # The playing-card set's builder (benchmarks/real_sets/cards.py) renders SVG decks with
-# rsvg-convert: Debian's librsvg2-bin, installed here where it is missing (as root).
+# rsvg-convert (Debian's librsvg2-bin); the browse page's test drives Debian's chromium through
+# its chromedriver. Installed here where missing (as root).
 system-packages:
-	@command -v rsvg-convert >/dev/null || { apt-get update -qq \
-	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librsvg2-bin >/dev/null; }
+	@command -v rsvg-convert >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq librsvg2-bin chromium chromium-driver >/dev/null; }
 
 test: setup system-packages
 	$(PYTHON) -m pytest -q --durations=15

@@ -64,6 +64,43 @@ def _report(args: argparse.Namespace) -> None:
         print(f"figures and retrieval grids: {page}")
 
 
+def _search(args: argparse.Namespace) -> None:
+    from dml.retrieve import Retriever
+
+    retriever = Retriever.from_run(args.experiment, seed=args.seed, index=args.index, project=args.project)
+    results = retriever.search(args.images, k=args.k)
+    if args.json:
+        print(json.dumps([{"query": str(image), "index": args.index, "score": retriever.score_name,
+                           "results": [hit.__dict__ for hit in hits]}
+                          for image, hits in zip(args.images, results)], indent=2))
+        return
+    for image, hits in zip(args.images, results):
+        print(f"{image}: {len(hits)} nearest in {args.experiment} seed {args.seed}, index "
+              f"{args.index} ({retriever.score_name})")
+        for hit in hits:
+            score = f"{hit.score:9.0f}" if retriever.score == "hamming" else f"{hit.score:9.4f}"
+            print(f"  {hit.rank:>3}  {score}  {hit.image_id}  {hit.name or ''}".rstrip())
+
+
+def _export(args: argparse.Namespace) -> None:
+    from dml.onnx_export import export_run, preprocess_path
+    from dml.retrieve import RunFiles
+
+    card = export_run(RunFiles.locate(args.experiment, args.seed, args.project), args.onnx,
+                      rows=args.rows, tolerance=args.tolerance)
+    check = card["check"]
+    print(f"export {args.experiment} seed {args.seed}: {args.onnx} (preprocessing: "
+          f"{preprocess_path(args.onnx)}); on {check['rows']} gallery rows the largest absolute "
+          f"difference from PyTorch is {check['max_abs_diff']:.1e} (tolerance {check['tolerance']:.0e}), "
+          f"{check['same_neighbours']}/{check['rows']} rows keep the same top-{check['k']} neighbours")
+
+
+def _browse(args: argparse.Namespace) -> None:
+    from dml.browse import serve
+
+    serve(args.project, args.experiment, seed=args.seed, host="127.0.0.1", port=args.port)
+
+
 def _run(args: argparse.Namespace) -> None:
     from dml.runtime import run_command
 
@@ -71,6 +108,13 @@ def _run(args: argparse.Namespace) -> None:
     if not command:
         raise SystemExit("dml run: give a command, e.g. dml run -- dvc repro")
     raise SystemExit(run_command(command, warm=not args.cold, ray=args.ray))
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The options naming one trained run of a project."""
+    parser.add_argument("--experiment", required=True, help="an experiment of params.yaml")
+    parser.add_argument("--seed", type=int, default=0, help="which seed's run (default: 0)")
+    parser.add_argument("--project", default=".", help="the project folder (default: here)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +136,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--table", default="results/comparison.md",
                         help="the report stage's table (default: results/comparison.md)")
     report.set_defaults(func=_report)
+    search = sub.add_parser("search", help="the nearest gallery items of images, from a trained "
+                            "run's model and one of its indexes")
+    _run_options(search)
+    search.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
+    search.add_argument("--index", default="flat", help="which of the run's indexes: flat (exact), "
+                        "pq64, opq64, hash64, ... (default: flat)")
+    search.add_argument("--k", type=int, default=10, help="results per query (default: 10)")
+    search.add_argument("--json", action="store_true", help="print JSON for scripts")
+    search.set_defaults(func=_search)
+    export = sub.add_parser("export", help="a trained run's embedding model as ONNX, checked "
+                            "against PyTorch on rows of its dataset")
+    _run_options(export)
+    export.add_argument("--onnx", required=True, help="the file to write, e.g. model.onnx "
+                        "(its preprocessing goes beside it, model.preprocess.json)")
+    export.add_argument("--rows", type=int, default=64, help="gallery rows the check embeds")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest absolute difference accepted (default: 1e-4)")
+    export.set_defaults(func=_export)
+    browse = sub.add_parser("browse", help="a local page (127.0.0.1) to query an experiment's "
+                            "indexes with a test image or an upload")
+    _run_options(browse)
+    browse.add_argument("--port", type=int, default=8765, help="the port (default: 8765)")
+    browse.set_defaults(func=_browse)
     run = sub.add_parser("run", help="run a command (dvc repro) with a warm interpreter for its "
                          "stages and one local Ray head for the stages that use Ray (Tune)")
     run.add_argument("--ray", action="store_true",
@@ -104,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``dml check | evaluate | report | run``: quick access to the library from a shell."""
+    """``dml check | evaluate | report | search | export | browse | run``: quick access to the library from a shell."""
     args = build_parser().parse_args(argv)
     run_stage(lambda: args.func(args))
 

@@ -18,6 +18,7 @@ from dml.evaluate.experiment import (
     aligned_rows,
     evaluate_test_split,
     grid_examples,
+    pair_scores,
     print_collapse_notices,
 )
 from dml.evaluate.protocols import EvalRows, Protocol, build_protocol
@@ -36,22 +37,6 @@ def class_names(rows: EvalRows, manifest: str) -> dict[str, str] | None:
         return None
     names = info.class_names[info.fine]
     return {image: names[int(label)] for image, label in zip(rows.ids, labels)}
-
-
-def pair_scores(rows: EvalRows, vectors: np.ndarray, metric: str, queries: list[str],
-                results: list[list[str]]) -> np.ndarray:
-    """``[Q, K]``: each result's cosine similarity to its query, or euclidean distance where
-    the protocol ranks by distance (what the grid's ranking is by; with views ``[N, V, D]``,
-    the nearest pair of views)."""
-    at = {image: i for i, image in enumerate(rows.ids)}
-    views = vectors if vectors.ndim == 3 else vectors[:, None, :]
-    q = views[[at[i] for i in queries]].astype(np.float64)[:, None, :, None, :]  # Q 1 V 1 D
-    g = views[[[at[i] for i in row] for row in results]].astype(np.float64)[:, :, None]  # Q K 1 W D
-    if metric == "euclidean":
-        return np.linalg.norm(q - g, axis=-1).min(axis=(2, 3))
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-12)
-    g = g / np.linalg.norm(g, axis=-1, keepdims=True).clip(1e-12)
-    return (q * g).sum(-1).max(axis=(2, 3))
 
 
 def write_grid(path: str, rows: EvalRows, vectors: np.ndarray, protocol: Protocol, manifest: str,

@@ -15,7 +15,7 @@ hand_over()  # run in the warm interpreter when `dml run` serves one: no import 
 from dml.config import load_params, resolve_run
 from dml.embed import read_embeddings, with_views
 from dml.errors import DataError
-from dml.evaluate.experiment import aligned_rows, test_rows
+from dml.evaluate.experiment import aligned_rows, gallery_indices
 from dml.evaluate.protocols import build_protocol
 from dml.hashing import train_hash_index
 from dml.index import build_index, code_vectors, save_index
@@ -39,9 +39,7 @@ def main() -> None:
     trained = rows.split == "train"
     train = vectors[trained]
     train_labels = next(iter(rows.labels.values()))[trained] if rows.labels else None
-    test = test_rows(rows)
-    _, gallery_rows, _ = protocol.split(rows.subset(test))
-    gallery = vectors[test][gallery_rows]
+    gallery = vectors[gallery_indices(rows, protocol)]
     metric = "ip" if protocol.metric == "cosine" else "l2"
     model, _ = load_model(args.model)
     learned = {name: (head, index) for head, module in model.heads.items()

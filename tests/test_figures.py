@@ -190,6 +190,7 @@ def load_stage(path: Path):
 
 def test_evaluate_names_the_grid_tiles_by_class_and_scores_them(tiny_data, tmp_path):
     from dml.data.manifest import read_info
+    from dml.evaluate.experiment import pair_scores
 
     evaluate = load_stage(REPO / "pipelines" / "evaluate.py")
     table = pq.read_table(tiny_data["manifest"], columns=["image_id", "label"]).to_pydict()
@@ -203,10 +204,10 @@ def test_evaluate_names_the_grid_tiles_by_class_and_scores_them(tiny_data, tmp_p
     assert evaluate.class_names(EvalRows(rows.ids, rows.split, rows.role, rows.domain), tiny_data["manifest"]) is None
     vectors = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
     ids = list(rows.ids)
-    cosine = evaluate.pair_scores(rows, vectors, "cosine", ids[:2], [ids[2:5], ids[5:8]])
+    cosine = pair_scores(rows, vectors, "cosine", ids[:2], [ids[2:5], ids[5:8]])
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     assert cosine.shape == (2, 3) and cosine[1, 0] == pytest.approx(float(unit[1] @ unit[5]), abs=1e-6)
-    distance = evaluate.pair_scores(rows, vectors, "euclidean", ids[:1], [ids[1:2]])
+    distance = pair_scores(rows, vectors, "euclidean", ids[:1], [ids[1:2]])
     assert distance[0, 0] == pytest.approx(float(np.linalg.norm(vectors[0] - vectors[1])), abs=1e-5)
     evaluate.write_grid(tmp_path / "grid.png", rows, vectors, build_protocol({"name": "self_retrieval"}),
                         tiny_data["manifest"], n_queries=3, top_k=4)

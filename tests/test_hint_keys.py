@@ -22,7 +22,7 @@ ANY = "*"  # an f-string's placeholder: a dataset's or an experiment's name, an 
 SECTIONS = (*Params.model_fields, "ingest")
 KEY = re.compile(r"(?<![\w./\-{*])((?:%s)(?:\.(?:[A-Za-z_]\w*|\*))+)" % "|".join(SECTIONS))
 #: Dotted words that are files or modules, not keys.
-NOT_KEYS = re.compile(r"\.(py|json|yaml|lock|parquet|safetensors|md|html|png|log|csv|txt)$")
+NOT_KEYS = re.compile(r"\.(py|json|yaml|lock|parquet|safetensors|md|html|png|log|csv|txt|onnx|faiss)$")
 
 
 def _text(node: ast.AST) -> str | None:

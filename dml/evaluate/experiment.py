@@ -60,6 +60,14 @@ def test_rows(rows: EvalRows) -> np.ndarray:
     return evaluated_rows(rows.split, rows.role)
 
 
+def gallery_indices(rows: EvalRows, protocol: Protocol) -> np.ndarray:
+    """Positions in ``rows`` of the test gallery, in the order the quantize stage adds them
+    to its indexes: an index's id ``i`` is row ``gallery_indices(rows, protocol)[i]``."""
+    tested = np.flatnonzero(test_rows(rows))
+    _, gallery, _ = protocol.split(rows.subset(tested))
+    return tested[gallery]
+
+
 def gap_samples(rows: EvalRows, held_out_folds: Sequence[int] = (), *,
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
     """Masks of the two samples that measure the gap between seen and unseen classes: the
@@ -237,3 +245,19 @@ def grid_examples(
     rows, vectors = rows.subset(mask), vectors[mask]
     queries, results, correct = protocol.top_results(rows, vectors, n_queries, top_k)
     return list(rows.ids[queries]), [list(rows.ids[r]) for r in results], correct
+
+
+def pair_scores(rows: EvalRows, vectors: np.ndarray, metric: str, queries: list[str],
+                results: list[list[str]]) -> np.ndarray:
+    """``[Q, K]``: each result's cosine similarity to its query, or euclidean distance where
+    the protocol ranks by distance (what the grid's ranking is by; with views ``[N, V, D]``,
+    the nearest pair of views)."""
+    at = {image: i for i, image in enumerate(rows.ids)}
+    views = vectors if vectors.ndim == 3 else vectors[:, None, :]
+    q = views[[at[i] for i in queries]].astype(np.float64)[:, None, :, None, :]  # Q 1 V 1 D
+    g = views[[[at[i] for i in row] for row in results]].astype(np.float64)[:, :, None]  # Q K 1 W D
+    if metric == "euclidean":
+        return np.linalg.norm(q - g, axis=-1).min(axis=(2, 3))
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-12)
+    g = g / np.linalg.norm(g, axis=-1, keepdims=True).clip(1e-12)
+    return (q * g).sum(-1).max(axis=(2, 3))
