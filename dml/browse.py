@@ -246,8 +246,9 @@ def create_app(project: str | os.PathLike[str], experiment: str, *, seed: int = 
                 if upload is None or not upload.filename:
                     raise DataError("choose an image file to upload")
                 data = upload.read()
-                context.update(query_src=_data_uri_checked(data, upload.filename),
-                               query_label=f"upload {upload.filename}")
+                # ingest's checks, the error naming the upload
+                run.retriever(index).preprocessing.tensor(data, f"upload {upload.filename}")
+                context.update(query_src=_data_uri(data), query_label=f"upload {upload.filename}")
                 context["panes"] = _panes(data, None, run, index, context["compare"], run_of, k)
             elif query:
                 if query not in run.images:
@@ -258,10 +259,6 @@ def create_app(project: str | os.PathLike[str], experiment: str, *, seed: int = 
         except DmlError as err:
             context["error"], status = str(err), 400
         return render_template_string(PAGE, **context), status
-
-    def _data_uri_checked(data: bytes, filename: str) -> str:
-        run_of(experiment).retriever("flat").images([data])  # ingest's checks, named below
-        return _data_uri(data)
 
     @app.route("/worst")
     def worst() -> Any:
