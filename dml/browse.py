@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ class Run:
     their average precision, its images, and a retriever per index (loaded on first use)."""
 
     files: RunFiles
+    #: what a query's figure in :attr:`queries` is (the per-query metric the protocol reports)
+    precision_name: str = "average precision"
 
     @cached_property
     def _data(self) -> tuple[EvalRows, np.ndarray, str]:
@@ -74,6 +76,7 @@ class Run:
         chosen = queries[task.restrict(queries, gallery, own)[0]]
         key = next((k for k in ("map@r", *sorted(per_query)) if k in per_query and "map" in k), None)
         values = per_query.get(key) if key else None
+        self.precision_name = key or "average precision"
         if values is None or len(values) != len(chosen):
             return [(str(i), None) for i in sub.ids[chosen]]
         return [(str(i), None if np.isnan(v) else float(v)) for i, v in zip(sub.ids[chosen], values)]
@@ -161,7 +164,7 @@ td, th { padding: 0 .6em; text-align: left; } .queries a { margin-right: .4em; }
   <label>upload a query image <input type="file" name="image" accept="image/*"></label>
   <button type="submit" id="upload">search</button>
 </form>
-<p class="queries">test queries: {% for image, ap in queries %}<a href="/?{{ state }}&amp;query={{ image | urlencode }}" title="AP {{ ap }}">{{ loop.index }}</a>{% endfor %}
+<p class="queries">test queries: {% for image, ap in queries %}<a href="/?{{ state }}&amp;query={{ image | urlencode }}" title="{{ '%.3f' % ap if ap is not none else '' }}">{{ loop.index }}</a>{% endfor %}
  · <a id="worst" href="/worst?{{ state }}">worst queries</a></p>
 {% if error %}<p class="error">{{ error }}</p>{% endif %}
 {% if panes %}
@@ -178,9 +181,9 @@ WORST = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>dml browse: worst queries of {{ experiment }}</title>
 <style>body { font-family: sans-serif; margin: 1em; } td, th { padding: 0 .6em; text-align: left; }
 img { width: 4em; height: 4em; object-fit: contain; }</style></head><body>
-<h1>Worst queries of {{ experiment }} <small>seed {{ seed }}, lowest average precision first</small></h1>
+<h1>Worst queries of {{ experiment }} <small>seed {{ seed }}, lowest {{ measure }} first</small></h1>
 <p><a href="/?{{ state }}">back</a></p>
-<table><tr><th>query</th><th>class</th><th>AP</th></tr>{% for image, ap in worst %}
+<table><tr><th>query</th><th>class</th><th>{{ measure }}</th></tr>{% for image, ap in worst %}
 <tr><td><a class="worst-query" href="/?{{ state }}&amp;query={{ image | urlencode }}"><img src="/image/{{ experiment }}/{{ image | urlencode }}" alt="{{ image }}"> {{ image }}</a></td>
 <td>{{ names[image] or '' }}</td><td>{{ '%.3f' % ap }}</td></tr>{% endfor %}</table>
 </body></html>"""
@@ -267,6 +270,7 @@ def create_app(project: str | os.PathLike[str], experiment: str, *, seed: int = 
         scored = sorted(((i, ap) for i, ap in run.queries if ap is not None), key=lambda item: item[1])
         return render_template_string(
             WORST, experiment=name, seed=seed, worst=scored[:LISTED_QUERIES], names=run.names,
+            measure=run.precision_name,
             state=state(name, request.args.get("index", "flat"), request.args.get("compare", ""),
                         request.args.get("k", 10, type=int) or 10))
 
@@ -305,13 +309,17 @@ def _drain(stream: Any, length: int) -> None:
 def _panes(data: bytes, query: str | None, run: Run, index: str, compare: str, run_of: Any,
            k: int) -> list[dict[str, Any]]:
     """The results of one query image in ``run``'s index and, beside it, in ``compare``'s
-    (its index of the same name where it has one, else exact)."""
+    (its index of the same name where it has one, else exact); a test query (``query``: its
+    image id) is not among its own results."""
     panes = []
     for other, name in ((run, index), *(((run_of(compare), index),) if compare else ())):
         name = name if name in other.files.index_names() else "flat"
         retriever = other.retriever(name)
         domain = other.domain_of(query) if query is not None else None
-        hits = retriever.search([data], k=k, domain=domain)[0]
+        hits = retriever.search([data], k=k + 1, domain=domain)[0]
+        # a test query is left out of its own results, as the evaluate stage ranks it
+        hits = [replace(hit, rank=rank) for rank, hit in
+                enumerate((hit for hit in hits if hit.image_id != query), start=1)][:k]
         marks = [""] * len(hits)
         precision = None
         if query is not None and query in other._positions:

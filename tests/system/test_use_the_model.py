@@ -259,6 +259,7 @@ def navigate(browser, element) -> None:
 
 def test_the_browse_page_queries_compares_uploads_and_serves_nothing_else(trained, page, browser, tmp_path):
     import http.client
+    from urllib.parse import parse_qs, urlparse
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -276,6 +277,9 @@ def test_the_browse_page_queries_compares_uploads_and_serves_nothing_else(traine
     assert len(figures) == 10
     marks = [f.get_attribute("class") for f in figures]
     assert set(marks) <= {"hit", "miss"} and "hit" in marks
+    query = parse_qs(urlparse(browser.current_url).query)["query"][0]
+    shown = [img.get_attribute("alt") for img in browser.find_elements(By.CSS_SELECTOR, ".pane figure img")]
+    assert query not in shown  # a test query is left out of its results, as evaluate ranks
     assert all(img.get_property("naturalWidth") > 0 for img in browser.find_elements(By.CSS_SELECTOR, "figure img"))
     # the same query in the PQ index, beside the other experiment
     Select(browser.find_element(By.NAME, "index")).select_by_visible_text("pq32")
