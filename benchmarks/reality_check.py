@@ -315,7 +315,7 @@ def run_peer(project: Path, env: Mapping[str, str], sets: Sequence[str], seeds: 
                     raise SystemExit(f"the peer failed on {row}:\n{done.stderr[-3000:]}")
                 data = json.loads(target.read_text())
                 write_json_atomic(target, data | {"key": key})
-                saved = {int(r["seed"]): r for r in data["runs"]}
+                saved = _runs_by_seed(data)
             results[row] = {s: r for s, r in saved.items() if s in seeds}
     return results
 
@@ -325,7 +325,12 @@ def _peer_runs(path: Path, key: str) -> dict[int, dict]:
     if not path.is_file():
         return {}
     data = json.loads(path.read_text())
-    return {int(r["seed"]): r for r in data["runs"]} if data.get("key") == key else {}
+    return _runs_by_seed(data) if data.get("key") == key else {}
+
+
+def _runs_by_seed(data: Mapping[str, Any]) -> dict[int, dict]:
+    """The runs of a peer results file, by seed."""
+    return {int(r["seed"]): r for r in data["runs"]}
 
 
 def _peer_key(project: Path, dataset: str) -> str:
