@@ -87,6 +87,28 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 CHECKOUT_PATH_LENGTH = 200
 
 
+def copy_project(repo: Path, params: dict) -> None:
+    """The pipeline's files into ``repo``, with ``params`` as its params.yaml."""
+    for item in ("dvc.yaml", "pipelines", "dml", ".gitignore"):
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / item)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def pipeline_env(**extra: str) -> dict:
+    """The environment of a pipeline run in a temporary git repository: this interpreter's
+    tools first on PATH, a git identity, no DVC analytics, no Ray auth or outside cluster."""
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",  # `dvc init` would report to DVC (a daemon and a file in TMPDIR)
+        "RAY_AUTH_MODE": "disabled",
+        "GIT_AUTHOR_NAME": "dml", "GIT_AUTHOR_EMAIL": "dml@example.com",
+        "GIT_COMMITTER_NAME": "dml", "GIT_COMMITTER_EMAIL": "dml@example.com",
+    } | extra
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 @pytest.fixture(scope="module")
 def project():
     root = Path(tempfile.mkdtemp(prefix="dmlp-", dir="/tmp"))
@@ -95,20 +117,11 @@ def project():
         repo = repo / "a-folder-of-the-checkout"
     repo.mkdir(parents=True)
     (root / "t").mkdir()
-    for item in ("dvc.yaml", "pipelines", "dml", ".gitignore"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / item)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    env = os.environ | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DML_SCRATCH": str(repo / ".scratch"),  # the default place, under the long path
-        "TMPDIR": str(root / "t"),  # whatever a run leaves in the temp dir is seen here
-        "DVC_NO_ANALYTICS": "1",  # `dvc init` would report to DVC (a daemon and a file in TMPDIR)
-        "RAY_AUTH_MODE": "disabled",
-        "GIT_AUTHOR_NAME": "dml", "GIT_AUTHOR_EMAIL": "dml@example.com",
-        "GIT_COMMITTER_NAME": "dml", "GIT_COMMITTER_EMAIL": "dml@example.com",
-    }
-    env.pop("RAY_ADDRESS", None)
+    copy_project(repo, tiny_params())
+    env = pipeline_env(
+        DML_SCRATCH=str(repo / ".scratch"),  # the default place, under the long path
+        TMPDIR=str(root / "t"),  # whatever a run leaves in the temp dir is seen here
+    )
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "tiny pipeline"]):
         out = run(cmd, repo, env)

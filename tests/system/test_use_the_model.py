@@ -6,17 +6,14 @@ euclidean distance with flips, in 32-bit hash codes)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from dml.config import load_params, resolve_run
 from dml.embed import read_embeddings, with_views
@@ -31,7 +28,7 @@ from dml.hashing import encode, index_codes
 from dml.index import code_vectors, load_index
 from dml.retrieve import Retriever
 
-from .test_pipeline_dvc import REPO, tiny_params
+from .test_pipeline_dvc import copy_project, pipeline_env, tiny_params
 
 pytestmark = [pytest.mark.dvc, pytest.mark.ray, pytest.mark.slow]
 
@@ -58,17 +55,8 @@ def trained():
     root = Path(tempfile.mkdtemp(prefix="dmlu-", dir="/tmp"))
     repo = root / "project"
     repo.mkdir()
-    for item in ("dvc.yaml", "pipelines", "dml", ".gitignore"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, repo / item)
-    (repo / "params.yaml").write_text(yaml.safe_dump(project_params()))
-    env = os.environ | {
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1", "RAY_AUTH_MODE": "disabled",
-        "GIT_AUTHOR_NAME": "dml", "GIT_AUTHOR_EMAIL": "dml@example.com",
-        "GIT_COMMITTER_NAME": "dml", "GIT_COMMITTER_EMAIL": "dml@example.com",
-    }
-    env.pop("RAY_ADDRESS", None)
+    copy_project(repo, project_params())
+    env = pipeline_env()
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                 ["git", "commit", "-qm", "project"], ["dml", "run", "--", "dvc", "repro", "--quiet"]):
         out = run(cmd, repo, env)
