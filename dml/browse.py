@@ -342,4 +342,9 @@ def serve(project: str | os.PathLike[str], experiment: str, *, seed: int = 0,
     app = create_app(project, experiment, seed=seed)
     server = make_server(host, port, app, threaded=False)
     print(f"browse {experiment} seed {seed}: http://{host}:{port}/ (Ctrl-C stops)")
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("browse: stopped")
+    finally:
+        server.server_close()
