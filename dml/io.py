@@ -32,6 +32,9 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
+    # mkstemp and mkdtemp make private (0600, 0700) entries; the output gets the permissions
+    # any file written in place would have: the process's umask applied to rw (rwx) for all
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
     try:
         yield tmp
         if directory:
@@ -48,6 +51,18 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it to read it, which
+    races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # from <fcntl.h> and <linux/fs.h>

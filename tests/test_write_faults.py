@@ -7,7 +7,9 @@ theirs in train/test_export.py and test_index.py).
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 import subprocess
 import sys
 import textwrap
@@ -132,3 +134,19 @@ def test_folder_output_is_replaced_whole(tmp_path):
             (tmp / "weights").write_text(version)
     assert (target / "weights").read_text() == "2"
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_outputs_get_the_permissions_of_a_file_written_in_place(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "a.json") as tmp:
+            tmp.write_text("{}")
+        with atomic_path(tmp_path / "folder", directory=True) as tmp:
+            (tmp / "x").write_text("x")
+        with atomic_path(tmp_path / "folder", directory=True) as tmp:  # replacing the folder
+            (tmp / "y").write_text("y")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o640  # not mkstemp's 0600
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o750  # not mkdtemp's 0700
+    assert [p.name for p in (tmp_path / "folder").iterdir()] == ["y"]
