@@ -414,9 +414,10 @@ def test_ctrl_c_stops_a_run_and_leaves_nothing_behind(project):
         while "Running stage 'train@" not in log.read_text() and proc.poll() is None:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before a train stage: " + log.read_text()[-3000:]
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=60) != 0
+        assert proc.wait(timeout=60) != 0, "the run was not stopped: " + log.read_text()[-3000:]
     finally:
         (repo / "params.yaml").write_text(saved)
     deadline = time.monotonic() + 15  # processes that got SIGTERM a moment ago may still exit

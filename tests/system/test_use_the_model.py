@@ -235,14 +235,17 @@ def browser():
 
 
 def navigate(browser, element) -> None:
-    """Click ``element`` and wait until the next page has replaced this one."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
+    """Click ``element`` and wait until the next page has loaded in place of this one: the
+    old document carries a mark that the new one does not (an element of the old page can
+    read as stale or as "not in the document" while the new one loads)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = browser.find_element(By.TAG_NAME, "html")
+    browser.execute_script("window.dmlOldPage = true;")
     element.click()
-    WebDriverWait(browser, 60).until(staleness_of(page))
+    WebDriverWait(browser, 60, ignored_exceptions=(WebDriverException,)).until(
+        lambda driver: driver.execute_script(
+            "return window.dmlOldPage === undefined && document.readyState === 'complete';"))
 
 
 def test_the_browse_page_queries_compares_uploads_and_serves_nothing_else(trained, page, browser, tmp_path):
