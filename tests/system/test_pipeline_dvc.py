@@ -407,8 +407,11 @@ def test_ctrl_c_stops_a_run_and_leaves_nothing_behind(project):
     write_params(repo, params)
     log = repo.parent / "ctrl-c.log"
     with open(log, "w") as handle:
+        # as at a terminal, where Ctrl-C has its default action (a suite started in the
+        # background of a shell inherits SIGINT ignored, and so would the run)
         proc = subprocess.Popen(["dml", "run", "--", "dvc", "repro"], cwd=repo, env=env, stdout=handle,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while "Running stage 'train@" not in log.read_text() and proc.poll() is None:
