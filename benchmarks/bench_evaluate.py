@@ -12,7 +12,7 @@ Data: ``n`` random ``dim``-d embeddings in ``classes`` classes (class centres pl
 noise, so that the metrics are neither 0 nor 1), L2-normalized, generated from ``--seed``.
 ``--noise`` sets how well the classes separate: 2 (the default) is an untrained model's
 MAP@R of about 0.1, relevant items at every depth; 0.5 a well-trained one's, where the
-full-ranking mAP only sorts each row's top (``dml.evaluate.knn.ranks_in_block``).
+full-ranking mAP compares exactly only the scores near a relevant one (``dml.evaluate.kernels.ranks_in_block``).
 Two protocols: ``self`` (every embedding ranked against all the others) and
 ``query_gallery`` (``--queries`` embeddings, n/2 by default, against the rest).
 

@@ -342,7 +342,7 @@ class Protocol:
             chosen = np.sort(first)[:n_queries]
         else:
             chosen = np.arange(min(n_queries, len(queries)))
-        from dml.evaluate.knn import block_scores, prepare_embeddings
+        from dml.evaluate.kernels import block_scores, prepare_embeddings
 
         q = prepare_embeddings(torch.as_tensor(vectors[queries[chosen]]), self.metric)
         g = prepare_embeddings(torch.as_tensor(vectors[gallery_rows]), self.metric)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dml.evaluate import knn
+from dml.evaluate import kernels
 from dml.evaluate.metrics import (
     average_set_intersection,
     attribute_average_precision,
@@ -129,14 +129,14 @@ def test_k_larger_than_gallery():
     assert precision_at_k(ranks, n, 10).item() == pytest.approx(0.1)
 
 
-# ---------------------------------------------------------------- block ranking (knn)
+# ---------------------------------------------------------------- block ranking (kernels)
 def test_relevant_ranks_matches_argsort_without_ties():
     rng = np.random.default_rng(3)
     scores = rng.standard_normal((25, 60)).astype(np.float32)
     relevant = rng.random((25, 60)) < 0.2
     order = np.argsort(-scores, axis=1, kind="stable")
     expected, expected_n = ranks_from_relevance(np.take_along_axis(relevant, order, axis=1))
-    ranks, ties, n_rel = knn.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(relevant))
+    ranks, ties, n_rel = kernels.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(relevant))
     assert torch.equal(n_rel, expected_n)
     assert torch.equal(ranks, expected)
     assert torch.equal(ties, (expected > 0).long())  # no score is tied
@@ -147,14 +147,14 @@ def test_relevant_ranks_list_each_tie_group_at_its_last_position_with_its_size()
     # at positions 2-4 holding two relevant items, then the relevant 0.1 at 5
     scores = torch.tensor([[0.5, 0.5, 0.5, 0.9, 0.1]])
     relevant = torch.tensor([[True, False, True, False, True]])
-    ranks, ties, _ = knn.relevant_ranks(scores, relevant)
+    ranks, ties, _ = kernels.relevant_ranks(scores, relevant)
     assert ranks.tolist() == [[4, 4, 5]] and ties.tolist() == [[3, 3, 1]]
 
 
 def test_excluded_item_is_ranked_nowhere():
     scores = torch.tensor([[0.2, -torch.inf, 0.7, 0.4]])
     relevant = torch.tensor([[True, False, False, True]])
-    ranks, _, n = knn.relevant_ranks(scores, relevant)
+    ranks, _, n = kernels.relevant_ranks(scores, relevant)
     assert ranks.tolist() == [[2, 3]] and n.tolist() == [2]
 
 
@@ -196,7 +196,7 @@ def test_ami_matches_its_definition_on_a_hand_clustering():
 # ---------------------------------------------------------------- docstring examples
 @pytest.mark.parametrize(
     "module",
-    ["dml.evaluate", "dml.evaluate.metrics", "dml.evaluate.knn", "dml.evaluate.protocols", "dml.index"],
+    ["dml.evaluate", "dml.evaluate.metrics", "dml.evaluate.kernels", "dml.evaluate.relevance", "dml.evaluate.engine", "dml.evaluate.protocols", "dml.index"],
 )
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
@@ -268,28 +268,32 @@ def test_average_set_intersection_edge_cases():
     assert got == pytest.approx(float((hits / np.arange(1, len(hits) + 1)).mean()), abs=1e-10)
 
 
-def test_ranks_in_block_sorts_only_what_each_row_needs():
-    """Rows whose relevant items all score high keep a few scores (sparse); rows with a low
-    relevant item are sorted whole (dense); ties, an excluded item and a row without a
-    relevant item in either; two relevances at once. Every rank equals the full sort's."""
+def test_ranks_in_block_counts_what_a_full_sort_finds():
+    """The counted ranks (no row sorted) equal the full sort's, ties and their group sizes
+    included: scores with many ties, at scales from 1e-3 to 1e4, an excluded item (-inf), a
+    row without a relevant item, one relevant item, relevant items all tied, two relevances
+    at once, and blocks split among threads."""
     rng = np.random.default_rng(4)
-    scores = np.round(rng.standard_normal((40, 200)), 1).astype(np.float32)  # many ties
-    scores[:, 7] = -np.inf  # an excluded item: never relevant
-    order = np.argsort(-scores, axis=1, kind="stable")
-    fine = np.zeros_like(scores, dtype=bool)
-    coarse = np.zeros_like(scores, dtype=bool)
-    for r in range(40):
-        top = order[r, :10] if r < 25 else order[r, rng.choice(190, 10, replace=False)]  # sparse / dense rows
-        fine[r, top[:3]] = True
-        coarse[r, top] = True
-    fine[3] = coarse[3] = False  # no relevant item
-    found = [knn.relevant_scores(torch.from_numpy(scores), torch.from_numpy(rel)) for rel in (fine, coarse)]
-    ranks = knn.ranks_in_block(torch.from_numpy(scores.copy()), found)
-    for rank, rel in zip(ranks, (fine, coarse), strict=True):
-        expected, expected_ties, _ = knn.relevant_ranks(torch.from_numpy(scores.copy()), torch.from_numpy(rel))
-        assert torch.equal(rank[0], expected) and torch.equal(rank[1], expected_ties)
-    lowest = np.where(coarse[:25], scores[:25], np.inf).min(1)
-    kept = (scores[:25] >= lowest[:, None]).sum(1)
-    assert (kept[np.arange(25) != 3] * knn.SPARSE_ROW <= 200).all()  # those rows took the sparse route
-    lowest = np.where(coarse[25:], scores[25:], np.inf).min(1)
-    assert ((scores[25:] >= lowest[:, None]).sum(1) * knn.SPARSE_ROW > 200).any()  # and some rows were sorted whole
+    for trial in range(40):
+        n_rows, n_cols = int(rng.integers(1, 90)), int(rng.integers(1, 400))
+        scores = rng.standard_normal((n_rows, n_cols)) * rng.choice([1e-3, 1.0, 1e4])
+        if trial % 3:
+            scores = np.round(scores, int(rng.integers(0, 3)))  # many ties
+        scores = scores.astype(np.float32)
+        relevances = [rng.random((n_rows, n_cols)) < rng.choice([0.003, 0.05, 0.5]) for _ in range(1 + trial % 2)]
+        if n_cols > 7:
+            scores[:, 7] = -np.inf  # an excluded item: never relevant
+            for rel in relevances:
+                rel[:, 7] = False
+        relevances[0][0] = False  # a row without a relevant item
+        if n_rows > 1:
+            relevances[0][1] = False
+            relevances[0][1, rng.integers(n_cols)] = n_cols != 8  # one relevant item
+        if n_rows > 2:
+            scores[2] = 0.5  # every score tied
+        found = [kernels.relevant_scores(torch.from_numpy(scores), torch.from_numpy(rel)) for rel in relevances]
+        counted = kernels.ranks_in_block(torch.from_numpy(scores.copy()), found)
+        ascending = torch.sort(torch.from_numpy(scores), dim=1).values
+        for (ranks, ties), (rel_scores, n_rel) in zip(counted, found, strict=True):
+            expected_ranks, expected_ties = kernels.ranks_among(ascending, rel_scores, n_rel)
+            assert torch.equal(ranks, expected_ranks) and torch.equal(ties, expected_ties), trial

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dml.errors import ConfigError, DataError
-from dml.evaluate import knn, retrieval_metrics
+from dml.evaluate import engine, kernels, retrieval_metrics
 from dml.evaluate.protocols import query_gallery_index, same_set, split_query_gallery
 
 KS = (1, 2, 4, 8)
@@ -121,10 +121,10 @@ def test_protocol_masks_and_same_set():
 def test_block_size_does_not_change_results():
     x, y = clustered(37, 5, 6, 7)
     one_block = retrieval_metrics(x, y, nmi=False)
-    for block_bytes in (1, knn.BYTES_PER_PAIR * 36 * 5, knn.BYTES_PER_PAIR * 36 * 8):
+    for block_bytes in (1, kernels.BYTES_PER_PAIR * 36 * 5, kernels.BYTES_PER_PAIR * 36 * 8):
         # 1 query per block; 5 per block (37 = 7*5 + 2); 8 per block (not dividing 37)
         assert retrieval_metrics(x, y, nmi=False, block_bytes=block_bytes) == one_block
-    assert knn.rows_per_block(36, knn.BYTES_PER_PAIR * 36 * 5) == 5
+    assert kernels.rows_per_block(36, kernels.BYTES_PER_PAIR * 36 * 5) == 5
 
 
 def test_query_inside_gallery_is_excluded():
@@ -183,8 +183,8 @@ def test_custom_relevance_hook_multi_label():
     def shares_label(rows):
         return (t[rows].float() @ t.float().T) > 0
 
-    xt = knn.prepare_embeddings(torch.from_numpy(x), "cosine")
-    per_query = knn.per_query_metrics(xt, xt, shares_label, ks=(1,), exclude=torch.arange(30), block_bytes=200)
+    xt = kernels.prepare_embeddings(torch.from_numpy(x), "cosine")
+    per_query = engine.per_query_metrics(xt, xt, shares_label, ks=(1,), exclude=torch.arange(30), block_bytes=200)
     scores = xt.double() @ xt.double().T
     for i in range(30):
         order = [j for j in torch.argsort(-scores[i]).tolist() if j != i]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dml.evaluate import knn, retrieval_metrics
+from dml.evaluate import engine, kernels, relevance, retrieval_metrics
 from dml.evaluate.metrics import (
     average_precision,
     average_precision_at_k,
@@ -41,7 +41,7 @@ def test_every_metric_is_the_mean_over_the_tied_orders(seed):
     rel = rng.random(n_items) < 0.5
     if not rel.any():
         rel[0] = True
-    ranks, ties, n = knn.relevant_ranks(torch.from_numpy(scores[None].copy()), torch.from_numpy(rel[None]))
+    ranks, ties, n = kernels.relevant_ranks(torch.from_numpy(scores[None].copy()), torch.from_numpy(rel[None]))
     got = metrics_of(ranks, n, ties)
     per_order = [metrics_of(*ranks_from_relevance(rel[order][None])) for order in tie_orders(scores, rel)]
     for key, value in got.items():
@@ -73,7 +73,7 @@ def test_all_tied_scores_give_exactly_the_chance_level():
     scores = torch.zeros(1, n_items)
     rel = torch.zeros(1, n_items, dtype=torch.bool)
     rel[0, torch.randperm(n_items, generator=torch.Generator().manual_seed(0))[:n_rel]] = True
-    ranks, ties, n = knn.relevant_ranks(scores, rel)
+    ranks, ties, n = kernels.relevant_ranks(scores, rel)
     got = {key: float(v[0]) for key, v in metrics_of(ranks, n, ties, k=k).items()}
     share = n_rel / n_items
     assert got[f"precision@{k}"] == pytest.approx(share, abs=1e-15)
@@ -105,13 +105,13 @@ def test_untied_rankings_are_unchanged_to_the_last_bit(full_map):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((120, 16)).astype(np.float32)
     y = rng.integers(0, 6, 120)
-    per_query = knn.per_query_metrics(torch.from_numpy(x), torch.from_numpy(x), knn.label_relevance(
+    per_query = engine.per_query_metrics(torch.from_numpy(x), torch.from_numpy(x), relevance.label_relevance(
         torch.from_numpy(y), torch.from_numpy(y)), exclude=torch.arange(120), map_ks=(5,), precision_ks=(4,),
         asi=True, full_map=full_map)
     scores = torch.from_numpy(x) @ torch.from_numpy(x).T
     scores.fill_diagonal_(-torch.inf)
     relevant = torch.from_numpy(y[:, None] == y[None, :]).fill_diagonal_(False)
-    ranks, ties, n = knn.relevant_ranks(scores, relevant)
+    ranks, ties, n = kernels.relevant_ranks(scores, relevant)
     assert bool((ties[ranks > 0] == 1).all())  # no tie in this data
     plain = {"recall@1": recall_at_k(ranks, n, 1), "precision@4": precision_at_k(ranks, n, 4),
              "r_precision": r_precision(ranks, n), "map@r": map_at_r(ranks, n),

@@ -34,25 +34,24 @@ The work is then the GEMM plus a cheap pass over each tile, instead of a sort of
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 
 import numpy as np
 import torch
 
-from dml.evaluate.knn import (
-    LabelRelevance,
-    Relevance,
+from dml.evaluate.full_ranking import rank_in_full
+from dml.evaluate.kernels import (
+    at_or_above,
     block_scores,
-    exclude_in_block,
+    in_threads,
     ranks_among,
-    relevance_matrix,
     rows_per_block,
     sort_rows_,
+    tile_buffer,
 )
+from dml.evaluate.relevance import LabelRelevance, Relevance, relevance_in_block
 
 __all__ = ["MIN_SAMPLE", "OVERSHOOT", "SAMPLE_EVERY", "candidate_ranks", "kth_best", "sample_columns", "sample_k",
            "top_ranked_blocks"]
@@ -83,16 +82,20 @@ def top_ranked_blocks(
     metric: str,
     sq_norms: torch.Tensor | None,
     block_bytes: int,
-    in_full: InFull,
 ) -> Iterator[tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], list[torch.Tensor], list[dict]]]:
-    """Blocks ``(rows, (ranks, ties), n_relevant, ndcg)`` of :func:`dml.evaluate.knn.ranked_blocks`
-    with ``depth``, one list entry per relevance; ``in_full(rows)`` ranks queries in full.
+    """Blocks ``(rows, (ranks, ties), n_relevant, ndcg)`` of :func:`dml.evaluate.engine.ranked_blocks`
+    with ``depth``, one list entry per relevance; the few queries that need it are ranked in
+    full (:func:`dml.evaluate.full_ranking.rank_in_full`).
 
     A set ranked against itself by inner products with class relevance is scored one
     triangle of tiles only (:func:`_self_blocks`), when the candidates kept for later blocks
     fit in ``block_bytes``."""
     n_query, n_gallery = query.shape[0], gallery.shape[0]
     sample = sample_columns(n_gallery, query.device)
+
+    def in_full(rows: torch.Tensor) -> tuple[list, list, list]:
+        own = exclude[rows] if exclude is not None else None
+        return rank_in_full(query[rows], rows, gallery, relevances, own=own, metric=metric, sq_norms=sq_norms)
 
     def again(rows: torch.Tensor, want: torch.Tensor) -> Found:
         """Candidates of queries ``rows`` at their exact ``want + SAMPLE_MARGIN``-th best score
@@ -107,7 +110,7 @@ def top_ranked_blocks(
 
     def needs(rows: torch.Tensor) -> tuple[list, torch.Tensor]:
         own = exclude[rows] if exclude is not None else None
-        counted = [_relevance_in_block(rel, rows, own, n_gallery) for rel in relevances]
+        counted = [relevance_in_block(rel, rows, own, n_gallery) for rel in relevances]
         n_valid = n_gallery - (own >= 0).long() if own is not None else torch.full_like(rows, n_gallery)
         return counted, torch.stack([n for n, _ in counted]).amax(0).clamp(min=depth).minimum(n_valid)
 
@@ -209,20 +212,20 @@ def _self_blocks(x: torch.Tensor, order: torch.Tensor, plans: list[_Plan],
 
         def work(task: tuple[int, int, int, int, int], i: int = i, first: int = first) -> tuple[int, tuple, tuple | None]:
             r0, r1, c0, c1, j = task
-            scores = block_scores(x[r0:r1], x[c0:c1], metric, out=_buffer(r1 - r0, c1 - c0, x.device))
+            scores = block_scores(x[r0:r1], x[c0:c1], metric, out=tile_buffer(r1 - r0, c1 - c0, x.device))
             row_bound = plans[i].bound[r0 - first : r1 - first]
             if j == i:
                 if max(r0, c0) < min(r1, c1):  # each query itself
                     own = torch.arange(max(r0, c0), min(r1, c1), device=x.device)
                     scores[own - r0, own - c0] = -torch.inf
-                r, c, v = _at_or_above(scores, row_bound)
+                r, c, v = at_or_above(scores, row_bound)
                 return j, (r + (r0 - first), original[c + c0], v), None
             start_j = spans[j][0]
             (r, c, v), (cr, cc, cv) = _at_or_above_either(scores, row_bound, plans[j].bound[c0 - start_j : c1 - start_j])
             return j, (r + (r0 - first), original[c + c0], v), (cc + (c0 - start_j), original[cr + r0], cv)
 
         waiting: dict[int, Found] = {}
-        for j, here, there in _in_tiles(tasks, work, x.device):
+        for j, here, there in in_threads(tasks, work, x.device):
             found.append(here)
             if there is not None:
                 waiting.setdefault(j, []).append(there)
@@ -289,7 +292,7 @@ def kth_best(query: torch.Tensor, rows: torch.Tensor, gallery: torch.Tensor, col
             r0, r1 = spans[i]
             mine = by_k[r0:r1]
             scores = block_scores(query[rows[mine]], picked, metric, picked_norms,
-                                  out=_buffer(r1 - r0, c1 - c0, device) if single else None)
+                                  out=tile_buffer(r1 - r0, c1 - c0, device) if single else None)
             if own is not None:
                 hit = (listed[mine] & (at[mine] >= c0) & (at[mine] < c1)).nonzero(as_tuple=True)[0]
                 scores[hit, at[mine[hit]] - c0] = -torch.inf
@@ -297,7 +300,7 @@ def kth_best(query: torch.Tensor, rows: torch.Tensor, gallery: torch.Tensor, col
             top = torch.topk(scores, min(width, c1 - c0), dim=1).values
             best[i] = torch.topk(torch.cat([best[i], top], dim=1), width, dim=1).values
 
-        _in_tiles(list(range(len(spans))), work, device)
+        in_threads(list(range(len(spans))), work, device)
     bound = torch.empty(n_rows, device=device)
     for (r0, r1), top in zip(spans, best, strict=True):
         bound[by_k[r0:r1]] = top.gather(1, (kept[r0:r1] - 1)[:, None]).squeeze(1)
@@ -318,15 +321,15 @@ def _tiles_above(query_rows: torch.Tensor, gallery: torch.Tensor, bound: torch.T
         r0, r1, c0, c1 = task
         scores = block_scores(query_rows[r0:r1], gallery[c0:c1], metric,
                               sq_norms[c0:c1] if sq_norms is not None else None,
-                              out=_buffer(r1 - r0, c1 - c0, gallery.device) if single else None)
+                              out=tile_buffer(r1 - r0, c1 - c0, gallery.device) if single else None)
         if own is not None:
             mine = own[r0:r1]
             here = ((mine >= c0) & (mine < c1)).nonzero(as_tuple=True)[0]
             scores[here, mine[here] - c0] = -torch.inf
-        r, c, v = _at_or_above(scores, bound[r0:r1])
+        r, c, v = at_or_above(scores, bound[r0:r1])
         return r + r0, c + c0, v
 
-    return _in_tiles(tasks, work, gallery.device)
+    return in_threads(tasks, work, gallery.device)
 
 
 def _spans(positions: Sequence[int] | torch.Tensor, size: int) -> list[tuple[int, int]]:
@@ -335,34 +338,6 @@ def _spans(positions: Sequence[int] | torch.Tensor, size: int) -> list[tuple[int
         return []
     first, end = int(positions[0]), int(positions[-1]) + 1
     return [(start, min(start + size, end)) for start in range(first, end, size)]
-
-
-_local = threading.local()
-
-
-def _buffer(n_rows: int, n_cols: int, device: torch.device) -> torch.Tensor:
-    """This thread's reusable ``[n_rows, n_cols]`` float32 score tile: a view of one flat
-    buffer that only grows. Tiles of another shape (a shorter last span) reuse it: freeing and
-    allocating megabytes per tile would raise glibc's mmap threshold and fragment the heap
-    under the small candidate arrays kept meanwhile (hundreds of MiB on a 10^6 gallery)."""
-    flat = _local.__dict__.get("tile")
-    if flat is None or flat.numel() < n_rows * n_cols or flat.device != device:
-        flat = _local.tile = torch.empty(n_rows * n_cols, device=device)
-    return flat[: n_rows * n_cols].view(n_rows, n_cols)
-
-
-def _in_tiles(tasks: list, work: Callable, device: torch.device) -> list:
-    """``[work(task) for task in tasks]``, on CPU in one thread per core with torch single-threaded:
-    each thread runs its own tile's GEMM and reads the scores back while they are in cache,
-    instead of every core joining one large GEMM and then one large comparison."""
-    workers = torch.get_num_threads()
-    if device.type != "cpu" or workers <= 1 or len(tasks) <= 1:
-        return [work(task) for task in tasks]
-    torch.set_num_threads(1)
-    try:
-        return list(_pool(workers).map(work, tasks))
-    finally:
-        torch.set_num_threads(workers)
 
 
 def _by_row(found: Found, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -378,7 +353,7 @@ def candidate_ranks(rows: np.ndarray, values: np.ndarray, relevant: np.ndarray, 
                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """int64 ``[n_rows, M]`` (0-padded): positions of the relevant candidates among their
     query's candidates, by decreasing score, each the last of its tie group; and the size of
-    that group (:func:`dml.evaluate.knn.ranks_among`).
+    that group (:func:`dml.evaluate.kernels.ranks_among`).
 
     ``rows`` (nondecreasing), ``values`` and ``relevant``: each candidate's query, score and
     relevance, flat."""
@@ -412,63 +387,10 @@ def _merge(ranked: tuple[torch.Tensor, ...], rows: torch.Tensor,
     return tuple(merged)
 
 
-def _relevance_in_block(rel: Relevance, rows: torch.Tensor, own: torch.Tensor | None, n_gallery: int):
-    """``(n_relevant int64[B], flags(block_rows, cols) -> bool)`` of one block of queries (the
-    excluded item not counted); ``flags`` takes and gives flat numpy arrays. Class relevance
-    needs no ``B x N`` matrix."""
-    excluded = exclude_in_block(own)
-    if isinstance(rel, LabelRelevance):
-        n_relevant = rel.counts(rows)
-        if excluded is not None:
-            n_relevant[excluded[0]] -= rel.pairs(rows[excluded[0]], excluded[1]).long()
-        query_labels, gallery_labels = rel.query_labels[rows].cpu().numpy(), rel.gallery_labels.cpu().numpy()
-
-        def flags(block_rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-            return query_labels[block_rows] == gallery_labels[cols]
-
-        return n_relevant, flags
-    relevant = relevance_matrix(rel, rows, n_gallery)
-    if excluded is not None:
-        relevant[excluded] = False
-    n_relevant = torch.bincount(relevant.nonzero(as_tuple=True)[0], minlength=len(rows))
-    matrix = relevant.cpu().numpy()
-
-    def flags_of_matrix(block_rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return matrix[block_rows, cols]
-
-    return n_relevant, flags_of_matrix
-
-
-@lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="dml-top-ranks")
-
-
-def _at_or_above(scores: torch.Tensor, bound: torch.Tensor,
-                 by_column: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(rows, cols, values)`` where ``scores[rows, cols] >= bound[rows]`` (``bound[cols]``
-    with ``by_column``; a 0-d ``bound`` for every score), row-major, as compact numpy arrays
-    (int32, int32, float32). On CPU numpy's comparison, ``flatnonzero`` and gather: several
-    times faster than ``torch.nonzero`` and indexing on a sparse mask."""
-    b = bound if bound.dim() == 0 else bound[None, :] if by_column else bound[:, None]
-    if scores.device.type != "cpu":
-        rows, cols = (scores >= b).nonzero(as_tuple=True)
-        values = scores[rows, cols]
-        return rows.int().cpu().numpy(), cols.int().cpu().numpy(), values.cpu().numpy()
-    a = scores.numpy()
-    flat_mask = _local.__dict__.get("mask")
-    if flat_mask is None or flat_mask.size < a.size:  # one reused mask per thread (as :func:`_buffer`)
-        flat_mask = _local.mask = np.empty(a.size, dtype=bool)
-    mask = flat_mask[: a.size].reshape(a.shape)
-    flat = np.flatnonzero(np.greater_equal(a, b.item() if b.dim() == 0 else b.numpy(), out=mask))
-    rows, cols = np.divmod(flat, a.shape[1])
-    return rows.astype(np.int32), cols.astype(np.int32), a.ravel()[flat]
-
-
 def _at_or_above_either(scores: torch.Tensor, row_bound: torch.Tensor, col_bound: torch.Tensor) -> tuple[tuple, tuple]:
     """:func:`_at_or_above` by row and by column, from one pass at the lower of the two
     bounds' minima (the tile's queries have similar bounds), the few hits then sorted out."""
-    r, c, v = _at_or_above(scores, torch.minimum(row_bound.min(), col_bound.min()))
+    r, c, v = at_or_above(scores, torch.minimum(row_bound.min(), col_bound.min()))
     by_row = v >= row_bound.cpu().numpy()[r]
     by_col = v >= col_bound.cpu().numpy()[c]
     return (r[by_row], c[by_row], v[by_row]), (r[by_col], c[by_col], v[by_col])
