@@ -13,7 +13,7 @@ import torch
 
 from dml import index as dml_index
 from dml.errors import ConfigError, DataError, IntegrityError
-from dml.evaluate import knn, retrieval_metrics
+from dml.evaluate import engine, retrieval_metrics
 from dml.hashing import train_hash_index
 from dml.index import (
     build_index,
@@ -182,7 +182,7 @@ def test_decoded_gallery_reproduces_index_ranking(kind, indexes, queries):
     gallery_labels = torch.arange(2000)
     q = torch.from_numpy(queries)
     top1 = torch.from_numpy(faiss_ids[:, 0])
-    blocks = knn.ranked_blocks(
+    blocks = engine.ranked_blocks(
         q, torch.from_numpy(decoded), lambda rows: top1[rows, None] == gallery_labels[None, :]
     )
     ranks = torch.cat([r for _, (r, _), _, _ in blocks])
