@@ -15,7 +15,7 @@ import torch
 
 from dml.evaluate.kernels import block_scores, ranks_in_block, relevant_scores, rows_per_block
 from dml.evaluate.metrics import ndcg_at_k
-from dml.evaluate.relevance import Grades, Relevance, exclude_in_block, relevance_matrix
+from dml.evaluate.relevance import Grades, LabelRelevance, Relevance, exclude_in_block, relevance_matrix
 
 __all__ = ["full_ranked_blocks", "rank_in_full"]
 
@@ -67,6 +67,10 @@ def rank_in_full(
         scores[excluded] = -torch.inf
     found, ndcgs = [], []
     for rel in relevances:
+        if isinstance(rel, LabelRelevance) and not ndcg_ks:  # the class's items: no B x N relevance matrix
+            found.append(_class_scores(scores, rel.members(rows)))
+            ndcgs.append({})
+            continue
         relevant = relevance_matrix(rel, rows, n_gallery)
         if excluded is not None:
             relevant[excluded] = False
@@ -81,3 +85,14 @@ def rank_in_full(
         ndcgs.append(ndcg)
         del relevant  # one B x N relevance matrix alive at a time
     return ranks_in_block(scores, found), [n_rel for _, n_rel in found], ndcgs
+
+
+def _class_scores(scores: torch.Tensor, members: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~dml.evaluate.kernels.relevant_scores` from each row's relevant positions
+    (``members``, -1 padded): their scores in decreasing order, padded with ``-inf``, and their
+    count. An excluded item scores ``-inf`` already: it is dropped, as it is not relevant."""
+    picked = scores.gather(1, members.clamp(min=0))
+    picked = torch.where(members >= 0, picked, -torch.inf)
+    n_relevant = torch.isfinite(picked).sum(1)
+    width = int(n_relevant.max()) if len(n_relevant) else 0  # as wide as the relevant_scores of a matrix
+    return torch.sort(picked, dim=1, descending=True).values[:, :width], n_relevant

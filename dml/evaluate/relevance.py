@@ -35,19 +35,23 @@ class LabelRelevance:
     """Relevance by class equality: ``relevant[b, j] = query_labels[rows[b]] == gallery_labels[j]``.
 
     A :data:`Relevance` callback that also answers, without a ``B x N`` matrix, how many
-    gallery items each query's class has (:meth:`counts`) and whether given pairs are
-    relevant (:meth:`pairs`): what ranking only each query's top needs.
+    gallery items each query's class has (:meth:`counts`), which they are (:meth:`members`)
+    and whether given pairs are relevant (:meth:`pairs`).
 
     >>> rel = label_relevance(torch.tensor([0, 1]), torch.tensor([1, 0, 1]))
     >>> rel(torch.tensor([1])).tolist()
     [[True, False, True]]
     >>> rel.counts(torch.tensor([0, 1])).tolist(), rel.pairs(torch.tensor([1, 1]), torch.tensor([0, 1])).tolist()
     ([1, 2], [True, False])
+    >>> rel.members(torch.tensor([1, 0])).tolist()                  # -1 pads
+    [[0, 2], [1, -1]]
     """
 
     def __init__(self, query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> None:
         self.query_labels, self.gallery_labels = query_labels, gallery_labels
         self._classes, self._sizes = torch.unique(gallery_labels, return_counts=True)
+        self._by_class = torch.argsort(gallery_labels, stable=True)  # each class's items, in gallery order
+        self._starts = torch.cumsum(self._sizes, 0) - self._sizes
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         return self.query_labels[rows, None] == self.gallery_labels[None, :]
@@ -59,6 +63,20 @@ class LabelRelevance:
             return torch.zeros_like(labels)
         at = torch.searchsorted(self._classes, labels).clamp(max=self._classes.numel() - 1)
         return torch.where(self._classes[at] == labels, self._sizes[at], 0)
+
+    def members(self, rows: torch.Tensor) -> torch.Tensor:
+        """int64 ``[B, max count]``: the gallery positions of each query's class, increasing,
+        padded with -1."""
+        counts = self.counts(rows)
+        width = int(counts.max()) if len(rows) else 0
+        labels = self.query_labels[rows]
+        at = torch.searchsorted(self._classes, labels).clamp(max=max(self._classes.numel() - 1, 0))
+        offsets = torch.arange(width, device=rows.device)
+        listed = offsets[None, :] < counts[:, None]
+        if self._classes.numel() == 0:
+            return torch.full((len(rows), width), -1, dtype=torch.long, device=rows.device)
+        picked = self._by_class[(self._starts[at][:, None] + offsets[None, :]).clamp(max=len(self._by_class) - 1)]
+        return torch.where(listed, picked, -1)
 
     def pairs(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """bool ``[K]``: whether gallery item ``cols[i]`` is relevant to query ``rows[i]``."""
