@@ -95,4 +95,4 @@ def _class_scores(scores: torch.Tensor, members: torch.Tensor) -> tuple[torch.Te
     picked = torch.where(members >= 0, picked, -torch.inf)
     n_relevant = torch.isfinite(picked).sum(1)
     width = int(n_relevant.max()) if len(n_relevant) else 0  # as wide as the relevant_scores of a matrix
-    return torch.sort(picked, dim=1, descending=True).values[:, :width], n_relevant
+    return torch.sort(picked, dim=1, descending=True).values[:, :width].contiguous(), n_relevant
