@@ -100,14 +100,14 @@ def cosine_matrix(embeddings: Tensor) -> Tensor:
 def distance_matrix(embeddings: Tensor) -> Tensor:
     """``Tensor[B, B]`` of euclidean distances ``d_ij`` of the L2-normalized ``Tensor[B, D]``.
 
-    Computed as ``sqrt(2 − 2 s_ij)`` (B x B memory instead of B x B x D); squared distances
-    below 1e-12 (the diagonal, duplicate samples) are set to exactly 0 with zero gradient, so
-    the gradient is finite everywhere.
+    Computed as ``sqrt(2 − 2 s_ij)`` (B x B memory instead of B x B x D), ``2 − 2 x xᵀ`` in one
+    ``addmm``; ``threshold`` sets squared distances at or below 1e-12 (the diagonal, duplicate
+    samples, rounding below 0) to exactly 0 with zero gradient, so the gradient is finite
+    everywhere, and ``sqrt`` runs in place: no further B x B buffer.
     """
-    squared = (2.0 - 2.0 * cosine_matrix(embeddings)).clamp_min(0.0)
-    tiny = squared <= _SQUARED_DISTANCE_EPS
-    root = torch.sqrt(torch.where(tiny, torch.ones_like(squared), squared))
-    return torch.where(tiny, torch.zeros_like(root), root)
+    x = F.normalize(embeddings, dim=1)
+    squared = torch.addmm(x.new_full((), 2.0), x, x.T, alpha=-2.0)
+    return torch.threshold(squared, _SQUARED_DISTANCE_EPS, 0.0).sqrt_()
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
