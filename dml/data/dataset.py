@@ -19,7 +19,7 @@ from dml.data.images import decode_rgb
 from dml.data.manifest import (DOMAINS, SPLITS, attribute_matrix, manifest_columns, read_info,
                                read_manifest)
 from dml.data.splits import align, read_splits, shared_gallery as shared_gallery_rows
-from dml.data.transforms import AugmentSpec, build_transforms, domain_augments
+from dml.data.transforms import TO_MODEL_INPUT, AugmentSpec, domain_augments, image_transforms
 from dml.errors import ConfigError, DataError
 
 #: Decoded images are cached up to this many bytes per dataset (per DataLoader worker).
@@ -33,7 +33,7 @@ def _as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 class ManifestDataset(Dataset):
-    """The selected rows of a manifest: items are ``(image [3, H, W] float32, row index)`` and
+    """The selected rows of a manifest: items are ``(image [3, H, W] uint8, row index)`` and
     :meth:`collate` turns a list of items into a :class:`~dml.batch.Batch` with every
     annotation of those rows.
 
@@ -47,7 +47,7 @@ class ManifestDataset(Dataset):
 
     Only the needed columns are read. Images decode lazily (to RGB, any transparency of a
     path-only row's file shown on white: :func:`dml.data.images.decode_rgb`) and the
-    uint8 arrays are cached up to ``cache_bytes`` (without ``train``, the transformed tensors,
+    uint8 arrays are cached up to ``cache_bytes`` (without ``train``, the resized uint8 images,
     as evaluation transforms are deterministic). A path-only manifest row is read from its
     ``path`` (relative paths from the working directory).
 
@@ -159,7 +159,7 @@ class ManifestDataset(Dataset):
         self.image_size = image_size
         self.train = train
         recipes = domain_augments(augment, DOMAINS)
-        self.transforms = {domain: build_transforms(image_size, train=train, augment=recipe)
+        self.transforms = {domain: image_transforms(image_size, train=train, augment=recipe)
                            for domain, recipe in recipes.items()}
         self._read_annotations(selected, relabel)
 
@@ -269,8 +269,10 @@ class ManifestDataset(Dataset):
         }
 
     def collate(self, items: Sequence[tuple[torch.Tensor, int]]) -> Batch:
-        """DataLoader ``collate_fn``: stack the images, gather the rows' annotations."""
-        images = torch.stack([image for image, _ in items])
+        """DataLoader ``collate_fn``: stack the uint8 images and convert them to the model's
+        input in one op (:data:`~dml.data.transforms.TO_MODEL_INPUT`), gather the rows'
+        annotations."""
+        images = TO_MODEL_INPUT(torch.stack([image for image, _ in items]))
         return Batch(images=images, **self.annotations([index for _, index in items]))
 
     def __len__(self) -> int:
@@ -333,7 +335,7 @@ class ManifestDataset(Dataset):
         index = int(index) % len(self)
         if self.train:  # random augmentation: a new view each time
             return self.transforms[self.domains[index]](self.image_array(index)), index
-        # Evaluation transforms are deterministic: keep the model's input itself (validation
+        # Evaluation transforms are deterministic: keep the resized image itself (validation
         # embeds the same images every epoch).
         ready = self._ready.get(index)
         if ready is None:
@@ -346,8 +348,8 @@ class ManifestDataset(Dataset):
 
 
 def load_images(dataset: ManifestDataset, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
-    """Stack the transformed images of ``indices`` into one tensor [K, 3, H, W]."""
+    """The model's input for the images of ``indices``: float32 ``[K, 3, H, W]``."""
     if len(indices) == 0:
         size = dataset.image_size
         return torch.empty(0, 3, size, size)
-    return torch.stack([dataset[int(i)][0] for i in indices])
+    return TO_MODEL_INPUT(torch.stack([dataset[int(i)][0] for i in indices]))

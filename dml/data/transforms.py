@@ -5,6 +5,10 @@ transforms by class name with their arguments, for every domain or per domain), 
 to ``image_size`` x ``image_size``; evaluation only the resize. Both end as float32 in [-1, 1]
 (mean = std = 0.5 per channel). Random draws use torch's global generator: the training loop
 seeds it per epoch and rank.
+
+Two parts: :func:`image_transforms` (per image, to uint8 ``[3, S, S]``) and :data:`TO_MODEL_INPUT`
+(float conversion and normalization, for one image or a whole batch at once: a dataset
+collates uint8 images and converts the batch in one op). :func:`build_transforms` is both.
 """
 
 from __future__ import annotations
@@ -70,24 +74,25 @@ def build_augmentation(spec: Mapping[str, Any], image_size: int, *, where: str) 
         raise ConfigError(f"{where}: {name}({', '.join(f'{k}={v!r}' for k, v in knobs.items())}): {err}") from None
 
 
-def build_transforms(image_size: int, *, train: bool, augment: AugmentSpec | None = None,
+#: uint8 images (``[3, S, S]`` or a batch ``[B, 3, S, S]``) -> the model's float32 input in [-1, 1].
+TO_MODEL_INPUT = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+def image_transforms(image_size: int, *, train: bool, augment: AugmentSpec | None = None,
                      where: str = "train.augment") -> v2.Compose:
-    """Transform for training (``augment``, default :data:`DEFAULT_AUGMENT`) or evaluation
-    (resize only) at ``image_size``."""
+    """Per-image part of the transform for training (``augment``, default
+    :data:`DEFAULT_AUGMENT`) or evaluation (resize only): uint8 ``[3, image_size, image_size]``."""
     steps: list[v2.Transform] = []
     if train:
         recipe = DEFAULT_AUGMENT if augment is None else augment
         steps = [build_augmentation(spec, image_size, where=f"{where}[{i}]") for i, spec in enumerate(recipe)]
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            *steps,
-            v2.Resize((image_size, image_size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(MEAN, STD),
-            v2.ToPureTensor(),
-        ]
-    )
+    return v2.Compose([v2.ToImage(), *steps, v2.Resize((image_size, image_size), antialias=True), v2.ToPureTensor()])
+
+
+def build_transforms(image_size: int, *, train: bool, augment: AugmentSpec | None = None,
+                     where: str = "train.augment") -> v2.Compose:
+    """The whole transform of one image: :func:`image_transforms`, then :data:`TO_MODEL_INPUT`."""
+    return v2.Compose([image_transforms(image_size, train=train, augment=augment, where=where), TO_MODEL_INPUT])
 
 
 def domain_augments(augment: AugmentSpec | Mapping[str, AugmentSpec] | None,

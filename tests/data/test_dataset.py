@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 from dml.data.dataset import ManifestDataset, load_images
 from dml.data.manifest import ManifestInfo, read_manifest, write_manifest
 from dml.data.splits import read_splits
+from dml.data.transforms import build_transforms
 from dml.errors import DataError
 
 from .conftest import png_bytes
@@ -42,12 +43,16 @@ def test_items_and_loader(manifest_files):
     manifest, splits_path = manifest_files
     dataset = ManifestDataset(manifest, splits_path, split="train", train=True, image_size=24)
     image, index = dataset[3]
-    assert image.shape == (3, 24, 24) and image.dtype == torch.float32 and index == 3
+    assert image.shape == (3, 24, 24) and image.dtype == torch.uint8 and index == 3  # converted per batch
     batch = next(iter(DataLoader(dataset, batch_size=8, collate_fn=dataset.collate)))
     assert batch.images.shape == (8, 3, 24, 24) and batch.labels.tolist() == dataset.labels[:8].tolist()
+    assert batch.images.dtype == torch.float32 and -1 <= batch.images.min() and batch.images.max() <= 1
     evaluation = ManifestDataset(manifest, splits_path, split="test", domains=("sketch",))
     assert torch.equal(evaluation[0][0], evaluation[0][0])  # cached, deterministic
-    assert load_images(evaluation, [0, 2]).shape == (2, 3, 32, 32)
+    loaded = load_images(evaluation, [0, 2])
+    assert loaded.shape == (2, 3, 32, 32)
+    one_by_one = build_transforms(32, train=False)(evaluation.image_array(2, keep=False))
+    assert torch.equal(loaded[1], one_by_one)  # the batch conversion is the per-image transform's, bit for bit
 
 
 def test_manifest_split_column_without_splits_file(tmp_path):

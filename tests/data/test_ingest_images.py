@@ -145,7 +145,7 @@ def test_a_large_image_is_stored_at_the_short_side_and_trains(tmp_path):
     dataset = ManifestDataset(out, train=True, image_size=32)
     assert dataset.image_array(row).shape == (256, 341, 3)
     image, index = dataset[row]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and index == row
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and index == row
     batch = dataset.collate([dataset[0], dataset[1]])
     assert batch.images.shape == (2, 3, 32, 32) and torch.isfinite(batch.images).all()
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dml.data.transforms import build_transforms, check_augment, domain_augments
+from dml.data.transforms import build_transforms, check_augment, domain_augments, image_transforms
 from dml.errors import ConfigError
 
 
@@ -32,13 +32,14 @@ def test_train_transform_is_random_eval_is_not():
 def test_the_augmentation_is_named_in_params_with_its_arguments():
     recipe = [{"name": "RandomRotation", "degrees": 10}, {"name": "ColorJitter", "brightness": 0.2},
               {"name": "RandomResizedCrop", "scale": [0.5, 1.0]}]
-    transform = build_transforms(24, train=True, augment=recipe)
+    transform = image_transforms(24, train=True, augment=recipe)  # the per-image part holds the recipe
     names = [type(t).__name__ for t in transform.transforms]
     assert names[1:4] == ["RandomRotation", "ColorJitter", "RandomResizedCrop"]
     assert transform.transforms[3].size == (24, 24)  # the required size is the model's
     image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
-    assert transform(image).shape == (3, 24, 24)
-    bare = build_transforms(24, train=True, augment=[])
+    assert transform(image).shape == (3, 24, 24) and transform(image).dtype == torch.uint8
+    assert build_transforms(24, train=True, augment=recipe)(image).dtype == torch.float32
+    bare = image_transforms(24, train=True, augment=[])
     assert [type(t).__name__ for t in bare.transforms][1] == "Resize"
 
 
