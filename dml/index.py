@@ -40,6 +40,7 @@ import faiss
 import numpy as np
 
 from dml.errors import ConfigError, DataError, IntegrityError
+from dml.evaluate.geometry import geometry
 from dml.io import atomic_path, sha256_file, write_json_atomic
 
 __all__ = [
@@ -410,8 +411,7 @@ def code_vectors(vectors: np.ndarray, metric: str) -> np.ndarray:
     searched with one vector per query, and a code cannot hold two views, so gallery and
     queries are made alike. One view, or none, is returned as stored (bit for bit).
     """
-    if metric not in ("cosine", "euclidean"):
-        raise ConfigError(f"unknown protocol metric {metric!r}; expected 'cosine' or 'euclidean'")
+    shape = geometry(metric, where="protocol metric", protocol=True)
     x = np.asarray(vectors)
     if x.ndim == 2:
         return x
@@ -420,7 +420,7 @@ def code_vectors(vectors: np.ndarray, metric: str) -> np.ndarray:
     if x.shape[1] == 1:
         return x[:, 0]
     mean = x.mean(axis=1, dtype=np.float64)
-    if metric == "cosine":
+    if shape.normalized:
         mean /= np.linalg.norm(mean, axis=1, keepdims=True).clip(1e-12)
     return mean.astype(np.float32)
 

@@ -104,7 +104,7 @@ def export_run(files: RunFiles, out: str | os.PathLike[str], *, rows: int = 64,
     spec = resolve_run(params, files.experiment)
     protocol = build_protocol(spec.protocol)
     model, card = load_model(files.model)
-    net = EmbeddingNet(model, normalize=protocol.metric == "cosine", flip=protocol.flip)
+    net = EmbeddingNet(model, normalize=protocol.geometry.normalized, flip=protocol.flip)
     preprocessing = Preprocessing.of_run(spec, params.dataset(spec.dataset).images)
     data = read_tuned(str(files.tuned))["data"]
     manifest, splits = (str(files.project / data[key]) for key in ("manifest", "splits"))
@@ -128,7 +128,7 @@ def export_run(files: RunFiles, out: str | os.PathLike[str], *, rows: int = 64,
             "experiment": files.experiment, "seed": files.seed, "model_sha256": card["sha256"],
             "inputs": ["images", "domain"] if net.conditioned else ["images"],
             "output": "embeddings", "embed_dim": card["embed_dim"],
-            "metric": protocol.metric, "normalized": protocol.metric == "cosine",
+            "metric": protocol.metric, "normalized": protocol.geometry.normalized,
             "flip_averaged": protocol.flip, "domain_codes": dict(DOMAIN_CODES),
             "preprocessing": preprocessing.describe(),
             "check": check | {"tolerance": tolerance, "data": manifest},

@@ -260,8 +260,8 @@ class Retriever:
                  else [info.class_names[info.fine][int(label)] if label >= 0 else None
                        for label in fine[gallery]])
         lsh = isinstance(faiss.downcast_index(faiss_index), faiss.IndexLSH)
-        score = "hamming" if lsh else ("ip" if protocol.metric == "cosine" else "l2")
-        net = EmbeddingNet(model, normalize=protocol.metric == "cosine", flip=protocol.flip)
+        score = "hamming" if lsh else protocol.geometry.faiss_metric
+        net = EmbeddingNet(model, normalize=protocol.geometry.normalized, flip=protocol.flip)
         return cls(net, Preprocessing.of_run(spec, params.dataset(spec.dataset).images), faiss_index,
                    gallery_ids=list(rows.ids[gallery]), gallery_names=names, score=score,
                    query_domain=protocol.query_domain if isinstance(protocol, CrossDomain) else "photo",

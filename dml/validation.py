@@ -50,7 +50,7 @@ class FoldValidator:
         protocol = build_protocol(self.protocol)
         device = next(model.parameters(), torch.empty(0)).device  # (a pixels model has none)
         vectors = embed_dataset(model, dataset, batch_size=self.batch_size, device=device,
-                                normalize=protocol.metric == "cosine")
+                                normalize=protocol.geometry.normalized)
         metrics = protocol.evaluate(EvalRows.from_dataset(dataset), vectors, ks=(1,), nmi=False)
         model.train()
         return {f"val_{key}": float(value) for key, value in metrics.items()}

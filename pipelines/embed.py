@@ -26,15 +26,15 @@ def main() -> None:
                                     image_size=card["model"]["image_size"])
     protocol = build_protocol(spec.protocol)
     vectors, heads = extract(model, dataset, batch_size=args.batch_size, progress=True,
-                             normalize=protocol.metric == "cosine", heads=list(model.heads))
+                             normalize=protocol.geometry.normalized, heads=list(model.heads))
     views = {}
     if "flip" in protocol.views:  # flip test-time augmentation: the mirrored images too
         views["flip"] = extract(model, dataset, batch_size=args.batch_size, progress=True,
-                                normalize=protocol.metric == "cosine", flip=True)[0]
+                                normalize=protocol.geometry.normalized, flip=True)[0]
     columns = {"image_id": list(rows.ids), "split": list(rows.split), "role": list(rows.role),
                "domain": list(rows.domain)}
     write_embeddings(args.out, columns, vectors, model_hash=card["sha256"],
-                     normalized=protocol.metric == "cosine", heads=heads, views=views)
+                     normalized=protocol.geometry.normalized, heads=heads, views=views)
     print(f"embed {args.experiment}: {vectors.shape[0]} x {vectors.shape[1]} -> {args.out}")
 
 

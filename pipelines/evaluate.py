@@ -53,7 +53,7 @@ def write_grid(path: str, rows: EvalRows, vectors: np.ndarray, protocol: Protoco
         query_names=None if names is None else [names[q] for q in queries],
         result_names=None if names is None else [[names[r] for r in row] for row in results],
         scores=pair_scores(rows, vectors, protocol.metric, queries, results),
-        score_name=f"{'euclidean distance' if protocol.metric == 'euclidean' else 'cosine similarity'} to the query",
+        score_name=f"{protocol.geometry.score_name} to the query",
     )
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")

@@ -40,7 +40,7 @@ def main() -> None:
     train = vectors[trained]
     train_labels = next(iter(rows.labels.values()))[trained] if rows.labels else None
     gallery = vectors[gallery_indices(rows, protocol)]
-    metric = "ip" if protocol.metric == "cosine" else "l2"
+    metric = protocol.geometry.faiss_metric
     model, _ = load_model(args.model)
     learned = {name: (head, index) for head, module in model.heads.items()
                if hasattr(module, "faiss_indexes")

@@ -12,7 +12,8 @@ from numpy.typing import ArrayLike
 
 from dml.errors import ConfigError, DataError
 from dml.evaluate.full_ranking import full_ranked_blocks
-from dml.evaluate.kernels import DEFAULT_BLOCK_BYTES, METRICS, prepare_embeddings
+from dml.evaluate.geometry import GEOMETRIES, geometry, prepare_embeddings
+from dml.evaluate.kernels import DEFAULT_BLOCK_BYTES
 from dml.evaluate.metrics import MAP_DENOMINATORS, NDCG_GAINS, block_metrics, clustering_scores
 from dml.evaluate.relevance import Grades, Relevance, label_relevance, matrix_callback
 from dml.evaluate.top_ranking import top_ranked_blocks
@@ -125,8 +126,7 @@ def retrieval_metrics(
     >>> retrieval_metrics(x[:1], [0], g, [0, 1, 0], ks=(1,), metric="euclidean", nmi=False)["recall@1"]
     1.0
     """
-    if metric not in METRICS:
-        raise ConfigError(f"metric must be one of {METRICS}, got {metric!r}")
+    shape = geometry(metric)
     ks, map_ks, precision_ks, ndcg_ks = (_cutoffs(k) for k in (ks, map_ks, precision_ks, ndcg_ks))
     for name, values in (("ks", ks), ("map_ks", map_ks), ("precision_ks", precision_ks),
                          ("ndcg_ks", ndcg_ks)):
@@ -183,7 +183,7 @@ def retrieval_metrics(
             if bool(((exclude < -1) | (exclude >= g.shape[0])).any()):
                 raise DataError(f"query_gallery_index values must be in [-1, {g.shape[0]})")
 
-    if metric == "cosine":
+    if shape.normalized:
         for name, t in (("query", q), ("gallery", g)):
             row = None if t is None else _first_row(t, lambda c: (c == 0).all(dim=-1).reshape(len(c), -1).any(dim=1))
             if row is not None:
@@ -297,8 +297,8 @@ def ranked_blocks(
     """Rank blocks of queries against the whole gallery; yield ``(rows, (ranks, ties), n_relevant, ndcg)``.
 
     ``query: float32[Q, D]`` and ``gallery: float32[N, D]`` are already prepared
-    (:func:`~dml.evaluate.kernels.prepare_embeddings` with the same ``metric``); either may hold views, ``[Q, V, D]``
-    (:func:`~dml.evaluate.kernels.block_scores`). ``exclude: int64[Q]`` names, per
+    (:func:`~dml.evaluate.geometry.prepare_embeddings` with the same ``metric``); either may hold views, ``[Q, V, D]``
+    (:func:`~dml.evaluate.geometry.block_scores`). ``exclude: int64[Q]`` names, per
     query, one gallery position to leave out of its ranking and its relevant set (-1: none);
     for a query set ranked against itself it is ``arange(Q)``. ``rows: int64[B]`` are the
     block's query indices; ``ranks``/``ties``/``n_relevant`` as in :func:`~dml.evaluate.kernels.relevant_ranks`;
@@ -323,7 +323,7 @@ def ranked_blocks(
     if depth is not None and ndcg_ks:
         raise ValueError("ndcg_ks needs the full ranking (depth=None)")
     single = query.dim() == 2 and gallery.dim() == 2  # several views: scored in full
-    sq_norms = (gallery * gallery).sum(1) if metric == "euclidean" and single else None
+    sq_norms = (gallery * gallery).sum(1) if GEOMETRIES[metric].euclidean and single else None
     if depth is None:
         blocks = full_ranked_blocks(query, gallery, relevances, exclude=exclude, block_bytes=block_bytes, metric=metric,
                                     sq_norms=sq_norms, grades=grades, ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain)
@@ -342,7 +342,7 @@ def _embeddings(x: ArrayLike | torch.Tensor, name: str, metric: str) -> torch.Te
     if t.dim() not in (2, 3):
         raise DataError(f"{name} embeddings must be 2-D [rows, dim] (or 3-D [rows, views, dim]), "
                         f"got shape {tuple(t.shape)}")
-    if metric == "hamming":
+    if GEOMETRIES[metric].binary:
         if not bool(((t == 0) | (t == 1)).all()):
             raise DataError(f"{name} codes must hold 0/1 bits (one column per bit) for hamming ranking")
     elif not t.is_floating_point():

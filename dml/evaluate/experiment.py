@@ -14,6 +14,7 @@ from dml.config import RunSpec
 from dml.data.dataset import ManifestDataset
 from dml.data.splits import evaluated_rows
 from dml.errors import DataError
+from dml.evaluate.geometry import GEOMETRIES
 from dml.evaluate.metrics import attribute_average_precision
 from dml.evaluate.protocols import EvalRows, Protocol
 from dml.hashing import encode, index_codes
@@ -199,7 +200,7 @@ def evaluate_index(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, inde
         return protocol.evaluate(rows, encode(lsh, queries), ks=ks, gallery=index_codes(lsh),
                                  metric="hamming", nmi=False)
     return protocol.evaluate(rows, queries, ks=ks, gallery=decode_gallery(index),
-                             metric="dot" if protocol.metric == "cosine" else protocol.metric, nmi=False)
+                             metric=protocol.geometry.decoded, nmi=False)
 
 
 def collapse_notices(experiment: str, quantized: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -256,7 +257,7 @@ def pair_scores(rows: EvalRows, vectors: np.ndarray, metric: str, queries: list[
     views = vectors if vectors.ndim == 3 else vectors[:, None, :]
     q = views[[at[i] for i in queries]].astype(np.float64)[:, None, :, None, :]  # Q 1 V 1 D
     g = views[[[at[i] for i in row] for row in results]].astype(np.float64)[:, :, None]  # Q K 1 W D
-    if metric == "euclidean":
+    if GEOMETRIES[metric].euclidean:
         return np.linalg.norm(q - g, axis=-1).min(axis=(2, 3))
     q = q / np.linalg.norm(q, axis=-1, keepdims=True).clip(1e-12)
     g = g / np.linalg.norm(g, axis=-1, keepdims=True).clip(1e-12)

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from dml.evaluate.kernels import block_scores, ranks_in_block, relevant_scores, rows_per_block
+from dml.evaluate.geometry import block_scores
+from dml.evaluate.kernels import ranks_in_block, relevant_scores, rows_per_block
 from dml.evaluate.metrics import ndcg_at_k
 from dml.evaluate.relevance import Grades, LabelRelevance, Relevance, exclude_in_block, relevance_matrix
 

@@ -1,9 +1,6 @@
-"""The kernels of exact ranking: the scores of a block, rank counting, the one thread pool.
+"""The kernels of exact ranking: rank counting, block sizes, the one thread pool.
 
-Scores (``metric``): ``cosine`` (rows L2-normalized, inner product), ``dot`` (plain inner
-product), ``euclidean`` (increasing distance: the score ``2 q·g − ‖g‖²`` orders a query's
-gallery exactly as ``−‖q − g‖²`` does, and is one GEMM per block) and ``hamming`` (0/1 codes
-mapped to ±1, whose inner product is ``bits − 2·hamming``). Scores are float32, higher is nearer.
+A block's scores come from its geometry (:mod:`dml.evaluate.geometry`), float32, higher is nearer.
 
 Ranks: the position of a relevant item only depends on how many items score at least as high,
 so no row is ever argsorted. On CPU the positions are *counted* (:func:`ranks_in_block`): each
@@ -34,17 +31,13 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "BYTES_PER_PAIR",
     "DEFAULT_BLOCK_BYTES",
-    "METRICS",
     "at_or_above",
-    "block_scores",
     "in_chunks",
     "in_threads",
-    "prepare_embeddings",
     "ranks_among",
     "ranks_in_block",
     "relevant_ranks",
@@ -58,65 +51,8 @@ T = TypeVar("T")
 
 DEFAULT_BLOCK_BYTES = 256 << 20
 BYTES_PER_PAIR = 5  # one float32 score + one bool relevance flag per (query, gallery) pair
-METRICS = ("cosine", "dot", "euclidean", "hamming")
-UNIT_TOLERANCE = 1e-6  # a vector this close to unit norm is not normalized again
 BUCKETS = 4096  # buckets of a row's relevant score range when ranks are counted (:func:`ranks_in_block`)
 COUNT_ROWS = 32  # rows counted at a time by one thread: their histogram stays in cache
-
-
-def prepare_embeddings(x: torch.Tensor, metric: str) -> torch.Tensor:
-    """float32 copy of ``x: [N, D]`` (or ``[N, V, D]``, views) in the form :func:`block_scores` ranks.
-
-    ``"cosine"`` L2-normalizes the rows (vectors already of unit norm, as the embed stage
-    writes them, are used as they are: no copy the size of the data); ``"hamming"`` maps 0/1
-    (or boolean) code bits to ±1; ``"dot"`` and ``"euclidean"`` leave the vectors as they are.
-    """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    x = x.detach().to(torch.float32)
-    if metric == "cosine":
-        unit = all(bool(((chunk.norm(dim=-1) - 1).abs() <= UNIT_TOLERANCE).all()) for chunk in x.split(1 << 14))
-        return x if unit else F.normalize(x, dim=-1)
-    if metric == "hamming":
-        return x * 2.0 - 1.0
-    return x
-
-
-def block_scores(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str,
-                 gallery_sq_norms: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``float32[B, N]`` scores, higher is nearer, from prepared vectors (one GEMM).
-
-    For ``euclidean`` pass ``gallery_sq_norms = ‖g‖²``: the score ``2 q·g − ‖g‖²`` differs
-    from ``−‖q − g‖²`` by ``‖q‖²``, a constant per query, so it ranks identically.
-
-    Rows with several views (``[B, V, D]`` and/or ``[N, W, D]``, e.g. image and mirror)
-    score as their nearest pair of views: the largest of the ``V·W`` scores, euclidean ones
-    as ``−‖q − g‖²`` in full (the constant per query differs between views).
-    ``out``: a contiguous ``[B, N]`` buffer to write single-view scores into (no allocation).
-    """
-    if query_rows.dim() == 3 or gallery.dim() == 3:
-        return _nearest_views(query_rows, gallery, metric)
-    scores = torch.mm(query_rows, gallery.T, out=out) if out is not None else query_rows @ gallery.T
-    if metric == "euclidean":
-        norms = gallery_sq_norms if gallery_sq_norms is not None else (gallery * gallery).sum(1)
-        scores.mul_(2.0).sub_(norms[None, :])
-    return scores
-
-
-def _nearest_views(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str) -> torch.Tensor:
-    """``float32[B, N]``: for each pair the best score over its views (:func:`block_scores`)."""
-    q = query_rows if query_rows.dim() == 3 else query_rows[:, None]
-    g = gallery if gallery.dim() == 3 else gallery[:, None]
-    best: torch.Tensor | None = None
-    for v in range(q.shape[1]):
-        for w in range(g.shape[1]):
-            scores = q[:, v] @ g[:, w].T
-            if metric == "euclidean":
-                scores.mul_(2.0).sub_((g[:, w] * g[:, w]).sum(1)[None, :])
-                scores.sub_((q[:, v] * q[:, v]).sum(1)[:, None])
-            best = scores if best is None else torch.maximum(best, scores, out=best)
-    assert best is not None
-    return best
 
 
 def rows_per_block(n_gallery: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:

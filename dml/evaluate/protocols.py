@@ -44,6 +44,8 @@ import torch
 from numpy.typing import ArrayLike
 
 from dml.errors import ConfigError, DataError
+from dml.evaluate.engine import retrieval_metrics
+from dml.evaluate.geometry import Geometry, block_scores, geometry, prepare_embeddings, protocol_geometries
 from dml.evaluate.metrics import MAP_DENOMINATORS, NDCG_GAINS
 from dml.registry import Registry
 
@@ -240,6 +242,11 @@ class Protocol:
     asi: bool = False
     flip: bool = False
 
+    @property
+    def geometry(self) -> Geometry:
+        """How this protocol compares embeddings (:mod:`dml.evaluate.geometry`)."""
+        return geometry(self.metric, where="protocol.metric", protocol=True)
+
     def conventions(self) -> dict[str, str]:
         """The metric conventions this protocol's figures follow, for captions and metric
         files: ``ndcg_gain`` where it reports NDCG, ``map_denominator`` where it reports mAP@K."""
@@ -285,8 +292,6 @@ class Protocol:
         ``metric``, e.g. ``"dot"``); NMI is computed on the float queries.
         ``per_query`` is filled with each task's per-query values, under the same keys.
         """
-        from dml.evaluate import retrieval_metrics
-
         if len(vectors) != len(rows):
             raise DataError(f"{len(vectors)} vectors for {len(rows)} rows")
         queries, gallery_rows, own = self.split(rows)
@@ -342,8 +347,6 @@ class Protocol:
             chosen = np.sort(first)[:n_queries]
         else:
             chosen = np.arange(min(n_queries, len(queries)))
-        from dml.evaluate.kernels import block_scores, prepare_embeddings
-
         q = prepare_embeddings(torch.as_tensor(vectors[queries[chosen]]), self.metric)
         g = prepare_embeddings(torch.as_tensor(vectors[gallery_rows]), self.metric)
         scores = block_scores(q, g, self.metric).numpy()
@@ -538,7 +541,7 @@ def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
 
     _choice("query_domain", query_domain, DOMAINS)
     _choice("gallery_domain", gallery_domain, DOMAINS)
-    _choice("metric", metric, ("cosine", "euclidean"))
+    _choice("metric", metric, protocol_geometries())
     if not isinstance(flip, bool):
         raise ConfigError(f"protocol.flip: {flip!r} must be true or false")
     return CrossDomain(query_domain, gallery_domain, metric, _ks("precision_ks", precision_ks),

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from dml.evaluate.full_ranking import rank_in_full
+from dml.evaluate.geometry import GEOMETRIES, block_scores
 from dml.evaluate.kernels import (
     at_or_above,
-    block_scores,
     in_threads,
     ranks_among,
     rows_per_block,
@@ -123,7 +123,7 @@ def top_ranked_blocks(
                                  own=exclude[rows[pruned]] if exclude is not None else None)
         return bound
 
-    if (query is gallery and query.dim() == 2 and metric != "euclidean" and exclude is not None
+    if (query is gallery and query.dim() == 2 and not GEOMETRIES[metric].euclidean and exclude is not None
             and all(isinstance(rel, LabelRelevance) for rel in relevances)
             and bool((exclude == torch.arange(n_query, device=exclude.device)).all())):
         everything = torch.arange(n_query, device=query.device)

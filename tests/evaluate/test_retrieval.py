@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dml.errors import ConfigError, DataError
-from dml.evaluate import engine, kernels, retrieval_metrics
+from dml.evaluate import engine, geometry, kernels, retrieval_metrics
 from dml.evaluate.protocols import query_gallery_index, same_set, split_query_gallery
 
 KS = (1, 2, 4, 8)
@@ -183,7 +183,7 @@ def test_custom_relevance_hook_multi_label():
     def shares_label(rows):
         return (t[rows].float() @ t.float().T) > 0
 
-    xt = kernels.prepare_embeddings(torch.from_numpy(x), "cosine")
+    xt = geometry.prepare_embeddings(torch.from_numpy(x), "cosine")
     per_query = engine.per_query_metrics(xt, xt, shares_label, ks=(1,), exclude=torch.arange(30), block_bytes=200)
     scores = xt.double() @ xt.double().T
     for i in range(30):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from dml.evaluate import full_ranking, kernels, retrieval_metrics, top_ranking
+from dml.evaluate import full_ranking, geometry, retrieval_metrics, top_ranking
 
 KS = (1, 2, 4, 8)
 
@@ -233,9 +233,9 @@ def test_sample_is_seeded_and_sorted():
 
 def test_unit_vectors_are_ranked_without_a_normalized_copy():
     unit = torch.nn.functional.normalize(torch.randn(50, 8), dim=1)
-    assert kernels.prepare_embeddings(unit, "cosine").data_ptr() == unit.data_ptr()  # no copy the size of the data
+    assert geometry.prepare_embeddings(unit, "cosine").data_ptr() == unit.data_ptr()  # no copy the size of the data
     raw = unit * 3.0
-    torch.testing.assert_close(kernels.prepare_embeddings(raw, "cosine"), unit)
+    torch.testing.assert_close(geometry.prepare_embeddings(raw, "cosine"), unit)
 
 
 def test_row_checks_run_a_chunk_at_a_time():
