@@ -23,7 +23,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from dml.errors import DataError
-from dml.report import Runs, estimate, float_estimate, headline_metrics, metric_columns, sections, seed_runs, title
+from dml.evaluate.catalog import metric_key
+from dml.report import (Runs, estimate, float_estimate, headline_metrics, metric_columns, protocol_of, sections,
+                        seed_runs, title)
 from dml.train.curves import curve_name
 
 DPI = 110
@@ -139,7 +141,8 @@ def _interval_note(kinds: set[str]) -> str:
 def comparison_figure(heading: str, runs: Mapping[str, Sequence[Mapping]], colours: Mapping[str, tuple]) -> bytes | None:
     """Grouped bars: per headline metric (e.g. R@1, MAP@R) one bar per experiment, in %,
     with its 95% interval (t over seeds, else the one seed's bootstrap over queries)."""
-    metrics = headline_metrics(metric_columns([r["float"] for rs in runs.values() for r in rs]))
+    first = next(iter(runs.values()))[0]
+    metrics = headline_metrics(protocol_of(first), metric_columns([r["float"] for rs in runs.values() for r in rs]))
     if not metrics:
         return None
     names = list(runs)
@@ -169,8 +172,8 @@ def recall_figure(heading: str, runs: Mapping[str, Sequence[Mapping]], colours: 
         ax = fig.add_subplot()
         ks: set[int] = set()
         for name, rs in runs.items():
-            points = sorted((int(m.group(1)), key) for key in rs[0]["float"]
-                            if (m := re.fullmatch(r"recall@(\d+)", key)))
+            points = sorted((m.k, m.key) for m in map(metric_key, rs[0]["float"])
+                            if m.spec_name == "recall" and m.k is not None and not m.scope)
             means = [(k, estimate([r["float"].get(key) for r in rs])) for k, key in points]
             means = [(k, e.mean) for k, e in means if e is not None]
             if means:

@@ -15,21 +15,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dml.data.images import open_rgb
 from dml.errors import ConfigError
+from dml.evaluate.catalog import metric_key
+from dml.evaluate.protocols import Protocol, build_protocol
 from dml.index import index_order
 from dml.stats import paired_difference, t_interval
 
-#: Order of metric names in a table (a name's K sorts numerically); others follow by name.
-ORDER = ("recall", "precision", "map@r", "r_precision", "map", "map@", "ndcg", "asi", "nmi", "ami")
-#: Short column titles.
-TITLES = {"recall": "R", "precision": "P", "map@r": "MAP@R", "r_precision": "RP", "map": "mAP",
-          "ndcg": "NDCG", "asi": "ASI", "nmi": "NMI", "ami": "AMI"}
-#: Never shown: P@1 equals R@1; the count of queries without a relevant item is bookkeeping.
-HIDDEN = {"precision@1", "queries_without_relevant", "bytes_per_vector"}
-#: Metrics shown per prefix (per scale) in a table; the unprefixed protocol shows them all.
-PREFIXED = ("recall@1", "map", "asi")
-#: The headline figures (beside each quantized index, in the comparison chart, in the summary
-#: metrics file that `dvc exp show` lists): the first two present of these.
-HEADLINE = ("recall@1", "map@r", "avg/recall@1", "avg/map", "map")
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -93,22 +83,13 @@ def to_html(blocks: Sequence[Block]) -> str:
 
 
 def _sort_key(key: str, prefixes: list[str]) -> tuple:
-    prefix, _, name = key.rpartition("/")
-    base, _, k = name.partition("@")
-    stem = name if name in ORDER else (f"{base}@" if base == "map" and k else base)
-    rank = ORDER.index(stem) if stem in ORDER else len(ORDER)
-    return (prefixes.index(prefix) if prefix in prefixes else len(prefixes), rank,
-            int(k) if k.isdigit() else 0, name)
+    metric = metric_key(key)
+    return (prefixes.index(metric.scope) if metric.scope in prefixes else len(prefixes), *metric.order())
 
 
 def title(key: str) -> str:
     """Column title of a metric key: ``recall@1`` -> ``R@1``, ``middle/map`` -> ``middle mAP``."""
-    prefix, _, name = key.rpartition("/")
-    base, at, k = name.partition("@")
-    short = TITLES.get(name) or (f"{TITLES.get(base, base)}{at}{k.upper() if k == 'r' else k}")
-    if base == "map" and k and k != "r":
-        short = f"mAP@{k}"
-    return f"{prefix} {short}" if prefix else short
+    return metric_key(key).title
 
 
 def metric_columns(metrics: Sequence[Mapping[str, object]],
@@ -117,40 +98,38 @@ def metric_columns(metrics: Sequence[Mapping[str, object]],
     (per scale, in ``order``, then in order of appearance, ``avg`` last) headline metrics."""
     keys: list[str] = []
     for m in metrics:
-        keys += [k for k in m if k not in keys and k.rpartition("/")[2] not in HIDDEN]
-    prefixes = [""] + list(dict.fromkeys([*order, *(k.rpartition("/")[0] for k in keys if "/" in k)]))
+        keys += [k for k in m if k not in keys and metric_key(k).shown]
+    prefixes = [""] + list(dict.fromkeys([*order, *(metric_key(k).scope for k in keys if metric_key(k).scope)]))
     if "avg" in prefixes:
         prefixes.append(prefixes.pop(prefixes.index("avg")))
-    keys = [k for k in keys if "/" not in k or k.rpartition("/")[2] in PREFIXED]
+    keys = [k for k in keys if not metric_key(k).scope or metric_key(k).per_scope]
     return sorted(keys, key=lambda k: _sort_key(k, prefixes))
 
 
-def headline_metrics(columns: Sequence[str]) -> list[str]:
-    """The two headline figures among ``columns`` (e.g. R@1 and MAP@R): shown beside each
-    quantized index, in the comparison chart and in the summary metrics file. A graded
-    (multi-label) evaluation, one with NDCG columns, is headed by mAP and its first NDCG@K;
-    one with P@K columns (sketch-based retrieval) by mAP and its first P@K."""
-    ndcg = sorted((k for k in columns if k.startswith("ndcg@")), key=lambda k: int(k[5:]))
-    if ndcg:
-        return [k for k in ("map", ndcg[0]) if k in columns]
-    precision = _precision_at(columns)
-    if precision:
-        return [k for k in ("map", precision[0]) if k in columns]
-    return [k for k in HEADLINE if k in columns][:2]
+def protocol_of(run: Mapping[str, Any]) -> Protocol:
+    """The protocol an evaluation file was made with (self-retrieval where it names none)."""
+    return build_protocol(run.get("protocol") or {"name": "self_retrieval"})
+
+
+def headline_metrics(protocol: Protocol, columns: Sequence[str]) -> list[str]:
+    """The figures that head the protocol's results (:attr:`Protocol.headline`, e.g. R@1 and
+    MAP@R) among ``columns``: shown beside each quantized index, in the comparison chart and
+    in the summary metrics file."""
+    return [k for k in protocol.headline if k in columns]
 
 
 def _precision_at(columns: Sequence[str]) -> list[str]:
-    """The P@K columns beyond K = 1, by K: a protocol that asks for them (sketch-based
-    retrieval's P@200) is headed by mAP and the first."""
-    return sorted((k for k in columns if k.startswith("precision@") and k != "precision@1"),
-                  key=lambda k: int(k.rpartition("@")[2]))
+    """The unscoped P@K columns beyond K = 1: a protocol that asks for them (sketch-based
+    retrieval's P@200) compares them after its headline."""
+    cutoffs = [m for m in map(metric_key, columns) if m.spec_name == "precision" and m.spec.cutoff and not m.scope]
+    return [m.key for m in sorted(cutoffs, key=lambda m: m.k) if m.k != 1]
 
 
 def summary_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     """The few numbers of an evaluation that `dvc exp show` lists: its float headline figures
     (the details stay in the evaluation file beside it)."""
     floats = evaluation["float"]
-    return {key: round(float(floats[key]), 4) for key in headline_metrics(list(floats))}
+    return {key: round(float(floats[key]), 4) for key in headline_metrics(protocol_of(evaluation), list(floats))}
 
 
 # ----------------------------------------------------------------------------- figures over seeds
@@ -246,7 +225,8 @@ def _section(names: list[str], results: Mapping[str, Runs],
                              order=next((r["prefixes"] for n in names for r in runs[n] if "prefixes" in r), ()))
     columns = _graded(columns) or columns
     indexes = sorted({q for n in names for r in runs[n] for q in r.get("quantized", {})}, key=index_order)
-    shown = headline_metrics(columns)
+    protocol = protocol_of(runs[names[0]][0])
+    shown = headline_metrics(protocol, columns)
     header = ["experiment", "loss", "seeds", *[title(k) for k in columns], "B/vec"]
     header += [f"{q} {' / '.join(title(k) for k in shown)} (B/vec)" for q in indexes]
     rows = []
@@ -264,16 +244,16 @@ def _section(names: list[str], results: Mapping[str, Runs],
     parts: list[Block] = [_setup(runs[names[0]][0]), Table(header, rows)]
     paired = [(n, b) for n in names for b in baselines.get(n, []) if b in names]
     if paired:
-        keys = _compared(columns, 3)
+        keys = _compared(protocol, columns, 3)
         parts += [Heading(3, "Against the baseline (paired over seeds)"),
                   Table(["experiment", "baseline", *[f"Δ {title(k)}" for k in keys]],
                         [[n, b, *[_difference(results[n], results[b], k) for k in keys]]
                          for n, b in paired]),
                   "Δ: mean difference in points ± half-width of its 95% t interval over the seeds "
                   "both ran; * where the interval excludes zero."]
-    parts += _reference_table(names, runs, columns)
+    parts += _reference_table(names, runs, columns, protocol)
     parts += _gap_table(names, results, shown, baselines)
-    detail_keys = _compared(columns, 4)
+    detail_keys = _compared(protocol, columns, 4)
     detail_rows = []
     for name in names:
         detail_rows.append([name, "float", *[_cell([r["float"].get(k) for r in runs[name]]) for k in detail_keys],
@@ -305,13 +285,13 @@ def _clears(method: Estimate | None, reference: Estimate | None) -> str:
 
 
 def _reference_table(names: Sequence[str], runs: Mapping[str, list[Mapping]],
-                     columns: Sequence[str]) -> list[Block]:
+                     columns: Sequence[str], protocol: Protocol) -> list[Block]:
     """Each trained experiment against each untrained reference of its section, on R@1 and
     the protocol's headline figures: what training on the data adds."""
     references = [n for n in names if runs[n][0].get("loss") == UNTRAINED]
     trained = [n for n in names if n not in references]
     recall = next((k for k in ("recall@1", "avg/recall@1") if k in columns), None)
-    keys = list(dict.fromkeys(k for k in (recall, *headline_metrics(columns)) if k))
+    keys = list(dict.fromkeys(k for k in (recall, *headline_metrics(protocol, columns)) if k))
     if not references or not trained or not keys:
         return []
     header = ["experiment", *[f"Δ {title(k)} vs {r}" for r in references for k in keys]]
@@ -371,21 +351,21 @@ def _graded(columns: Sequence[str]) -> list[str]:
     """The figures of a graded (multi-label) evaluation, one with NDCG columns: R@1 (the top
     result shares a class), mAP, mAP@K and NDCG@K; empty for any other evaluation. The
     single-label figures (MAP@R, R-precision, R@K beyond 1) say little there."""
-    if not any(k.startswith("ndcg@") for k in columns):
+    if not any("grades" in metric_key(k).needs for k in columns):
         return []
-    return [k for k in columns if k == "recall@1" or k.startswith(("map", "ndcg@")) and k != "map@r"]
+    return [k for k in columns if k == "recall@1" or (m := metric_key(k)).spec_name in ("map", "ndcg") and not m.scope]
 
 
-def _compared(columns: Sequence[str], n: int) -> list[str]:
+def _compared(protocol: Protocol, columns: Sequence[str], n: int) -> list[str]:
     """The first ``n`` figures to compare: a graded evaluation's mAP and NDCG, else the
     protocol's own (no prefix, NMI and AMI aside; headed by mAP and P@K where it reports
     P@K), else its averages over tasks (``avg/``: over scales), else the first columns."""
     graded = [k for k in _graded(columns) if k != "recall@1"]
+    own = [k for k in columns if not (m := metric_key(k)).scope and "labels" not in m.needs]  # clustering aside
     if _precision_at(columns):
-        lead = headline_metrics(columns)
-        return (lead + [k for k in columns if "/" not in k and k not in (*lead, "nmi", "ami")])[:n]
-    return (graded[:n] or [k for k in columns if "/" not in k and k not in ("nmi", "ami")][:n]
-            or [k for k in columns if k.startswith("avg/")][:n] or list(columns[:n]))
+        lead = headline_metrics(protocol, columns)
+        return (lead + [k for k in own if k not in lead])[:n]
+    return graded[:n] or own[:n] or [k for k in columns if metric_key(k).scope == "avg"][:n] or list(columns[:n])
 
 
 def _setup(first: Mapping) -> str:

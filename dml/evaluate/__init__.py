@@ -3,7 +3,9 @@
 Entry point: :func:`retrieval_metrics`. The package, each module on the ones above it only:
 
 - :mod:`~dml.evaluate.metrics`: the metrics as pure functions of relevant items' ranks;
-- :mod:`~dml.evaluate.kernels`: a block's scores, rank counting, the one thread pool;
+- :mod:`~dml.evaluate.catalog`: each reported figure's declaration (title, order, needs) and key;
+- :mod:`~dml.evaluate.geometry`: each geometry's declaration, how vectors are prepared and scored;
+- :mod:`~dml.evaluate.kernels`: rank counting, block sizes, the one thread pool;
 - :mod:`~dml.evaluate.relevance`: which items are relevant (labels, a matrix, a callback, grades);
 - :mod:`~dml.evaluate.full_ranking`: every relevant item's position (for the whole-ranking mAP);
 - :mod:`~dml.evaluate.top_ranking`: exact ranks within each query's top ``max(R, K)`` only;

@@ -247,6 +247,12 @@ class Protocol:
         """How this protocol compares embeddings (:mod:`dml.evaluate.geometry`)."""
         return geometry(self.metric, where="protocol.metric", protocol=True)
 
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """The keys of the figures that head this protocol's results (beside each quantized
+        index, in the comparison chart, in the summary file `dvc exp show` lists)."""
+        return ("recall@1", "map@r")
+
     def conventions(self) -> dict[str, str]:
         """The metric conventions this protocol's figures follow, for captions and metric
         files: ``ndcg_gain`` where it reports NDCG, ``map_denominator`` where it reports mAP@K."""
@@ -417,6 +423,13 @@ class CrossDomain(Protocol):
     def gallery_mask(self, rows: EvalRows) -> np.ndarray:
         return rows.domain == self.gallery_domain
 
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """mAP and the first P@K beyond K = 1 where the protocol asks for one (sketch-based
+        retrieval's P@200), else R@1 and MAP@R."""
+        cutoffs = sorted(k for k in self.precision_ks if k != 1)
+        return ("map", f"precision@{cutoffs[0]}") if cutoffs else super().headline
+
 
 class PerScale(QueryGallery):
     """Retrieval once per semantic scale with that scale's labels (``<scale>/<metric>``, ASI
@@ -471,6 +484,11 @@ class PerScale(QueryGallery):
         return {f"avg/{name}": np.mean(np.stack(values), axis=0) for name, values in per_scale.items()
                 if len(values) == n and len({len(v) for v in values}) == 1}
 
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """R@1 and mAP averaged over the scales."""
+        return ("avg/recall@1", "avg/map")
+
 
 class MultiLabel(Protocol):
     """Multi-object rows by role: relevant = shares at least one object class; NDCG@K graded
@@ -502,6 +520,11 @@ class MultiLabel(Protocol):
             grades=lambda r: multiset_jaccard(q_counts[r], g_counts),
             nmi=False,
         )]
+
+    @property
+    def headline(self) -> tuple[str, ...]:
+        """mAP and the first NDCG@K (graded relevance), else R@1 and MAP@R."""
+        return ("map", f"ndcg@{min(self.ndcg_ks)}") if self.ndcg_ks else super().headline
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
