@@ -52,7 +52,7 @@ T = TypeVar("T")
 DEFAULT_BLOCK_BYTES = 256 << 20
 BYTES_PER_PAIR = 5  # one float32 score + one bool relevance flag per (query, gallery) pair
 BUCKETS = 4096  # buckets of a row's relevant score range when ranks are counted (:func:`ranks_in_block`)
-COUNT_ROWS = 32  # rows counted at a time by one thread: their histogram stays in cache
+COUNT_BYTES = 4 << 20  # one thread counts this many bytes of scores at a time (its temporaries: about 3x)
 
 
 def rows_per_block(n_gallery: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
@@ -89,7 +89,8 @@ def ranks_in_block(scores: torch.Tensor,
     rel = [(r.numpy(), n.numpy()) for r, n in found]
     out = [(np.zeros(r.shape, np.int64), np.zeros(r.shape, np.int64)) for r, _ in rel]
     scale, offset = _bucket_maps(rel, a.shape[0])
-    in_chunks(lambda start, stop: _count_rows(a, rel, scale, offset, out, start, stop), a.shape[0], COUNT_ROWS)
+    rows = max(1, COUNT_BYTES // (4 * max(1, a.shape[1])))  # memory flat in the gallery's size
+    in_chunks(lambda start, stop: _count_rows(a, rel, scale, offset, out, start, stop), a.shape[0], rows)
     return [(torch.from_numpy(ranks), torch.from_numpy(ties)) for ranks, ties in out]
 
 
