@@ -4,18 +4,19 @@ on prepared tensors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from dml.errors import ConfigError, DataError
+from dml.errors import DataError
 from dml.evaluate.full_ranking import full_ranked_blocks
-from dml.evaluate.geometry import GEOMETRIES, geometry, prepare_embeddings
+from dml.evaluate.geometry import GEOMETRIES
+from dml.evaluate.inputs import check_options, read_inputs
 from dml.evaluate.kernels import DEFAULT_BLOCK_BYTES
-from dml.evaluate.metrics import MAP_DENOMINATORS, NDCG_GAINS, block_metrics, clustering_scores
-from dml.evaluate.relevance import Grades, Relevance, label_relevance, matrix_callback
+from dml.evaluate.metrics import block_metrics, clustering_scores
+from dml.evaluate.relevance import Grades, Relevance, matrix_callback
 from dml.evaluate.top_ranking import top_ranked_blocks
 
 __all__ = ["per_query_metrics", "ranked_blocks", "retrieval_metrics"]
@@ -126,101 +127,43 @@ def retrieval_metrics(
     >>> retrieval_metrics(x[:1], [0], g, [0, 1, 0], ks=(1,), metric="euclidean", nmi=False)["recall@1"]
     1.0
     """
-    shape = geometry(metric)
-    ks, map_ks, precision_ks, ndcg_ks = (_cutoffs(k) for k in (ks, map_ks, precision_ks, ndcg_ks))
-    for name, values in (("ks", ks), ("map_ks", map_ks), ("precision_ks", precision_ks),
-                         ("ndcg_ks", ndcg_ks)):
-        if (name == "ks" and not values) or (values and min(values) < 1):
-            raise ConfigError(f"{name} must be positive integers, got {tuple(values)}")
-    if ndcg_gain not in NDCG_GAINS:
-        raise ConfigError(f"ndcg_gain must be one of: {', '.join(NDCG_GAINS)}; got {ndcg_gain!r}")
-    if map_denominator not in MAP_DENOMINATORS:
-        raise ConfigError(f"map_denominator must be one of: {', '.join(MAP_DENOMINATORS)}; got {map_denominator!r}")
-    if int(block_bytes) < 1:
-        raise ConfigError(f"block_bytes must be positive, got {block_bytes}")
-    if gallery is None and gallery_labels is not None:
-        raise DataError("gallery_labels were given without a gallery")
-    if query_labels is None and relevance is None:
-        raise DataError("give query_labels (relevance by class) or a relevance")
-    if gallery is not None and relevance is None and gallery_labels is None:
-        raise DataError("give gallery and gallery_labels together (or a relevance)")
-    if nmi and query_labels is None:
-        raise DataError("nmi=True needs query_labels")
-
-    sets = _label_sets(query_labels, gallery_labels, gallery is not None)
-    if len(sets) > 1 and (relevance is not None or grades is not None):
-        raise DataError("several label sets rank by class: no relevance or grades of one's own")
-    q = _embeddings(query, "query", metric)
-    if q.shape[0] == 0:
-        raise DataError("no query embeddings (query has 0 rows)")
-    labelled = {}  # name -> (query labels, gallery labels) as tensors on the query's device
-    for name, (q_given, g_given) in sets.items():
-        q_ids, g_ids = _label_ids(q_given, g_given)
-        where = f"{name} " if name else ""
-        q_lab = None if q_ids is None else _labels(q_ids, f"{where}query_labels", q.shape[0], q.device)
-        labelled[name] = (q_lab, g_ids)
-    if gallery is None:
-        if query_gallery_index is not None:
-            raise DataError("query_gallery_index needs a separate gallery (each query is excluded already)")
-        g = None
-        labelled = {name: (q_lab, q_lab) for name, (q_lab, _) in labelled.items()}
-        exclude = torch.arange(q.shape[0], device=q.device)
-    else:
-        g = _embeddings(gallery, "gallery", metric).to(q.device)
-        if g.shape[-1] != q.shape[-1]:
-            raise DataError(
-                f"query and gallery dimensions differ: query shape {tuple(q.shape)}, "
-                f"gallery shape {tuple(g.shape)}"
-            )
-        labelled = {
-            name: (q_lab, None if g_ids is None else _labels(
-                g_ids, f"{name + ' ' if name else ''}gallery_labels", g.shape[0], q.device))
-            for name, (q_lab, g_ids) in labelled.items()
-        }
-        exclude = None
-        if query_gallery_index is not None:
-            exclude = _labels(query_gallery_index, "query_gallery_index", q.shape[0], q.device)
-            if bool(((exclude < -1) | (exclude >= g.shape[0])).any()):
-                raise DataError(f"query_gallery_index values must be in [-1, {g.shape[0]})")
-
-    if shape.normalized:
-        for name, t in (("query", q), ("gallery", g)):
-            row = None if t is None else _first_row(t, lambda c: (c == 0).all(dim=-1).reshape(len(c), -1).any(dim=1))
-            if row is not None:
-                raise DataError(f"{name} row {row} is all zeros: cosine similarity is undefined")
-    q = prepare_embeddings(q, metric)
-    g = q if g is None else prepare_embeddings(g, metric)
-    shape = (q.shape[0], g.shape[0])
-    relevance = matrix_callback(relevance, "relevance", shape, q.device, torch.bool)
-    relevances = ([relevance] if relevance is not None
-                  else [label_relevance(q_lab, g_lab) for q_lab, g_lab in labelled.values()])
-    grades = matrix_callback(grades, "grades", shape, q.device, torch.float64)
-
+    ks, map_ks, precision_ks, ndcg_ks = check_options(ks, map_ks, precision_ks, ndcg_ks, ndcg_gain=ndcg_gain,
+                                                      map_denominator=map_denominator, block_bytes=block_bytes)
+    data = read_inputs(query, query_labels, gallery, gallery_labels, relevance=relevance, grades=grades, nmi=nmi,
+                       metric=metric, query_gallery_index=query_gallery_index)
+    relevances = data.relevances(relevance)
     per_set = per_query_metrics(
-        q, g, relevances if len(relevances) > 1 else relevances[0], ks=ks, exclude=exclude, block_bytes=block_bytes, metric=metric,
-        map_ks=map_ks, precision_ks=precision_ks, grades=grades, ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain,
-        map_denominator=map_denominator, asi=asi, full_map=full_map,
+        data.query, data.gallery, relevances if len(relevances) > 1 else relevances[0], ks=ks, exclude=data.exclude,
+        block_bytes=block_bytes, metric=metric, map_ks=map_ks, precision_ks=precision_ks,
+        grades=matrix_callback(grades, "grades", (len(data.query), len(data.gallery)), data.query.device, torch.float64),
+        ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain, map_denominator=map_denominator, asi=asi, full_map=full_map,
     )
-    if len(relevances) == 1:
-        per_set = [per_set]
     result: dict[str, float] = {}
-    for (name, (q_lab, _)), values_per_query in zip(labelled.items(), per_set, strict=True):
+    for (name, (q_lab, _)), values in zip(data.labels.items(), per_set if len(relevances) > 1 else [per_set],
+                                          strict=True):
         prefix = f"{name}/" if name else ""
-        valid = ~np.isnan(values_per_query["map@r"])
-        if not valid.any():
-            raise DataError(f"none of the {len(valid)} queries has a relevant item in the "
-                            f"{'gallery' if gallery is not None else 'rest of the query set'}"
-                            f"{' at ' + repr(name) if name else ''}: every retrieval metric is undefined "
-                            "(check the labels, the relevance, or the query/gallery split)")
-        result.update({prefix + k: float(np.nanmean(v[valid])) for k, v in values_per_query.items()})
-        if per_query is not None:  # each query's value (NaN where it has no relevant item)
-            per_query.update({prefix + k: np.where(valid, v, np.nan) for k, v in values_per_query.items()})
-        if nmi and name == next(iter(labelled)):  # the first (finest) labels only
-            plain = q if q.dim() == 2 else q[:, 0]  # views: the plain one
+        result.update({prefix + k: v for k, v in _averages(values, name, data.against_itself, per_query, prefix).items()})
+        if nmi and name == next(iter(data.labels)):  # the first (finest) labels only
+            plain = data.query if data.query.dim() == 2 else data.query[:, 0]  # views: the plain one
             clusters = clustering_scores(plain.cpu().numpy(), q_lab.cpu().numpy(), seed=seed)
-            result.update({prefix + name: value for name, value in clusters.items()})
-        result[prefix + "queries_without_relevant"] = float((~valid).sum())
+            result.update({prefix + k: value for k, value in clusters.items()})
     return result
+
+
+def _averages(values: dict[str, np.ndarray], name: str, against_itself: bool,
+              per_query: dict[str, np.ndarray] | None, prefix: str) -> dict[str, float]:
+    """The mean of each metric over the queries with a relevant item, and how many have none;
+    each query's values into ``per_query`` (NaN where it has no relevant item)."""
+    valid = ~np.isnan(values["map@r"])
+    if not valid.any():
+        raise DataError(f"none of the {len(valid)} queries has a relevant item in the "
+                        f"{'rest of the query set' if against_itself else 'gallery'}"
+                        f"{' at ' + repr(name) if name else ''}: every retrieval metric is undefined "
+                        "(check the labels, the relevance, or the query/gallery split)")
+    if per_query is not None:
+        per_query.update({prefix + k: np.where(valid, v, np.nan) for k, v in values.items()})
+    return {**{k: float(np.nanmean(v[valid])) for k, v in values.items()},
+            "queries_without_relevant": float((~valid).sum())}
 
 
 def per_query_metrics(
@@ -335,80 +278,3 @@ def ranked_blocks(
             yield rows, ranks, counts, ndcgs
         else:
             yield rows, ranks[0], counts[0], ndcgs[0]
-
-
-def _embeddings(x: ArrayLike | torch.Tensor, name: str, metric: str) -> torch.Tensor:
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-    if t.dim() not in (2, 3):
-        raise DataError(f"{name} embeddings must be 2-D [rows, dim] (or 3-D [rows, views, dim]), "
-                        f"got shape {tuple(t.shape)}")
-    if GEOMETRIES[metric].binary:
-        if not bool(((t == 0) | (t == 1)).all()):
-            raise DataError(f"{name} codes must hold 0/1 bits (one column per bit) for hamming ranking")
-    elif not t.is_floating_point():
-        raise DataError(f"{name} embeddings must be floating point, got {t.dtype}")
-    t = t.detach().to(torch.float32)
-    row = _first_row(t, lambda chunk: ~torch.isfinite(chunk).flatten(1).all(dim=1))
-    if row is not None:
-        raise DataError(f"{name} embeddings contain non-finite values (NaN/inf in float32), first at row {row}")
-    return t
-
-
-def _first_row(t: torch.Tensor, where: Callable[[torch.Tensor], torch.Tensor], chunk: int = 1 << 14) -> int | None:
-    """The first row for which ``where(rows) -> bool[rows]`` holds, checked a chunk of rows at
-    a time (no temporary the size of the data)."""
-    for start in range(0, t.shape[0], chunk):
-        hit = where(t[start : start + chunk]).nonzero()
-        if len(hit):
-            return start + int(hit[0, 0])
-    return None
-
-
-def _cutoffs(ks: int | Sequence[int]) -> tuple[int, ...]:
-    """``ks`` as a tuple of ints: one cutoff may be given as a bare int."""
-    return (int(ks),) if isinstance(ks, (int, np.integer)) else tuple(int(k) for k in ks)
-
-
-def _label_ids(query_labels: ArrayLike | torch.Tensor | None,
-               gallery_labels: ArrayLike | torch.Tensor | None) -> tuple:
-    """Labels that are not numbers (class names, any hashable objects) mapped to integer ids,
-    one vocabulary for query and gallery so that equal names stay equal; numbers unchanged."""
-    given = [y if isinstance(y, torch.Tensor) else np.asarray(y)  # a tensor always holds numbers
-             for y in (query_labels, gallery_labels) if y is not None]
-    named = [isinstance(y, np.ndarray) and y.dtype.kind in "OUS" for y in given]
-    if not any(named):
-        return query_labels, gallery_labels
-    if not all(named):
-        raise DataError("query_labels and gallery_labels must both be names or both be numbers")
-    if any(y.ndim != 1 for y in given):
-        raise DataError("labels must be 1-D [rows]")
-    _, ids = np.unique(np.concatenate([y.astype(str) for y in given]), return_inverse=True)
-    query_ids, gallery_ids = np.split(ids, [len(given[0])])
-    return query_ids, (gallery_ids if gallery_labels is not None else None)
-
-
-def _labels(y: ArrayLike | torch.Tensor, name: str, n_rows: int, device: torch.device) -> torch.Tensor:
-    t = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y))
-    if t.dim() != 1:
-        raise DataError(f"{name} must be 1-D [rows], got shape {tuple(t.shape)}")
-    if t.is_floating_point() or t.is_complex():
-        raise DataError(f"{name} must be integers, got {t.dtype}")
-    if t.shape[0] != n_rows:
-        raise DataError(f"{name} has {t.shape[0]} entries but the embeddings have {n_rows} rows")
-    return t.to(device=device, dtype=torch.long)
-
-
-def _label_sets(query_labels, gallery_labels, has_gallery: bool) -> dict[str, tuple]:
-    """``{name: (query labels, gallery labels)}``: one unnamed set (``""``), or the named sets
-    of a mapping (each semantic scale's labels) with the same names on both sides."""
-    if not isinstance(query_labels, Mapping):
-        if isinstance(gallery_labels, Mapping):
-            raise DataError("gallery_labels is a mapping of label sets but query_labels is not")
-        return {"": (query_labels, gallery_labels)}
-    if not query_labels:
-        raise DataError("query_labels is an empty mapping: name one label set at least")
-    if has_gallery and (not isinstance(gallery_labels, Mapping) or set(gallery_labels) != set(query_labels)):
-        raise DataError(f"query_labels names the label sets {list(query_labels)}: gallery_labels must "
-                        "be a mapping with the same names")
-    return {str(name): (labels, gallery_labels[name] if has_gallery else None)
-            for name, labels in query_labels.items()}

@@ -239,7 +239,7 @@ def test_unit_vectors_are_ranked_without_a_normalized_copy():
 
 
 def test_row_checks_run_a_chunk_at_a_time():
-    from dml.evaluate.engine import _first_row
+    from dml.evaluate.inputs import _first_row
 
     t = torch.zeros(9, 3)
     t[5, 1] = float("nan")
