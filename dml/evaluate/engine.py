@@ -11,6 +11,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from dml.errors import DataError
+from dml.evaluate.catalog import metric_key
 from dml.evaluate.full_ranking import full_ranked_blocks
 from dml.evaluate.geometry import GEOMETRIES
 from dml.evaluate.inputs import check_options, read_inputs
@@ -208,7 +209,9 @@ def per_query_metrics(
     names = list(block_metrics(*no_query, **options))  # the metrics' names, in their order
     outs = [{name: np.full(query.shape[0], np.nan) for name in names + [f"ndcg@{k}" for k in ndcg_ks]}
             for _ in range(count)]
-    depth = None if full_map or ndcg_ks else max([*ks, *precision_ks, *map_ks])
+    asked = [metric_key(name).needs for name in outs[0]]  # what the asked metrics read: the catalogue's declarations
+    whole = any(needs & {"full ranking", "scores"} for needs in asked)  # every position, or every score
+    depth = None if whole else max([*ks, *precision_ks, *map_ks])
     for rows, ranks, n_rels, ndcgs in ranked_blocks(
         query, gallery, relevance, exclude=exclude, block_bytes=block_bytes, metric=metric,
         grades=grades, ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain, depth=depth,
