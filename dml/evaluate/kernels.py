@@ -51,7 +51,7 @@ T = TypeVar("T")
 
 DEFAULT_BLOCK_BYTES = 256 << 20
 BYTES_PER_PAIR = 5  # one float32 score + one bool relevance flag per (query, gallery) pair
-BUCKETS = 4096  # buckets of a row's relevant score range when ranks are counted (:func:`ranks_in_block`)
+BUCKETS = 4096  # buckets of a row's relevant score range when ranks are counted (:func:`_count_rows`)
 COUNT_BYTES = 4 << 20  # one thread counts this many bytes of scores at a time (its temporaries: about 3x)
 
 
@@ -80,7 +80,7 @@ def ranks_in_block(scores: torch.Tensor,
     """:func:`ranks_among` for each ``(rel_scores, n_relevant)`` of ``found`` (one per
     relevance) against each row of ``scores`` (on a GPU consumed: sorted in place).
 
-    On CPU no row is sorted: the positions are counted (:func:`count_ranks`), one thread per
+    On CPU no row is sorted: the positions are counted (:func:`_count_rows`), one thread per
     core on its own rows. On a GPU each row is sorted whole (``torch.sort``)."""
     if scores.device.type != "cpu" or scores.numel() == 0:
         ascending = sort_rows_(scores)
@@ -118,17 +118,26 @@ def _bucket_maps(rel: Sequence[tuple[np.ndarray, np.ndarray]], n_rows: int) -> t
 
 def _count_rows(a: np.ndarray, rel: Sequence[tuple[np.ndarray, np.ndarray]], scale: np.ndarray,
                 offset: np.ndarray, out: list[tuple[np.ndarray, np.ndarray]], start: int, stop: int) -> None:
-    """Ranks and ties of rows ``start:stop`` into ``out``, by counting (:func:`count_ranks`)."""
+    """Ranks and ties of rows ``start:stop`` into ``out``, by counting instead of sorting.
+
+    Each score falls in a bucket of its row (:func:`_bucket_maps`) by a float multiply and
+    add, a clip and a floor, each monotone in the score: a score in a higher bucket than a
+    relevant score's is higher than it, one in a lower bucket lower. So a histogram counts
+    every bucket whole except those holding a relevant score, whose few scores are compared
+    exactly (sorted; two binary searches per relevant item, as :func:`ranks_among`): exact
+    ranks and tie groups in a few passes over the row."""
     width = BUCKETS + 2
     n, n_cols = stop - start, a.shape[1]
-    first = (np.arange(n, dtype=np.float32) * width)[:, None]  # each row's buckets in one histogram
-    scale, shift = scale[start:stop, None], offset[start:stop, None] + first
+    first = np.arange(n, dtype=np.intp)[:, None] * width  # each row's buckets in one histogram
+    scale, shift = scale[start:stop, None], offset[start:stop, None]
 
     def bucket(x: np.ndarray) -> np.ndarray:
-        """The bucket of each score, counted from the row's first: monotone in the score."""
+        """Each score's bucket in the histogram, its row's first bucket added as an integer."""
         t = np.multiply(x, scale)
         t += shift
-        return np.clip(t, first, first + (width - 1), out=t).astype(np.intp)
+        index = np.clip(t, 0, width - 1, out=t).astype(np.intp)
+        index += first
+        return index
 
     flat = bucket(a[start:stop]).ravel()
     hist = torch.bincount(torch.from_numpy(flat), minlength=n * width).view(n, width).numpy()

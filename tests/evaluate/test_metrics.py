@@ -297,3 +297,15 @@ def test_ranks_in_block_counts_what_a_full_sort_finds():
         for (ranks, ties), (rel_scores, n_rel) in zip(counted, found, strict=True):
             expected_ranks, expected_ties = kernels.ranks_among(ascending, rel_scores, n_rel)
             assert torch.equal(ranks, expected_ranks) and torch.equal(ties, expected_ties), trial
+
+
+def test_counted_ranks_of_many_rows_against_a_small_gallery():
+    """Over 4,096 rows counted in one thread's chunk (a small gallery): each row's
+    buckets stay its own, however far its histogram starts."""
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal((70_000, 6)).astype(np.float32)
+    relevant = rng.random((70_000, 6)) < 0.3
+    found = [kernels.relevant_scores(torch.from_numpy(scores), torch.from_numpy(relevant))]
+    (ranks, ties), = kernels.ranks_in_block(torch.from_numpy(scores.copy()), found)
+    expected_ranks, expected_ties = kernels.ranks_among(torch.sort(torch.from_numpy(scores), dim=1).values, *found[0])
+    assert torch.equal(ranks, expected_ranks) and torch.equal(ties, expected_ties)
