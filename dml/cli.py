@@ -78,7 +78,7 @@ def _search(args: argparse.Namespace) -> None:
         print(f"{image}: {len(hits)} nearest in {args.experiment} seed {args.seed}, index "
               f"{args.index} ({retriever.score_name})")
         for hit in hits:
-            score = f"{hit.score:9.0f}" if retriever.score == "hamming" else f"{hit.score:9.4f}"
+            score = f"{hit.score:9.0f}" if retriever.geometry.binary else f"{hit.score:9.4f}"
             print(f"  {hit.rank:>3}  {score}  {hit.image_id}  {hit.name or ''}".rstrip())
 
 

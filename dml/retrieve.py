@@ -37,6 +37,7 @@ from dml.data.transforms import MEAN, STD, build_transforms
 from dml.embed import read_embeddings
 from dml.errors import DataError
 from dml.evaluate.experiment import aligned_rows, gallery_indices
+from dml.evaluate.geometry import GEOMETRIES, Geometry
 from dml.evaluate.protocols import CrossDomain, build_protocol
 from dml.index import index_order, load_index, search
 from dml.models import EmbeddingModel
@@ -210,16 +211,12 @@ class Hit:
     rank: int
 
 
-#: How each kind of index scores a result, by the protocol's metric.
-SCORE_NAMES = {"ip": "cosine similarity", "l2": "euclidean distance", "hamming": "hamming distance"}
-
-
 class Retriever:
     """A run's model, preprocessing and one index over its test gallery: :meth:`embed`
     images, :meth:`search` images or vectors."""
 
     def __init__(self, net: EmbeddingNet, preprocessing: Preprocessing, index: faiss.Index, *,
-                 gallery_ids: Sequence[str], gallery_names: Sequence[str | None], score: str,
+                 gallery_ids: Sequence[str], gallery_names: Sequence[str | None], geometry: Geometry,
                  query_domain: str = "photo", name: str = "index") -> None:
         if len(gallery_ids) != index.ntotal:
             raise DataError(f"{name}: the index holds {index.ntotal} items, the gallery has "
@@ -227,9 +224,9 @@ class Retriever:
         self.net, self.preprocessing, self.index = net, preprocessing, index
         self.gallery_ids = list(gallery_ids)
         self.gallery_names = list(gallery_names)
-        self.score = score
-        self.score_name = SCORE_NAMES[score]
-        if score == "ip" and not isinstance(faiss.downcast_index(index), faiss.IndexFlat):
+        self.geometry = geometry  # how the index scores a result
+        self.score_name = geometry.score_name
+        if geometry.faiss_metric == "ip" and not isinstance(faiss.downcast_index(index), faiss.IndexFlat):
             self.score_name += " to the quantized item"
         self.query_domain = query_domain
         self.name = name
@@ -260,10 +257,10 @@ class Retriever:
                  else [info.class_names[info.fine][int(label)] if label >= 0 else None
                        for label in fine[gallery]])
         lsh = isinstance(faiss.downcast_index(faiss_index), faiss.IndexLSH)
-        score = "hamming" if lsh else protocol.geometry.faiss_metric
         net = EmbeddingNet(model, normalize=protocol.geometry.normalized, flip=protocol.flip)
         return cls(net, Preprocessing.of_run(spec, params.dataset(spec.dataset).images), faiss_index,
-                   gallery_ids=list(rows.ids[gallery]), gallery_names=names, score=score,
+                   gallery_ids=list(rows.ids[gallery]), gallery_names=names,
+                   geometry=GEOMETRIES["hamming"] if lsh else protocol.geometry,
                    query_domain=protocol.query_domain if isinstance(protocol, CrossDomain) else "photo",
                    name=str(path))
 
@@ -290,7 +287,7 @@ class Retriever:
         from :meth:`embed`), nearest first, scored by :attr:`score_name`."""
         vectors = queries if isinstance(queries, np.ndarray) else self.embed(queries, domain=domain)
         scores, ids = search(self.index, vectors, k)
-        if self.score == "l2":  # faiss ranks by squared distance; report the distance
+        if self.geometry.euclidean:  # faiss ranks by squared distance; report the distance
             scores = np.sqrt(np.maximum(scores, 0.0))
         return [[Hit(self.gallery_ids[i], self.gallery_names[i], float(s), rank)
                  for rank, (i, s) in enumerate(zip(row_ids, row_scores), start=1) if i >= 0]
