@@ -21,7 +21,6 @@ from dml.index import index_order
 from dml.stats import paired_difference, t_interval
 
 
-
 # ----------------------------------------------------------------------------- blocks
 
 
@@ -121,8 +120,8 @@ def headline_metrics(protocol: Protocol, columns: Sequence[str]) -> list[str]:
 def _precision_at(columns: Sequence[str]) -> list[str]:
     """The unscoped P@K columns beyond K = 1: a protocol that asks for them (sketch-based
     retrieval's P@200) compares them after its headline."""
-    cutoffs = [m for m in map(metric_key, columns) if m.spec_name == "precision" and m.spec.cutoff and not m.scope]
-    return [m.key for m in sorted(cutoffs, key=lambda m: m.k) if m.k != 1]
+    cutoffs = [m for m in map(metric_key, columns) if m.spec_name == "precision" and not m.scope and m.k != 1]
+    return [m.key for m in sorted(cutoffs, key=lambda m: m.k)]
 
 
 def summary_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:

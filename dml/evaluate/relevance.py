@@ -69,12 +69,11 @@ class LabelRelevance:
         padded with -1."""
         counts = self.counts(rows)
         width = int(counts.max()) if len(rows) else 0
-        labels = self.query_labels[rows]
-        at = torch.searchsorted(self._classes, labels).clamp(max=max(self._classes.numel() - 1, 0))
+        if self._classes.numel() == 0:  # an empty gallery: no member
+            return torch.full((len(rows), width), -1, dtype=torch.long, device=rows.device)
+        at = torch.searchsorted(self._classes, self.query_labels[rows]).clamp(max=self._classes.numel() - 1)
         offsets = torch.arange(width, device=rows.device)
         listed = offsets[None, :] < counts[:, None]
-        if self._classes.numel() == 0:
-            return torch.full((len(rows), width), -1, dtype=torch.long, device=rows.device)
         picked = self._by_class[(self._starts[at][:, None] + offsets[None, :]).clamp(max=len(self._by_class) - 1)]
         return torch.where(listed, picked, -1)
 

@@ -9,6 +9,7 @@ from dml.losses.base import LOSSES, MetricLoss, check_positive, distance_matrix
 
 __all__ = ["ContrastiveLoss"]
 
+
 def _hinge_avg_non_zero(margins: Tensor, mask: Tensor) -> Tensor:
     """Mean of the strictly positive ``relu(margins)`` where the 0/1 float ``mask`` is 1; 0 if none.
 

@@ -119,8 +119,8 @@ def build_trunk(cfg: ModelConfig) -> nn.Module:
         if hasattr(trunk, "input_norm"):  # the statistics those weights were trained with
             norm = preprocessing(cfg.backbone)
             trunk.input_norm.set(norm["mean"], norm["std"])
-    # Channels-last (NHWC) convolution weights, with the images made so in forward: twice the
-    # images/s of NCHW for EfficientNet-Lite on a CPU, training and inference alike.
+    # Channels-last (NHWC) convolution weights, with the images made so in forward: on a CPU,
+    # 1.7x the images/s of NCHW for a fresh EfficientNet-Lite0 at 64 px, 1.15x for a trained one.
     return trunk.to(memory_format=torch.channels_last)
 
 
