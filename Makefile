@@ -45,7 +45,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c "import dml, torch, ray, faiss, dvc"
 	touch $(STAMP)
 
-# The stages fork from one warm interpreter (dml/warm.py): no stage pays for importing torch.
+# The stages fork from one warm interpreter (dml/pipeline/warm.py): no stage pays for importing torch.
 demo: setup
 	dml run -- dvc repro --quiet
 	dml report

@@ -30,7 +30,7 @@ from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.io import write_json_atomic
-from dml.runtime import available_cpus
+from dml.pipeline.ray_cluster import available_cpus
 from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
 
 
@@ -101,7 +101,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]
             "images_per_s": steady(session.history, "images_per_s"), "gather_share": 0.0}
     if not args.workers:
         return rows
-    from dml.runtime import ray_session
+    from dml.pipeline.ray_cluster import ray_session
     from dml.train.ray_trainer import latest_checkpoint, train_on_ray
 
     with ray_session():

@@ -27,7 +27,7 @@ from dml.io import write_json_atomic
 from dml.stats import paired_difference, t_interval
 from dml.train.launch import refit_spec, selected_weights, train_run, trained_model
 from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
-from dml.validation import FoldValidator
+from dml.held_out import FoldValidator
 
 SELECT, STAND_IN_TEST = 0, 2
 

@@ -61,7 +61,7 @@ from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.io import write_json_atomic
 from dml.models import EmbeddingModel
 from dml.preflight import preflight
-from dml.stage import print_notices
+from dml.pipeline.stage import print_notices
 from dml.stats import t_interval
 from dml.train.launch import initial_model, selected_weights, train_run, trained_model
 from dml.train.loop import DataSpec

@@ -29,7 +29,7 @@ from dml.errors import DataError, DmlError
 from dml.evaluate.experiment import aligned_rows, test_rows
 from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.retrieve import Hit, Retriever, RunFiles
-from dml.stage import read_tuned
+from dml.pipeline.stage import read_tuned
 
 #: The largest upload accepted (bytes); a larger one is refused with 413.
 MAX_UPLOAD = 8 * 1024 * 1024

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from dml.errors import DataError
-from dml.stage import print_notices, run_stage
+from dml.pipeline.stage import print_notices, run_stage
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -102,7 +102,7 @@ def _browse(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from dml.runtime import run_command
+    from dml.pipeline.supervisor import run_command
 
     command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
     if not command:

@@ -175,10 +175,10 @@ class TuneConfig(Section):
 
 class QuantizeConfig(Section):
     # pq / opq / ivfpq: product codes ranked against float queries; hash: binary codes of
-    # queries and gallery ranked by Hamming distance (dml/hashing.py)
+    # queries and gallery ranked by Hamming distance (dml/binary_codes.py)
     kinds: list[Literal["pq", "opq", "ivfpq", "hash"]] = Field(default_factory=lambda: ["pq", "opq"])
     bits: list[int] = Field(default_factory=lambda: [32, 64])
-    hash_steps: int = Field(300, ge=1)  # optimisation steps of each hash (dml/hashing.py)
+    hash_steps: int = Field(300, ge=1)  # optimisation steps of each hash (dml/binary_codes.py)
 
     @field_validator("bits")
     @classmethod

@@ -7,7 +7,7 @@ Kinds (:data:`KINDS`):
   bytes per vector);
 - ``"opq"``: a learned rotation (OPQ) followed by the same PQ;
 - ``"ivfpq"``: an inverted file over a flat coarse quantizer with PQ codes of the residuals;
-- ``"hash"`` (built by :mod:`dml.hashing`, read here like the others): a faiss ``IndexLSH``
+- ``"hash"`` (built by :mod:`dml.binary_codes`, read here like the others): a faiss ``IndexLSH``
   of binary codes, queries encoded too and ranked by Hamming distance.
 
 Inner product (``metric="ip"``) is the default: embeddings are L2-normalized, so it ranks as

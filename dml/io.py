@@ -117,13 +117,11 @@ def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def sha256_file(path: str | os.PathLike[str], *, block_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in blocks so large files stay out of memory."""
-    digest = hashlib.sha256()
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in blocks (``hashlib.file_digest``) so large files stay out
+    of memory."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(block_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def source_fingerprint(package: str | os.PathLike[str] | None = None) -> str:

@@ -32,7 +32,7 @@ from dml.evaluate.protocols import build_protocol
 from dml.index import load_index, search
 from dml.io import atomic_path, write_json_atomic
 from dml.retrieve import EmbeddingNet, Preprocessing, RunFiles
-from dml.stage import read_tuned
+from dml.pipeline.stage import read_tuned
 from dml.train.export import load_model
 
 #: The largest absolute difference of an embedding coordinate the export accepts.

@@ -29,7 +29,7 @@ from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.index import CODEBOOK_BITS, KINDS, min_training_vectors
 from dml.models import build_model
 from dml.train.loop import DataSpec, build_learner, build_sampler, training_set
-from dml.validation import held_out, validation_set
+from dml.held_out import held_out, validation_set
 
 #: Rows of the dry forward pass: enough for pairs of two classes, cheap for any trunk.
 DRY_ROWS = 8

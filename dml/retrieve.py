@@ -41,7 +41,7 @@ from dml.evaluate.geometry import GEOMETRIES, Geometry
 from dml.evaluate.protocols import CrossDomain, build_protocol
 from dml.index import index_order, load_index, search
 from dml.models import EmbeddingModel
-from dml.stage import read_tuned
+from dml.pipeline.stage import read_tuned
 from dml.train.export import load_model
 
 #: What a user runs to make the files a search reads.

@@ -25,9 +25,10 @@ from tqdm import tqdm
 
 from dml.config import ExperimentConfig, Params, RunSpec, SearchDim, resolve_run
 from dml.errors import Interrupted
-from dml.runtime import check_fits_a_node, inputs_hash
+from dml.pipeline.ray_cluster import check_fits_a_node
+from dml.pipeline.run_naming import inputs_hash
 from dml.train.loop import DataSpec, describe_process, fit
-from dml.validation import held_out, monitored
+from dml.held_out import held_out, monitored
 
 
 def search_space(search: dict[str, SearchDim]) -> dict[str, Any]:

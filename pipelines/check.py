@@ -4,7 +4,7 @@ so that an unknown or misspelt key anywhere stops `dvc repro` before any other s
 Its output never changes while the parameters are valid: the stages after it re-run only for
 the parameters they read."""
 
-from dml.stage import hand_over, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 

@@ -1,16 +1,16 @@
-"""Stage code: for each stage script, the sha256 of every dml file it runs (dml/code_fingerprint.py).
+"""Stage code: for each stage script, the sha256 of every dml file it runs (dml/pipeline/code_fingerprint.py).
 
 DVC runs it every time; a stage re-runs when its script's fingerprint changes, that is when the
 code it imports changed, and only then."""
 
-from dml.stage import hand_over, run_stage
+from dml.pipeline.stage import hand_over, run_stage
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
 import argparse
 from pathlib import Path
 
-from dml.code_fingerprint import code_fingerprint
+from dml.pipeline.code_fingerprint import code_fingerprint
 from dml.io import write_json_atomic
 
 

@@ -2,7 +2,7 @@
 row of its dataset and domains, and of the mirrored images where the protocol asks for flip
 test-time augmentation."""
 
-from dml.stage import hand_over, read_tuned, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 

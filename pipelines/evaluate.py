@@ -3,7 +3,7 @@ the same float figures on a sample of the training classes (the seen/unseen gap)
 attribute head's per-attribute average precision where the model has one. A quantized index
 whose codes collapsed (most of the gallery on one code) is named in a notice."""
 
-from dml.stage import hand_over, read_tuned, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 

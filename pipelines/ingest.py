@@ -1,6 +1,6 @@
 """Stage ingest: a dataset's raw images (or the embedded synthetic set) -> its manifest."""
 
-from dml.stage import hand_over, print_notices, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, print_notices, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 

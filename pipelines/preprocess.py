@@ -1,7 +1,7 @@
 """Stage preprocess: a dataset's train/test split, query/gallery roles, validation folds, and
 its label tables (a fine class with two parents at a coarser scale stops it here)."""
 
-from dml.stage import hand_over, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 

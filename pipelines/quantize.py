@@ -1,5 +1,5 @@
 """Stage quantize: exact, PQ and OPQ faiss indexes of the protocol's test gallery at each bit
-budget, binary hash codes (``hash``: Hamming ranking, dml/hashing.py), and the codebooks a
+budget, binary hash codes (``hash``: Hamming ranking, dml/binary_codes.py), and the codebooks a
 model learned itself (a soft-PQ head) as plain faiss indexes.
 
 Codebooks and hashes are learned on the training-split embeddings, never on the test
@@ -8,7 +8,7 @@ is learned on and filled with :func:`dml.index.code_vectors`: where the protocol
 mean of each image's and its mirror's embedding, the vectors the evaluate stage searches with.
 """
 
-from dml.stage import hand_over, read_tuned, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
@@ -17,7 +17,7 @@ from dml.embed import read_embeddings, with_views
 from dml.errors import DataError
 from dml.evaluate.experiment import aligned_rows, gallery_indices
 from dml.evaluate.protocols import build_protocol
-from dml.hashing import train_hash_index
+from dml.binary_codes import train_hash_index
 from dml.index import build_index, code_vectors, save_index
 from dml.io import atomic_path
 from dml.train.export import load_model

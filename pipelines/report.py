@@ -2,7 +2,7 @@
 markdown, and as one self-contained HTML page with its figures and retrieval grids (readable
 offline: nothing is loaded from the internet)."""
 
-from dml.stage import hand_over, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 

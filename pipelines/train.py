@@ -3,7 +3,7 @@ best epoch on them selected) with its launcher; with ``train.refit``, train agai
 training class for that many epochs; export the model. An experiment with
 ``train.epochs: 0`` is an untrained reference: its initial model is exported as is."""
 
-from dml.stage import hand_over, print_notices, read_tuned, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, print_notices, read_tuned, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
@@ -12,13 +12,13 @@ from pathlib import Path
 from dml.checks import check_run
 from dml.config import load_params, resolve_run
 from dml.preflight import preflight
-from dml.runtime import storage_dir
+from dml.pipeline.scratch import storage_dir
 from dml.train.curves import write_curves
 from dml.train.export import export_model
 from dml.train.launch import (initial_model, mark_finished, refit_spec, selected_weights, train_run,
                               trained_model)
 from dml.train.loop import DataSpec
-from dml.validation import held_out
+from dml.held_out import held_out
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Stage tune: search an experiment's margins and loss weights; write the best values."""
 
-from dml.stage import hand_over, print_notices, run_stage, stage_parser
+from dml.pipeline.stage import hand_over, print_notices, run_stage, stage_parser
 
 hand_over()  # run in the warm interpreter when `dml run` serves one: no import cost
 
@@ -8,8 +8,9 @@ from dml.checks import check_experiment
 from dml.config import load_params
 from dml.io import write_json_atomic
 from dml.preflight import preflight_tune
-from dml.runtime import ray_session, storage_dir
-from dml.stage import data_binding
+from dml.pipeline.ray_cluster import ray_session
+from dml.pipeline.scratch import storage_dir
+from dml.pipeline.stage import data_binding
 from dml.train.loop import DataSpec
 from dml.tune import format_knobs, run_sweep
 

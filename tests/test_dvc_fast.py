@@ -10,7 +10,7 @@ import pytest
 import yaml
 from dvc.utils.serialize._yaml import _dump, parse_yaml_for_update
 
-from dml.dvc_fast import dump_lock, load_lock
+from dml.pipeline.dvc_fast import dump_lock, load_lock
 
 LOCK = Path(__file__).resolve().parents[1] / "dvc.lock"
 

@@ -14,7 +14,7 @@ import torch
 from dml import index as dml_index
 from dml.errors import ConfigError, DataError, IntegrityError
 from dml.evaluate import engine, retrieval_metrics
-from dml.hashing import train_hash_index
+from dml.binary_codes import train_hash_index
 from dml.index import (
     build_index,
     code_vectors,

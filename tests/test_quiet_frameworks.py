@@ -37,7 +37,7 @@ def run(setup: str) -> subprocess.CompletedProcess:
 def test_an_exit_inside_a_callback_prints_nothing_and_real_errors_still_show():
     plain = run("")
     assert "SystemExit" in plain.stderr and "ValueError" in plain.stderr  # what Python does by default
-    quiet = run("from dml.runtime import quiet_frameworks; quiet_frameworks()")
+    quiet = run("from dml.pipeline.quiet import quiet_frameworks; quiet_frameworks()")
     assert quiet.stdout == "done\n"
     assert "SystemExit" not in quiet.stderr
     assert "ValueError: a real error" in quiet.stderr  # only the intended exit is dropped

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dml.runtime import OWNER_FILE, SHORT_TEMP_LIMIT, short_temp_dir
+from dml.pipeline.scratch import OWNER_FILE, SHORT_TEMP_LIMIT, short_temp_dir
 
 
 def test_the_folder_is_short_and_gone_after_the_block(tmp_path, monkeypatch):

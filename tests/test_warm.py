@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from dml.runtime import warm_interpreter
-from dml.warm import SOCKET_ENV
+from dml.pipeline.supervisor import warm_interpreter
+from dml.pipeline.warm import SOCKET_ENV
 
 SCRIPT = '''
 import os, sys, tempfile, time
-from dml.stage import hand_over
+from dml.pipeline.stage import hand_over
 hand_over()
 print("pid", os.getpid(), "cwd", os.getcwd(), "argv", sys.argv[1:], "env", os.environ.get("PROBE"), flush=True)
 print("to stderr", file=sys.stderr, flush=True)

@@ -17,7 +17,7 @@ from dml.errors import DataError
 from dml.evaluate.geometry import GEOMETRIES
 from dml.evaluate.metrics import attribute_average_precision
 from dml.evaluate.protocols import EvalRows, Protocol
-from dml.hashing import encode, index_codes
+from dml.binary_codes import encode, index_codes
 from dml.index import (
     code_collapse,
     code_vectors,
@@ -26,7 +26,7 @@ from dml.index import (
     index_order,
     stored_codes,
 )
-from dml.stage import print_notices
+from dml.pipeline.stage import print_notices
 from dml.stats import bootstrap_interval
 
 #: A quantized gallery whose most common code holds more than this share of the items is

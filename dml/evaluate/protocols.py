@@ -507,7 +507,7 @@ class MultiLabel(Protocol):
         return split_query_gallery(rows.role)[1]
 
     def tasks(self, rows: EvalRows, queries: np.ndarray, gallery: np.ndarray) -> list[Task]:
-        from dml.similarity import multiset_jaccard
+        from dml.label_similarity import multiset_jaccard
 
         if rows.counts is None:
             raise DataError("protocol multilabel needs object counts per image "

@@ -26,7 +26,7 @@ from torch import Tensor
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.losses.base import LOSSES, MetricLoss, check_positive, distance_matrix
-from dml.similarity import LABEL_SIMILARITIES
+from dml.label_similarity import LABEL_SIMILARITIES
 
 __all__ = ["AdaptiveTripletLoss", "triplet_hinge"]
 

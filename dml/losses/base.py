@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.registry import Registry
-from dml.similarity import equality_similarity
+from dml.label_similarity import equality_similarity
 
 __all__ = [
     "LOSSES",
@@ -178,7 +178,7 @@ class MetricLoss(nn.Module):
 
     - ``embeddings``: ``Tensor[B, D]`` floating, B >= 1 (raw; losses normalize them).
     - ``labels``: ``Tensor[B]`` integer class ids.
-    - ``similarity``: ``Tensor[B, B]`` label similarity in [0, 1] (see ``dml.similarity``).
+    - ``similarity``: ``Tensor[B, B]`` label similarity in [0, 1] (see ``dml.label_similarity``).
 
     When only labels are given, ``similarity = equality_similarity(labels)``. Pair losses read
     pairs from ``similarity`` only (when both are given the matrix wins); losses with

@@ -1,7 +1,7 @@
 """SGML's soft-binomial deviance with its attribute task (METHODS.md §1).
 
 Pairs are weighted by ``g_ij``, the semantic granularity similarity of the two samples'
-attribute vectors (:func:`dml.similarity.attribute_similarity`), and a negative may sit
+attribute vectors (:func:`dml.label_similarity.attribute_similarity`), and a negative may sit
 closer by ``delta · g_ij``::
 
     L_SBD = 1/Σ_P p_ij · Σ_P p_ij · softplus(−α (s_ij − β))
@@ -64,7 +64,7 @@ from dml.losses.base import (
     weighted_mean,
 )
 from dml.losses.binomial_deviance import BinomialDevianceLoss
-from dml.similarity import attribute_similarity
+from dml.label_similarity import attribute_similarity
 
 __all__ = ["GRANULARITY_SOURCES", "SoftBinomialDevianceLoss", "granularity_weights", "relative_weights"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 
 from dml.batch import Batch, ModelOutput
 
@@ -48,21 +49,22 @@ def take_communication_seconds() -> float:
     return seconds
 
 
-class _AllGatherSumGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.rank, ctx.size = dist.get_rank(), tensor.shape[0]
-        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        with _CommunicationClock.timing(tensor):
-            dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts)
+def _all_gather_keeping_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows in rank order, through ``torch.distributed.nn``'s all-gather: its
+    backward sums the gradient over ranks and keeps this rank's slice. The backward collective
+    is timed too, between a hook on the output's gradient and one on the input's."""
+    with _CommunicationClock.timing(tensor):
+        gathered = torch.cat(dist_nn.all_gather(tensor))
+    started: list[float] = []
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous()
-        with _CommunicationClock.timing(grad):
-            dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[ctx.rank * ctx.size : (ctx.rank + 1) * ctx.size]
+    def finished(grad: torch.Tensor) -> None:
+        if grad.is_cuda:
+            torch.cuda.synchronize(grad.device)
+        _CommunicationClock.seconds += time.perf_counter() - started.pop()
+
+    gathered.register_hook(lambda grad: started.append(time.perf_counter()))
+    tensor.register_hook(finished)
+    return gathered
 
 
 def gather_objects(obj: Any) -> list[Any]:
@@ -93,7 +95,7 @@ def _unpack(packed: torch.Tensor, layout: list[tuple[str, torch.Size, torch.dtyp
 def _gather_fields(fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """All-gather ``[B, ...]`` tensors in rank order, one collective per dtype group.
 
-    Tensors that carry gradients go through the sum-and-slice all-gather (so gradients flow
+    Tensors that carry gradients go through the all-gather that keeps them (gradients flow
     back to this rank's slice); the rest through a plain all-gather (bool as uint8).
     """
     groups: dict[tuple[torch.dtype, bool], dict[str, torch.Tensor]] = {}
@@ -105,7 +107,7 @@ def _gather_fields(fields: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for (_, grad), members in groups.items():
         packed, layout = _pack(members)
         if grad:
-            gathered = _AllGatherSumGrad.apply(packed)
+            gathered = _all_gather_keeping_grad(packed)
         else:
             parts = [torch.empty_like(packed) for _ in range(world_size())]
             with _CommunicationClock.timing(packed):
@@ -143,7 +145,7 @@ def gather_global_batch(output: ModelOutput, batch: Batch) -> tuple[ModelOutput,
 
     Identity on one process. Images and cached trunk features stay local (the loss never
     needs another rank's pixels; the gathered batch has ``images=None``, ``features=None``). Every other tensor of the batch and every output
-    is gathered; outputs keep their gradient through :class:`_AllGatherSumGrad`, so the
+    is gathered; outputs keep their gradient through :func:`_all_gather_keeping_grad`, so the
     update equals single-process training on the global batch. All ranks must pass the same
     batch size (every sampler guarantees it).
     """

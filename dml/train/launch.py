@@ -26,17 +26,13 @@ from dml.config import RunSpec, TrainConfig
 from dml.context import BuildContext
 from dml.io import write_json_atomic
 from dml.models import EmbeddingModel, build_model
-from dml.runtime import check_fits_a_node, inputs_hash, ray_session
+from dml.pipeline.ray_cluster import check_fits_a_node, ray_session
+from dml.pipeline.run_naming import run_name
 from dml.train.loop import DataSpec, LocalSession, build_learner, fit, load_checkpoint, training_set
-from dml.validation import held_out
+from dml.held_out import held_out
 
 #: Written into a run's folder once its model is exported: such a run is never resumed.
 FINISHED_MARKER = "dml-finished.json"
-
-
-def run_name(spec: RunSpec, data: DataSpec, epochs: int) -> str:
-    """``<experiment>-<hash>``: equal inputs resume the same run, changed inputs start anew."""
-    return f"{spec.experiment}-{inputs_hash({'spec': spec.model_dump(mode='json'), 'epochs': epochs}, data)}"
 
 
 def launcher(cfg: TrainConfig) -> str:
@@ -107,12 +103,10 @@ def train_run(spec: RunSpec, data: DataSpec, *, storage_path: Path) -> tuple[dic
         checkpoint = session.latest_checkpoint()
         assert checkpoint is not None
         return load_checkpoint(checkpoint), folder
-    from dml.train.ray_trainer import latest_checkpoint, make_trainer
+    from dml.train.ray_trainer import latest_checkpoint, train_on_ray
 
     with ray_session():
         check_fits_a_node("train.cpus_per_worker", spec.train.cpus_per_worker)
-        result = make_trainer(spec, data, storage_path=storage_path, name=name, validate=validate).fit()
-        if result.error is not None:
-            raise result.error
+        result = train_on_ray(spec, data, storage_path=storage_path, name=name, validate=validate)
         with latest_checkpoint(result) as checkpoint:
             return load_checkpoint(checkpoint), folder

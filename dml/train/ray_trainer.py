@@ -22,8 +22,8 @@ import ray.train.torch
 from torch import nn
 
 from dml.config import RunSpec
-from dml.runtime import quiet_frameworks
-from dml.train.launch import run_name
+from dml.pipeline.quiet import quiet_frameworks
+from dml.pipeline.run_naming import run_name
 from dml.train.loop import DataSpec, describe_process, fit
 
 class RayTrainSession:
@@ -119,9 +119,11 @@ def latest_checkpoint(result: ray.train.Result) -> Iterator[Path]:
         yield Path(folder)
 
 
-def train_on_ray(spec: RunSpec, data: DataSpec, *, storage_path: Path) -> ray.train.Result:
-    """Fit ``spec`` with Ray Train (resuming a run of the same name) and return its result."""
-    result = make_trainer(spec, data, storage_path=storage_path).fit()
+def train_on_ray(spec: RunSpec, data: DataSpec, *, storage_path: Path, name: str | None = None,
+                 validate: Callable[[nn.Module], dict[str, float]] | None = None) -> ray.train.Result:
+    """Fit ``spec`` with Ray Train (resuming a run of the same name) and return its result;
+    a worker's error is raised here."""
+    result = make_trainer(spec, data, storage_path=storage_path, name=name, validate=validate).fit()
     if result.error is not None:
         raise result.error
     return result

@@ -11,7 +11,7 @@ import torch
 from dml.data.synthetic import generate
 from dml.data.samplers import SAMPLERS, MultiLabelBatchSampler, RandomBatchSampler
 from dml.errors import ConfigError
-from dml.similarity import multiset_jaccard
+from dml.label_similarity import multiset_jaccard
 
 
 def _counts(table) -> np.ndarray:

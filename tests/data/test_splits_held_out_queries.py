@@ -14,7 +14,7 @@ from dml.data.splits import evaluated_rows, make_splits, shared_gallery, write_s
 from dml.errors import ConfigError, DataError
 from dml.evaluate.experiment import test_rows as rows_of_test
 from dml.evaluate.protocols import EvalRows, build_protocol
-from dml.validation import validation_set
+from dml.held_out import validation_set
 
 
 def _two_domains(classes: int = 4, photos: int = 5, sketches: int = 7) -> pa.Table:

@@ -12,7 +12,7 @@ from dml.evaluate.experiment import (
     print_collapse_notices,
 )
 from dml.evaluate.protocols import EvalRows, build_protocol
-from dml.hashing import hash_index
+from dml.binary_codes import hash_index
 from dml.index import build_index, code_collapse
 
 #: Ten photos by sign pattern: seven on one code, the other three each on its own -> 4 codes.

@@ -11,7 +11,7 @@ from dml.embed import read_embeddings, with_views, write_embeddings
 from dml.evaluate import experiment
 from dml.evaluate.experiment import evaluate_index
 from dml.evaluate.protocols import EvalRows, build_protocol
-from dml.hashing import encode, hash_index, index_codes
+from dml.binary_codes import encode, hash_index, index_codes
 from dml.index import build_index, code_vectors, decode_gallery
 
 DOMAINS = np.array(["sketch", "photo"] * 4, dtype=object)

@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.losses import build_loss
-from dml.similarity import count_cosine, multiset_jaccard
+from dml.label_similarity import count_cosine, multiset_jaccard
 
 from . import reference
 from .helpers import random_batch

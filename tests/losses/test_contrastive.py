@@ -14,7 +14,7 @@ from torch import Tensor
 
 from dml.losses import ContrastiveLoss
 from dml.losses.base import avg_non_zero, distance_matrix, pair_masks
-from dml.similarity import equality_similarity
+from dml.label_similarity import equality_similarity
 
 MARGINS = [(0.0, 1.0), (0.0, 0.6), (0.3, 1.2), (0.0, 0.0), (2.5, 2.5)]
 

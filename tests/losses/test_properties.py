@@ -8,7 +8,7 @@ import torch
 from dml.errors import ConfigError
 from dml.losses import LOSSES, MetricLoss, build_loss, is_wrapper
 from dml.losses.triplet import TripletLoss
-from dml.similarity import equality_similarity
+from dml.label_similarity import equality_similarity
 
 from .helpers import make_loss, random_batch
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dml.similarity import equality_similarity, multiset_jaccard
+from dml.label_similarity import equality_similarity, multiset_jaccard
 
 from . import reference
 from .helpers import make_loss, random_batch

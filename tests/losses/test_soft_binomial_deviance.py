@@ -16,7 +16,7 @@ from dml.errors import ConfigError
 from dml.losses import BinomialDevianceLoss, build_loss
 from dml.losses.base import cosine_matrix, pair_masks, weighted_mean
 from dml.losses.soft_binomial_deviance import granularity_weights, relative_weights
-from dml.similarity import attribute_similarity
+from dml.label_similarity import attribute_similarity
 
 from .helpers import random_batch
 from .test_hand_computed import EMBEDDINGS, LABELS

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dml.code_fingerprint import ROOT, code_fingerprint, dml_closure, source_root
+from dml.pipeline.code_fingerprint import ROOT, code_fingerprint, dml_closure, source_root
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 CODE = STAGES["code"]

@@ -24,7 +24,7 @@ from dml.evaluate.experiment import (
     pair_scores,
 )
 from dml.evaluate.protocols import build_protocol
-from dml.hashing import encode, index_codes
+from dml.binary_codes import encode, index_codes
 from dml.index import code_vectors, load_index
 from dml.retrieve import Retriever
 

@@ -25,7 +25,7 @@ from dml.train.feature_cache import CachedFeatures, deterministic, trunk_feature
 from dml.train.finetune import frozen_count, lr_factor, parameter_groups, use_channels_last
 from dml.train.launch import refit_spec, train_run
 from dml.train.loop import DataSpec, LocalSession, build_learner, fit, load_checkpoint, training_set
-from dml.validation import held_out
+from dml.held_out import held_out
 
 LITE0 = ModelConfig(backbone="tf_efficientnet_lite0", weights="efficientnet_lite0", embed_dim=16, image_size=32)
 SMALL_BN = ModelConfig(backbone="small_cnn", backbone_options={"norm": "batch"}, embed_dim=16, image_size=32)

@@ -7,7 +7,7 @@ from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.context import BuildContext
 from dml.train.export import export_model, load_model
 from dml.train.loop import DataSpec, build_learner, load_checkpoint
-from dml.train.launch import run_name
+from dml.pipeline.run_naming import run_name
 from dml.train.ray_trainer import latest_checkpoint, train_on_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -14,7 +14,7 @@ from dml.data.dataset import ManifestDataset
 from dml.errors import ConfigError
 from dml.train.launch import selected_weights, train_run
 from dml.train.loop import BestEpoch, DataSpec, LocalSession, fit, load_checkpoint, training_set
-from dml.validation import held_out
+from dml.held_out import held_out
 
 
 def spec(**train) -> RunSpec:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dml.similarity import attribute_similarity, count_cosine, equality_similarity, multiset_jaccard
+from dml.label_similarity import attribute_similarity, count_cosine, equality_similarity, multiset_jaccard
 
 
 def test_equality_similarity() -> None:

@@ -10,7 +10,7 @@ written with PyYAML's C loader and dumper (libyaml): the same data, in the same 
 commands may wrap at other places than ruamel wraps them, which YAML reads back the same.
 Every other file (``dvc.yaml``, ``params.yaml``) keeps DVC's own handling.
 
-Run as ``python -m dml.dvc_fast repro ...`` (``dml run -- dvc ...`` does). Where PyYAML was
+Run as ``python -m dml.pipeline.dvc_fast repro ...`` (``dml run -- dvc ...`` does). Where PyYAML was
 built without libyaml, this is plain ``dvc``.
 """
 

@@ -19,7 +19,7 @@ from pathlib import Path
 __all__ = ["code_fingerprint", "dml_closure", "source_root"]
 
 #: The folder that holds the ``dml`` package.
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:

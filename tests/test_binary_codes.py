@@ -10,7 +10,7 @@ from dml.errors import DataError
 from dml.evaluate import retrieval_metrics
 from dml.evaluate.experiment import evaluate_index
 from dml.evaluate.protocols import EvalRows, build_protocol
-from dml.hashing import class_centres, encode, fit_hash, hash_index, index_codes, train_hash_index
+from dml.binary_codes import class_centres, encode, fit_hash, hash_index, index_codes, train_hash_index
 from dml.index import describe_index, load_index, save_index
 
 

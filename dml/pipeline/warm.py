@@ -4,7 +4,7 @@ On a small machine every stage process spends seconds importing torch, torchvisi
 friends (about 8 s on 2 cores) before it does any work, and ``dvc repro`` starts several such
 processes per experiment. ``dml run -- dvc repro`` starts this server first: it imports the
 third-party libraries (never ``dml`` itself) and listens on a unix socket. A stage script
-calls :func:`dml.stage.hand_over` before its imports; when ``$DML_WARM_SOCKET`` names a
+calls :func:`dml.pipeline.stage.hand_over` before its imports; when ``$DML_WARM_SOCKET`` names a
 live server, the script passes its argv, working directory, environment and standard streams
 to the server, which forks a child that runs the script from disk as ``__main__``; the
 script's process waits and exits with the child's status. Because the child imports ``dml``
@@ -28,9 +28,10 @@ import socket
 import struct
 import sys
 import threading
-import time
 import traceback
 from pathlib import Path
+
+from dml.pipeline.processes import stop_session
 
 SOCKET_ENV = "DML_WARM_SOCKET"
 CHILD_ENV = "DML_WARM_CHILD"
@@ -41,6 +42,8 @@ PRELOAD = (
     "tqdm", "dvclive", "ray", "ray.train", "ray.train.torch", "ray.tune", "ray.tune.search.optuna",
     "optuna", "scipy.stats", "matplotlib.figure", "matplotlib.backends.backend_agg", "timm",
 )
+#: The only dml modules the server itself imports (standard library only beneath them).
+SERVER_MODULES = {"dml", "dml.pipeline", "dml.pipeline.warm", "dml.pipeline.processes"}
 _HEADER = struct.Struct("!Q")  # length of the JSON request that follows the streams
 _STATUS = struct.Struct("!i")
 
@@ -82,17 +85,8 @@ def _run_child(request: dict, fds: list[int]) -> None:
 
 
 def _terminate(pid: int) -> None:
-    """SIGTERM the child's process group, SIGKILL it after a grace period; reap the child."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            if os.waitpid(pid, os.WNOHANG) != (0, 0):
-                return
-            time.sleep(0.05)
+    """Stop the child's session (SIGTERM, SIGKILL after a grace period) and reap the child."""
+    stop_session(pid, grace=5.0)
     os.waitpid(pid, 0)
 
 
@@ -122,8 +116,8 @@ def serve(path: Path) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a missing optional library only costs its import later
             pass
-    assert not any(m == "dml" or m.startswith("dml.") for m in sys.modules if m != "dml.warm" and m != "dml"), \
-        "the warm interpreter must not import dml: children import it fresh"
+    assert not set(m for m in sys.modules if m == "dml" or m.startswith("dml.")) - SERVER_MODULES, \
+        "the warm interpreter must not import dml's library: children import it fresh"
     tmp = path.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -14,9 +14,9 @@ def hand_over() -> None:
     """Run this stage script in the warm interpreter, when one serves (``$DML_WARM_SOCKET``,
     set by ``dml run``), and exit with its status; otherwise return and run here.
 
-    Call it before the script's other imports: that is the time it saves (see dml.warm).
+    Call it before the script's other imports: that is the time it saves (see dml.pipeline.warm).
     """
-    from dml.warm import CHILD_ENV, SOCKET_ENV, request_run
+    from dml.pipeline.warm import CHILD_ENV, SOCKET_ENV, request_run
 
     path = os.environ.get(SOCKET_ENV)
     if not path or os.environ.get(CHILD_ENV):
