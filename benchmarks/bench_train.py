@@ -31,7 +31,10 @@ from dml.data.ingest import ingest
 from dml.data.splits import make_splits
 from dml.io import write_json_atomic
 from dml.pipeline.ray_cluster import available_cpus
-from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
+from dml.train.checkpoints import load_checkpoint
+from dml.train.loop import fit
+from dml.train.sessions import LocalSession
+from dml.train.training_data import DataSpec
 
 
 def steady(history: list[dict], key: str) -> float:

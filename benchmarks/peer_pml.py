@@ -15,7 +15,7 @@ train mode), ``torch.optim.Adam(lr=train.lr, weight_decay=train.weight_decay)``,
 ``samplers.MPerClassSampler(labels, m, batch_size, length_before_new_iter=<training rows>)``,
 for ``train.epochs`` epochs on every training-class row (no validation fold, no selection,
 no refit). The images are the manifest and splits of ``<project>/data/<dataset>/`` read
-through the project's own training set (:func:`dml.train.loop.training_set`: its transforms,
+through the project's own training set (:func:`dml.train.training_data.training_set`: its transforms,
 ``train.augment`` included). The batch is ``train.batch_size`` where the training classes
 fill it, else :func:`peer_batch_size`.
 
@@ -49,13 +49,14 @@ from dml.checks import check_run
 from dml.config import Params, RunSpec, load_params, resolve_run
 from dml.context import BuildContext
 from dml.data.dataset import ManifestDataset
+from dml.data.rows import ManifestRows
 from dml.embed import extract
 from dml.errors import ConfigError
 from dml.evaluate.experiment import evaluate_test_split
 from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.io import write_json_atomic
 from dml.models import EmbeddingModel, build_model
-from dml.train.loop import DataSpec, training_set
+from dml.train.training_data import DataSpec, training_set
 
 LIBRARY = "pytorch-metric-learning"
 #: The loss and sampler of the project's experiment that PML's loop reproduces.
@@ -139,11 +140,11 @@ def train_peer(params: Params, experiment: str, *, data_dir: Path, seed: int, pr
     assert loss_cfg is not None
     seed_everything(cfg.seed)
     train_set = training_set(spec, data)  # all training rows: no fold held out
-    labels = train_set.require_labels("PML's MPerClassSampler")
+    labels = train_set.rows.require_labels("PML's MPerClassSampler")
     m = sampler_m(spec)
     batch_size = peer_batch_size(cfg.batch_size, m, len(np.unique(labels)))
     # built right after seeding, as the project's loop builds it: the same initial weights
-    model = build_model(spec.model, BuildContext(**train_set.context_sizes()))
+    model = build_model(spec.model, BuildContext(**train_set.rows.context_sizes()))
     loss_fn = losses.MultiSimilarityLoss(alpha=loss_cfg["alpha"], beta=loss_cfg["beta"], base=loss_cfg["base"])
     miner = miners.MultiSimilarityMiner(epsilon=loss_cfg["epsilon"])
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -203,7 +204,7 @@ def peer_run(params_path: Path, experiment: str, *, project: Path, seed: int,
     dataset = test_set(spec, data_files(data_dir))
     vectors = embedded(model, dataset, spec.protocol)
     seconds = time.perf_counter() - started
-    report = evaluate_test_split(EvalRows.from_dataset(dataset), vectors, build_protocol(spec.protocol), {},
+    report = evaluate_test_split(EvalRows.from_rows(dataset.rows), vectors, build_protocol(spec.protocol), {},
                                  ks=tuple(params.evaluate.ks), seed=seed)
     missing = [key for key in METRICS if key not in report["float"]]
     if missing:
@@ -217,7 +218,7 @@ def recipe(params: Params, experiment: str, *, project: Path, pretrained: bool) 
     sampler, epochs, and the batch (as asked and as served) over the training rows."""
     spec = peer_spec(params, experiment, seed=0, pretrained=pretrained)
     data = data_files(dataset_dir(project, spec))
-    rows = ManifestDataset(data.manifest, data.splits, split="train", domains=spec.domains)  # no pixels read
+    rows = ManifestRows(data.manifest, data.splits, split="train", domains=spec.domains)
     labels = rows.require_labels("PML's MPerClassSampler")
     m = sampler_m(spec)
     return {

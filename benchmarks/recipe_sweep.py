@@ -32,7 +32,7 @@ from dml.io import write_json_atomic
 from dml.preflight import preflight
 from dml.stats import paired_difference, t_interval
 from dml.train.launch import selected_weights, train_run
-from dml.train.loop import DataSpec
+from dml.train.training_data import DataSpec
 
 CROP_FLIP = [{"name": "RandomResizedCrop", "scale": [0.7, 1.0]}, {"name": "RandomHorizontalFlip"}]
 #: Each recipe changes one thing against params.yaml's own (``default``).

@@ -26,7 +26,10 @@ from dml.config import Params, load_params, resolve_run
 from dml.io import write_json_atomic
 from dml.stats import paired_difference, t_interval
 from dml.train.launch import refit_spec, selected_weights, train_run, trained_model
-from dml.train.loop import DataSpec, LocalSession, fit, load_checkpoint
+from dml.train.checkpoints import load_checkpoint
+from dml.train.loop import fit
+from dml.train.sessions import LocalSession
+from dml.train.training_data import DataSpec
 from dml.held_out import FoldValidator
 
 SELECT, STAND_IN_TEST = 0, 2

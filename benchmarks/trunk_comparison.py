@@ -54,6 +54,7 @@ from dml.config import (
     resolve_run,
 )
 from dml.data.dataset import ManifestDataset
+from dml.data.rows import ManifestRows
 from dml.data.manifest import read_info
 from dml.embed import extract
 from dml.evaluate.experiment import evaluate_test_split
@@ -64,7 +65,7 @@ from dml.preflight import preflight
 from dml.pipeline.stage import print_notices
 from dml.stats import t_interval
 from dml.train.launch import initial_model, selected_weights, train_run, trained_model
-from dml.train.loop import DataSpec
+from dml.train.training_data import DataSpec
 
 EXPERIMENT = "multi_similarity"
 METRICS = {"map@r": "MAP@R", "recall@1": "R@1"}
@@ -192,7 +193,7 @@ def run_once(params: Params, overrides: dict[str, Any], seed: int, data: DataSpe
     dataset = test_set(spec, data)
     vectors = embedded(model, dataset, spec.protocol)
     done = time.perf_counter()
-    report = evaluate_test_split(EvalRows.from_dataset(dataset), vectors, build_protocol(spec.protocol), {},
+    report = evaluate_test_split(EvalRows.from_rows(dataset.rows), vectors, build_protocol(spec.protocol), {},
                                  ks=ks, seed=seed)
     return {"seed": seed, **{key: report["float"][key] for key in METRICS}, "selected_epoch": epoch,
             "seconds": done - started, "train_seconds": trained - started, "embed_seconds": done - trained,
@@ -230,7 +231,7 @@ def line(name: str, width: int, figures: dict[str, Any]) -> str:
 def counts(data: DataSpec) -> dict[str, Any]:
     """Classes and images in all, in the training split and in the test split, and the names
     of the test classes."""
-    rows = EvalRows.from_dataset(ManifestDataset(data.manifest, data.splits))
+    rows = EvalRows.from_rows(ManifestRows(data.manifest, data.splits))
     out: dict[str, Any] = {"classes": {}, "images": {}}
     for part, mask in (("all", np.ones(len(rows), bool)), ("train", rows.split == "train"),
                        ("test", rows.split == "test")):

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dml.precision import at_least_float32
+
 __all__ = ["DOMAIN_CODES", "Batch", "ModelOutput"]
 
 #: The domain flag ``d`` of a row (METHODS.md §5): 0 for a sketch, 1 for a photo.
@@ -117,7 +119,7 @@ class ModelOutput:
     def float(self) -> ModelOutput:
         """A copy with half-precision tensors in float32 (losses' exponentials need the range
         after bf16 autocast); float32 and float64 stay as they are."""
-        return _map_tensors(self, lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
+        return _map_tensors(self, at_least_float32)
 
     def head(self, name: str, who: str) -> Tensor:
         """Output of head ``name``; a clear error naming ``who`` needs it when it is absent."""

@@ -14,7 +14,7 @@ def _check(args: argparse.Namespace) -> None:
     from dml.checks import check_params
     from dml.config import load_params, resolve_run
     from dml.preflight import preflight, preflight_tune
-    from dml.train.loop import DataSpec
+    from dml.train.training_data import DataSpec
 
     params = check_params(load_params(args.params))
     checked, missing = [], []

@@ -14,7 +14,7 @@ from dml.data.dataset import ManifestDataset
 from dml.embed import embed_dataset
 from dml.errors import ConfigError
 from dml.evaluate.protocols import EvalRows, build_protocol
-from dml.train.loop import DataSpec
+from dml.train.training_data import DataSpec
 
 
 def validation_set(manifest: str, splits: str, folds: Sequence[int], *,
@@ -51,7 +51,7 @@ class FoldValidator:
         device = next(model.parameters(), torch.empty(0)).device  # (a pixels model has none)
         vectors = embed_dataset(model, dataset, batch_size=self.batch_size, device=device,
                                 normalize=protocol.geometry.normalized)
-        metrics = protocol.evaluate(EvalRows.from_dataset(dataset), vectors, ks=(1,), nmi=False)
+        metrics = protocol.evaluate(EvalRows.from_rows(dataset.rows), vectors, ks=(1,), nmi=False)
         model.train()
         return {f"val_{key}": float(value) for key, value in metrics.items()}
 

@@ -10,6 +10,10 @@ Kinds (:data:`KINDS`):
 - ``"hash"`` (built by :mod:`dml.binary_codes`, read here like the others): a faiss ``IndexLSH``
   of binary codes, queries encoded too and ranked by Hamming distance.
 
+:func:`build_index` makes the first four with ``faiss.index_factory`` (``"Flat"``,
+``"PQ{M}x8np"``, ``"OPQ{M},PQ{M}x8np"``, ``"IVF{nlist},PQ{M}x8np"``) and then sets what a
+factory string cannot: seeds, OPQ's rotation updates, ``nprobe``.
+
 Inner product (``metric="ip"``) is the default: embeddings are L2-normalized, so it ranks as
 cosine. Every random choice (training sample, k-means of the coarse quantizer and of the
 sub-quantizers) is seeded, so the same vectors and seed give the same index, byte for byte.
@@ -160,60 +164,117 @@ def build_index(
         DataError: vectors not 2-D, not finite, or too few to train 256-word codebooks.
     """
     x = _vectors(vectors, "vectors")
-    n, d = x.shape
+    metric_type = _metric_type(kind, metric)
+    if kind == "flat":
+        return _flat_index(x, bits, metric_type)
+    m = _subquantizers(bits, x.shape[1])
+    train = _training_sample(x, max_train_points, seed)
+    _check_training_size(kind, train.shape[0], x.shape[1])
+    nlist = _checked_nlist(nlist, train.shape[0]) if kind == "ivfpq" else None
+    index = faiss.index_factory(x.shape[1], _factory_string(kind, m, nlist), metric_type)
+    _TRAINERS[kind](index, train, seed=seed, nprobe=nprobe)
+    index.add(x)
+    return index
+
+
+#: The ``faiss.index_factory`` description of each kind: ``m`` sub-quantizers of ``nbits`` bits,
+#: ``nlist`` inverted lists over a flat coarse quantizer. "np": no polysemous training (a
+#: reordering of the code words that the factory's PQ does by default and the plain
+#: ``IndexPQ`` / ``IndexIVFPQ`` constructors do not).
+_FACTORY = {
+    "flat": "Flat",
+    "pq": "PQ{m}x{nbits}np",
+    "opq": "OPQ{m},PQ{m}x{nbits}np",
+    "ivfpq": "IVF{nlist},PQ{m}x{nbits}np",
+}
+
+
+def _factory_string(kind: str, m: int | None = None, nlist: int | None = None) -> str:
+    """The ``faiss.index_factory`` string of ``kind``: what the index is, in one line."""
+    return _FACTORY[kind].format(m=m, nbits=CODEBOOK_BITS, nlist=nlist)
+
+
+def _metric_type(kind: str, metric: str) -> int:
+    """The faiss metric of ``metric``, after checking that ``kind`` and ``metric`` are known."""
     if kind not in KINDS:
         raise ConfigError(f"unknown index kind {kind!r}; expected one of {KINDS}")
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; expected one of {tuple(METRICS)}")
-    metric_type = METRICS[metric]
-    if kind == "flat":
-        if bits is not None:
-            raise ConfigError(f"a flat index stores float32 vectors ({32 * d} bits); bits must be None, got {bits}")
-        index = faiss.IndexFlat(d, metric_type)
-        index.add(x)
-        return index
+    return METRICS[metric]
 
-    m = _subquantizers(bits, d)
-    train = _training_sample(x, max_train_points, seed)
-    if train.shape[0] < min_training_vectors(kind, d):
-        raise DataError(
-            f"a {kind} index needs at least {1 << CODEBOOK_BITS} training vectors "
-            f"(one per code word of an {CODEBOOK_BITS}-bit sub-quantizer), got {train.shape[0]}"
-            if train.shape[0] < 1 << CODEBOOK_BITS else
-            f"an {kind} index of {d}-d vectors needs at least {d} training vectors to learn its "
-            f"rotation, got {train.shape[0]}"
+
+def _flat_index(x: np.ndarray, bits: int | None, metric_type: int) -> faiss.Index:
+    """The exact index over ``x``: nothing to train, and no code length to choose."""
+    d = x.shape[1]
+    if bits is not None:
+        raise ConfigError(
+            f"a flat index stores float32 vectors ({32 * d} bits); bits must be None, got {bits}"
         )
-    if kind == "pq":
-        index = faiss.IndexPQ(d, m, CODEBOOK_BITS, metric_type)
-        index.pq.cp.seed = seed
-        _quiet(index.pq.cp)
-        index.train(train)
-    elif kind == "opq":
-        opq = faiss.OPQMatrix(d, m)
-        opq.niter = OPQ_ITERATIONS
-        opq_pq = faiss.ProductQuantizer(d, m, CODEBOOK_BITS)  # the PQ used while learning the rotation
-        opq_pq.cp.seed = seed
-        _quiet(opq_pq.cp)
-        opq.pq = opq_pq
-        inner = faiss.IndexPQ(d, m, CODEBOOK_BITS, metric_type)
-        inner.pq.cp.seed = seed
-        _quiet(inner.pq.cp)
-        index = faiss.IndexPreTransform(opq, inner)
-        index.train(train)
-        opq.pq = None  # only needed for training; do not keep a pointer to a Python-owned object
-    else:  # ivfpq
-        nlist = default_nlist(train.shape[0]) if nlist is None else int(nlist)
-        if not 1 <= nlist <= train.shape[0]:
-            raise ConfigError(f"nlist must be in [1, {train.shape[0]}] (training vectors), got {nlist}")
-        quantizer = faiss.IndexFlat(d, metric_type)
-        index = faiss.IndexIVFPQ(quantizer, d, nlist, m, CODEBOOK_BITS, metric_type)
-        index.cp.seed = seed
-        index.pq.cp.seed = seed
-        _quiet(index.pq.cp)
-        index.nprobe = max(1, nlist // 8) if nprobe is None else int(nprobe)
-        index.train(train)
+    index = faiss.index_factory(d, _factory_string("flat"), metric_type)
     index.add(x)
     return index
+
+
+def _check_training_size(kind: str, n_train: int, d: int) -> None:
+    """Refuse a training set too small for 256-word codebooks (or, for OPQ, for a ``d``-d
+    rotation, whose learning crashes the process below ``d`` vectors)."""
+    if n_train >= min_training_vectors(kind, d):
+        return
+    raise DataError(
+        f"a {kind} index needs at least {1 << CODEBOOK_BITS} training vectors "
+        f"(one per code word of an {CODEBOOK_BITS}-bit sub-quantizer), got {n_train}"
+        if n_train < 1 << CODEBOOK_BITS else
+        f"an {kind} index of {d}-d vectors needs at least {d} training vectors to learn its "
+        f"rotation, got {n_train}"
+    )
+
+
+def _checked_nlist(nlist: int | None, n_train: int) -> int:
+    """The inverted lists of an IVF index: :func:`default_nlist` unless given; each list's
+    k-means centroid needs a training vector at least."""
+    nlist = default_nlist(n_train) if nlist is None else int(nlist)
+    if not 1 <= nlist <= n_train:
+        raise ConfigError(f"nlist must be in [1, {n_train}] (training vectors), got {nlist}")
+    return nlist
+
+
+def _seed_pq(pq: faiss.ProductQuantizer, seed: int) -> None:
+    """Seed the k-means of ``pq``'s sub-quantizers and let it train on small sets."""
+    pq.cp.seed = seed
+    _quiet(pq.cp)
+
+
+def _train_pq(index: faiss.IndexPQ, train: np.ndarray, *, seed: int, nprobe: int | None) -> None:
+    """Train a PQ index's seeded codebooks (``nprobe`` is for IVF only)."""
+    _seed_pq(index.pq, seed)
+    index.train(train)
+
+
+def _train_opq(index: faiss.IndexPreTransform, train: np.ndarray, *, seed: int,
+               nprobe: int | None) -> None:
+    """Learn the OPQ rotation (:data:`OPQ_ITERATIONS` updates, with a PQ of our own seeded
+    from ``seed``, where faiss would use a default one seeded 1234), then the seeded codebooks."""
+    opq = faiss.downcast_VectorTransform(index.chain.at(0))
+    opq.niter = OPQ_ITERATIONS
+    opq_pq = faiss.ProductQuantizer(index.d, opq.M, CODEBOOK_BITS)  # used while learning it
+    _seed_pq(opq_pq, seed)
+    opq.pq = opq_pq
+    _seed_pq(faiss.downcast_index(index.index).pq, seed)
+    index.train(train)
+    opq.pq = None  # only needed for training; do not keep a pointer to a Python-owned object
+
+
+def _train_ivfpq(index: faiss.IndexIVFPQ, train: np.ndarray, *, seed: int,
+                 nprobe: int | None) -> None:
+    """Train the seeded coarse quantizer and residual codebooks; set the lists visited per
+    query (default an eighth of them), which the factory string cannot."""
+    index.cp.seed = seed
+    _seed_pq(index.pq, seed)
+    index.nprobe = max(1, index.nlist // 8) if nprobe is None else int(nprobe)
+    index.train(train)
+
+
+_TRAINERS = {"pq": _train_pq, "opq": _train_opq, "ivfpq": _train_ivfpq}
 
 
 def pq_from_codebooks(codebooks: np.ndarray, metric: str = "ip") -> faiss.IndexPQ:

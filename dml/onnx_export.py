@@ -113,7 +113,7 @@ def export_run(files: RunFiles, out: str | os.PathLike[str], *, rows: int = 64,
     dataset, _ = experiment_rows(spec, manifest, splits, image_size=preprocessing.image_size)
     chosen = gallery_indices(eval_rows, protocol)[:rows]
     images = load_images(dataset, chosen)
-    domain = torch.from_numpy(dataset.domain_codes[chosen]) if net.conditioned else None
+    domain = torch.from_numpy(dataset.rows.domain_codes[chosen]) if net.conditioned else None
     index, _ = load_index(files.index_path("flat"))
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="dml-onnx-") as scratch:

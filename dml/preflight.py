@@ -28,7 +28,8 @@ from dml.evaluate.experiment import experiment_rows
 from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.index import CODEBOOK_BITS, KINDS, min_training_vectors
 from dml.models import build_model
-from dml.train.loop import DataSpec, build_learner, build_sampler, training_set
+from dml.train.learner import build_learner
+from dml.train.training_data import DataSpec, build_sampler, training_set
 from dml.held_out import held_out, validation_set
 
 #: Rows of the dry forward pass: enough for pairs of two classes, cheap for any trunk.
@@ -72,7 +73,7 @@ def _fit_batch(result: Preflight, train_set: ManifestDataset, world_size: int, s
     spec = result.spec
     sampler = spec.train.sampler
     asked = spec.train.batch_size
-    size, reason = fitting_batch_size(sampler.name, sampler.knobs(), train_set, batch_size=asked,
+    size, reason = fitting_batch_size(sampler.name, sampler.knobs(), train_set.rows, batch_size=asked,
                                       world_size=world_size, where=f"{where}.train")
     if size == asked:
         return spec
@@ -91,10 +92,10 @@ def _dry_step(spec: RunSpec, train_set: ManifestDataset, world_size: int, where:
     batch = train_set.collate([train_set[i] for i in rows])
     state = torch.random.get_rng_state()
     try:
-        learner = build_learner(spec, BuildContext(**train_set.context_sizes(),
+        learner = build_learner(spec, BuildContext(**train_set.rows.context_sizes(),
                                                    embed_dim=spec.model.embed_dim))
         learner.eval()
-        loss = learner(batch)
+        loss, _ = learner(batch)
         loss.backward()
     except (ValueError, KeyError, RuntimeError) as err:
         if isinstance(err, (ConfigError, DataError)):
@@ -113,8 +114,8 @@ def _dry_step(spec: RunSpec, train_set: ManifestDataset, world_size: int, where:
 
 
 def _validation_rows(spec: RunSpec, data: DataSpec) -> EvalRows:
-    return EvalRows.from_dataset(validation_set(data.manifest, data.splits, spec.train.val_folds,
-                                                domains=spec.domains))
+    return EvalRows.from_rows(validation_set(data.manifest, data.splits, spec.train.val_folds,
+                                             domains=spec.domains).rows)
 
 
 def _check_roles(spec: RunSpec, rows: EvalRows, where: str) -> None:
@@ -142,7 +143,7 @@ def _quantizers(spec: RunSpec, dataset: ManifestDataset, n_train: int, cfg: Quan
                 where: str) -> list[str]:
     """The indexes of ``quantize`` these training vectors cannot train (a notice: the quantize
     stage skips them), and a ConfigError for a bit budget the embedding size cannot split."""
-    dim = spec.model.embed_dim or build_model(spec.model, BuildContext(**dataset.context_sizes())).embed_dim
+    dim = spec.model.embed_dim or build_model(spec.model, BuildContext(**dataset.rows.context_sizes())).embed_dim
     product = [kind for kind in cfg.kinds if kind != "hash"]  # a hash takes any number of bits
     for bits in cfg.bits if product else ():
         if dim % (bits // CODEBOOK_BITS):

@@ -27,7 +27,9 @@ from dml.config import ExperimentConfig, Params, RunSpec, SearchDim, resolve_run
 from dml.errors import Interrupted
 from dml.pipeline.ray_cluster import check_fits_a_node
 from dml.pipeline.run_naming import inputs_hash
-from dml.train.loop import DataSpec, describe_process, fit
+from dml.train.loop import fit
+from dml.train.sessions import describe_process
+from dml.train.training_data import DataSpec
 from dml.held_out import held_out, monitored
 
 

@@ -23,8 +23,10 @@ from dml.evaluate.experiment import (
 )
 from dml.evaluate.protocols import EvalRows, Protocol, build_protocol
 from dml.index import load_index
-from dml.io import atomic_path, write_json_atomic
-from dml.report import UNTRAINED, retrieval_grid, summary_metrics
+from dml.io import write_bytes_atomic, write_json_atomic
+from dml.report.columns import summary_metrics
+from dml.report.grid import retrieval_grid
+from dml.report.runs import UNTRAINED
 from dml.train.export import read_card
 
 
@@ -48,15 +50,13 @@ def write_grid(path: str, rows: EvalRows, vectors: np.ndarray, protocol: Protoco
     stored = read_manifest(manifest, columns=["image_id", "image"])
     images = {i: b for i, b in zip(*stored.to_pydict().values()) if i in wanted}
     names = class_names(rows, manifest)
-    grid = retrieval_grid(
+    write_bytes_atomic(path, retrieval_grid(
         [images[q] for q in queries], [[images[r] for r in row] for row in results], correct,
         query_names=None if names is None else [names[q] for q in queries],
         result_names=None if names is None else [[names[r] for r in row] for row in results],
         scores=pair_scores(rows, vectors, protocol.metric, queries, results),
         score_name=f"{protocol.geometry.score_name} to the query",
-    )
-    with atomic_path(path) as tmp:
-        grid.save(tmp, format="PNG")
+    ))
 
 
 def main() -> None:

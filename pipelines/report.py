@@ -11,9 +11,11 @@ from pathlib import Path
 
 from dml.config import Params, load_params, resolve_run
 from dml.errors import DataError
-from dml.figures import Picture, load_curves, report_figures
 from dml.io import atomic_path, write_text_atomic
-from dml.report import PNG_SIGNATURE, comparison_blocks, report_html, to_markdown
+from dml.report.blocks import to_markdown
+from dml.report.comparison import comparison_blocks
+from dml.report.figures import Picture, load_curves, report_figures
+from dml.report.page import PNG_SIGNATURE, report_html
 
 
 def read_results(folder: Path, params: Params) -> dict[str, dict[int, dict]]:

@@ -17,7 +17,7 @@ from dml.train.curves import write_curves
 from dml.train.export import export_model
 from dml.train.launch import (initial_model, mark_finished, refit_spec, selected_weights, train_run,
                               trained_model)
-from dml.train.loop import DataSpec
+from dml.train.training_data import DataSpec
 from dml.held_out import held_out
 
 

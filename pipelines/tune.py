@@ -11,7 +11,7 @@ from dml.preflight import preflight_tune
 from dml.pipeline.ray_cluster import ray_session
 from dml.pipeline.scratch import storage_dir
 from dml.pipeline.stage import data_binding
-from dml.train.loop import DataSpec
+from dml.train.training_data import DataSpec
 from dml.tune import format_knobs, run_sweep
 
 

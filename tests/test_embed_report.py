@@ -11,7 +11,7 @@ from dml.evaluate.experiment import evaluate_test_split, grid_examples
 from dml.evaluate.metrics import attribute_average_precision
 from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.index import build_index
-from dml.report import comparison_table
+from dml.report.comparison import comparison_table
 from dml.stats import paired_difference, t_interval
 
 

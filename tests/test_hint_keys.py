@@ -121,4 +121,4 @@ def test_paths_outside_the_watched_root_are_named(tmp_path):
     root = str(tmp_path / "images")
     assert unwatched_paths({"root": root, "annotations_csv": str(tmp_path / "images" / "inside.csv")}) == []
     assert unwatched_paths({"root": root, "annotations_csv": str(tmp_path / "outside.csv")}) == ["annotations_csv"]
-    assert unwatched_paths({"root": "dml/data/synthetic.py", "seed": 0}) == []
+    assert unwatched_paths({"root": "dml/data/synthetic", "seed": 0}) == []

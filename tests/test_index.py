@@ -86,6 +86,37 @@ def test_same_seed_same_index(gallery):
     np.testing.assert_array_equal(faiss.serialize_index(a), faiss.serialize_index(b))
 
 
+def _plain_pq(gallery: np.ndarray, seed: int) -> faiss.Index:
+    """A PQ index made with faiss's constructor, as build_index made them before index_factory."""
+    index = faiss.IndexPQ(DIM, 4, 8, faiss.METRIC_INNER_PRODUCT)
+    index.pq.cp.seed, index.pq.cp.min_points_per_centroid = seed, 1
+    index.train(gallery)
+    index.add(gallery)
+    return index
+
+
+def _plain_ivfpq(gallery: np.ndarray, seed: int) -> faiss.Index:
+    """An IVF-PQ index made with faiss's constructors: default nlist and nprobe."""
+    quantizer = faiss.IndexFlat(DIM, faiss.METRIC_INNER_PRODUCT)
+    nlist = dml_index.default_nlist(len(gallery))
+    index = faiss.IndexIVFPQ(quantizer, DIM, nlist, 4, 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = index.pq.cp.seed = seed
+    index.pq.cp.min_points_per_centroid = 1
+    index.nprobe = max(1, nlist // 8)
+    index.train(gallery)
+    index.add(gallery)
+    return index
+
+
+@pytest.mark.parametrize("kind, plain", [("pq", _plain_pq), ("ivfpq", _plain_ivfpq)])
+def test_factory_index_is_the_constructors_byte_for_byte(gallery, kind, plain):
+    # "PQ4x8np": without "np" the factory's PQ reorders its code words (polysemous training)
+    # and the file differs from the constructor's
+    built = build_index(gallery, kind, bits=32, seed=3)
+    np.testing.assert_array_equal(faiss.serialize_index(built),
+                                  faiss.serialize_index(plain(gallery, 3)))
+
+
 def test_dim_not_divisible_is_config_error():
     with pytest.raises(ConfigError, match=r"bits=64.*D=30"):
         build_index(unit_rows(300, 30, 3), "pq", bits=64)

@@ -24,7 +24,7 @@ from dml.errors import ConfigError, DataError
 from dml.losses import LOSSES, MetricLoss
 from dml.models import HEADS
 from dml.preflight import preflight, preflight_tune
-from dml.train.loop import DataSpec
+from dml.train.training_data import DataSpec
 
 REPO = Path(__file__).resolve().parents[1]
 #: Seconds a check may take (data reads and one forward pass on 8 images, no training).

@@ -5,7 +5,7 @@ import yaml
 from pathlib import Path
 
 from dml.config import parse_params
-from dml.train.loop import DataSpec
+from dml.train.training_data import DataSpec
 from dml.tune import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import torch
 from dml.embed import read_embeddings, write_embeddings
 from dml.errors import DataError, IntegrityError
 from dml.io import atomic_path, exchange_paths
-from dml.train.loop import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from dml.train.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 
 
 def half_then_fail(*args, **kwargs):

@@ -18,7 +18,7 @@ import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -259,110 +259,161 @@ def ingest(
     built = FORMATS.build(source, where=f"{where}.options", **dict(options or {}))
     info = built.info()
     out_path = Path(out_path)
-
-    def prepare(item: tuple[dict[str, Any], str | None]) -> StoredImage | str:
-        record = item[0]
-        return prepare_image(record.get("image"), record.get("path"), short_side=short_side,
-                             background=colour)
-
-    columns: list[str] | None = None
-    schema: pa.Schema | None = None
-    bad: list[BadFile] = []
-    meta: dict[str, list[Any]] = {}
-    pending: list[dict[str, Any]] = []
-    pending_bytes = 0
-    images = resized = flattened = 0
-
-    with atomic_path(out_path) as tmp:
-        writer: pq.ParquetWriter | None = None
-
-        def flush() -> None:
-            nonlocal writer, pending, pending_bytes
-            if not pending:
-                return
-            assert schema is not None and columns is not None
-            try:
-                batch = pa.Table.from_pydict(
-                    {c: [r.get(c) for r in pending] for c in columns}, schema=schema
-                )
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-                raise DataError(f"source {source!r}: a record does not fit the manifest "
-                                f"schema ({exc})") from None
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, schema)
-            writer.write_table(batch)
-            pending, pending_bytes = [], 0
-
-        try:
-            threads = _threads()
-            with _decoders(threads) as pool:
-                for (record, origin), stored in _in_order(
-                        prepare, _records(source, built.records()), pool, _IN_FLIGHT * threads):
-                    if columns is None:
-                        columns = _column_order(set(record) | set(_ADDED), info)
-                        schema = manifest_schema(columns, info)
-                        meta = {c: [] for c in columns if c != "image"}
-                    if isinstance(stored, str):
-                        bad.append(BadFile(file=_file_name(record),
-                                           image_id=str(record.get("image_id")),
-                                           reason=stored, origin=origin))
-                        continue
-                    record.update(image=stored.data, source_width=stored.width,
-                                  source_height=stored.height)
-                    resized += stored.resized
-                    flattened += stored.flattened
-                    for column in meta:
-                        meta[column].append(record.get(column))
-                    pending.append(record)
-                    pending_bytes += len(stored.data)
-                    images += 1
-                    if len(pending) >= _ROW_GROUP_ROWS or pending_bytes >= _ROW_GROUP_BYTES:
-                        if not (bad and on_bad == "fail"):  # no point writing what will be dropped
-                            flush()
-                        else:
-                            pending, pending_bytes = [], 0
-
-            if bad and on_bad == "fail":
-                listing = "\n  ".join(b.describe() for b in bad)
-                raise DataError(
-                    f"source {source!r}: {len(bad)} bad file(s); nothing was written to "
-                    f"{out_path} (set {where}.on_bad: skip to leave them out):\n  {listing}"
-                )
-            if images == 0:
-                raise DataError(f"source {source!r}: no readable images; nothing was written "
-                                f"to {out_path}")
-            assert schema is not None
-            # Validate every column but the bytes (already decoded) before the file appears.
-            check = pa.Table.from_pydict(
-                {**meta, "image": pa.repeat(pa.scalar(b"", pa.binary()), images)}
-            )
-            check = conform(check, out_path)
-            validate_manifest(check, info, out_path)
-            flush()
-        finally:
-            if writer is not None:
-                writer.close()
-
-    counts = {
-        column: dict(sorted(Counter(meta[column]).items()))
-        for column in ("split", "domain", "role")
-        if column in meta
-    }
-    report = IngestReport(
-        source=source,
-        manifest=str(out_path),
-        images=images,
-        counts=counts,
-        classes={s: info.num_classes(s) for s in info.scales},
-        on_bad=on_bad,
-        resized=resized,
-        flattened=flattened,
-        bad_files=bad,
-        ignored_files=list(getattr(built, "ignored", [])),
-    )
+    prepare = functools.partial(_prepare_record, short_side=short_side, background=colour)
+    with atomic_path(out_path) as tmp, closing(_RowGroups(tmp, source)) as groups:
+        kept = _decode_records(source, built.records(), info, prepare, groups,
+                               drop_on_bad=on_bad == "fail")
+        _check_kept(kept, source, info, out_path, on_bad=on_bad, where=where)
+        groups.flush()
+    report = _report(kept, source, out_path, info, on_bad=on_bad,
+                     ignored=list(getattr(built, "ignored", [])))
     if report_path is not None:
         write_json_atomic(report_path, report.to_dict())
     return report
+
+
+def _prepare_record(item: tuple[dict[str, Any], str | None], *, short_side: int,
+                    background: RGB) -> StoredImage | str:
+    """:func:`prepare_image` of a ``(record, origin)`` pair: what a decoding thread runs."""
+    record = item[0]
+    return prepare_image(record.get("image"), record.get("path"), short_side=short_side,
+                         background=background)
+
+
+@dataclass
+class _Kept:
+    """What ingest kept of the records so far: the good images' columns but the bytes (for
+    validation and the report's counts), the bad files, and the images resized / flattened."""
+
+    meta: dict[str, list[Any]] = field(default_factory=dict)
+    bad: list[BadFile] = field(default_factory=list)
+    images: int = 0
+    resized: int = 0
+    flattened: int = 0
+
+    def add(self, record: dict[str, Any], stored: StoredImage) -> None:
+        """Put the stored image into ``record`` and count it."""
+        record.update(image=stored.data, source_width=stored.width, source_height=stored.height)
+        self.resized += stored.resized
+        self.flattened += stored.flattened
+        for column in self.meta:
+            self.meta[column].append(record.get(column))
+        self.images += 1
+
+
+class _RowGroups:
+    """Records buffered into parquet row groups of the file ``tmp``: memory stays bounded by one
+    group. The writer opens at the first group written; :meth:`close` closes it."""
+
+    def __init__(self, tmp: Path, source: str) -> None:
+        self.tmp, self.source = tmp, source
+        self.columns: list[str] | None = None
+        self.schema: pa.Schema | None = None
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[dict[str, Any]] = []
+        self.pending_bytes = 0
+
+    def start(self, columns: list[str], info: ManifestInfo) -> None:
+        """Fix the columns (those of the first record) and the schema of every group."""
+        self.columns, self.schema = columns, manifest_schema(columns, info)
+
+    def add(self, record: dict[str, Any], size: int, *, write: bool) -> None:
+        """Buffer ``record`` (``size`` bytes of image); when a group is full, write it, or drop
+        it when ``write`` is False (the file will not be kept: no point writing it)."""
+        self.pending.append(record)
+        self.pending_bytes += size
+        if len(self.pending) >= _ROW_GROUP_ROWS or self.pending_bytes >= _ROW_GROUP_BYTES:
+            if write:
+                self.flush()
+            else:
+                self.pending, self.pending_bytes = [], 0
+
+    def flush(self) -> None:
+        """Write the buffered records as one row group; DataError if one does not fit."""
+        if not self.pending:
+            return
+        assert self.schema is not None and self.columns is not None
+        try:
+            batch = pa.Table.from_pydict(
+                {c: [r.get(c) for r in self.pending] for c in self.columns}, schema=self.schema
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+            raise DataError(f"source {self.source!r}: a record does not fit the manifest "
+                            f"schema ({exc})") from None
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        self.writer.write_table(batch)
+        self.pending, self.pending_bytes = [], 0
+
+    def close(self) -> None:
+        """Close the parquet file, if one was opened."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _decode_records(source: str, records: Iterable[dict[str, Any]], info: ManifestInfo,
+                    prepare: Callable[[tuple[dict[str, Any], str | None]], StoredImage | str],
+                    groups: _RowGroups, *, drop_on_bad: bool) -> _Kept:
+    """Decode every record's image in order (a few threads), the good ones into ``groups``, the
+    bad ones listed; once a file is bad and ``drop_on_bad``, full groups are dropped unwritten."""
+    kept = _Kept()
+    threads = _threads()
+    with _decoders(threads) as pool:
+        for (record, origin), stored in _in_order(
+                prepare, _records(source, records), pool, _IN_FLIGHT * threads):
+            if groups.columns is None:
+                groups.start(_column_order(set(record) | set(_ADDED), info), info)
+                kept.meta = {c: [] for c in groups.columns if c != "image"}
+            if isinstance(stored, str):
+                kept.bad.append(BadFile(file=_file_name(record),
+                                        image_id=str(record.get("image_id")),
+                                        reason=stored, origin=origin))
+                continue
+            kept.add(record, stored)
+            groups.add(record, len(stored.data), write=not (kept.bad and drop_on_bad))
+    return kept
+
+
+def _check_kept(kept: _Kept, source: str, info: ManifestInfo, out_path: Path, *, on_bad: str,
+                where: str) -> None:
+    """Refuse, before the file appears, bad files under ``on_bad="fail"`` (all listed), no
+    image at all, or columns (all but the bytes, already decoded) that break the manifest."""
+    if kept.bad and on_bad == "fail":
+        listing = "\n  ".join(b.describe() for b in kept.bad)
+        raise DataError(
+            f"source {source!r}: {len(kept.bad)} bad file(s); nothing was written to "
+            f"{out_path} (set {where}.on_bad: skip to leave them out):\n  {listing}"
+        )
+    if kept.images == 0:
+        raise DataError(f"source {source!r}: no readable images; nothing was written "
+                        f"to {out_path}")
+    check = pa.Table.from_pydict(
+        {**kept.meta, "image": pa.repeat(pa.scalar(b"", pa.binary()), kept.images)}
+    )
+    check = conform(check, out_path)
+    validate_manifest(check, info, out_path)
+
+
+def _report(kept: _Kept, source: str, out_path: Path, info: ManifestInfo, *, on_bad: str,
+            ignored: list[str]) -> IngestReport:
+    """The report of a finished ingest: counts per split, domain and role, classes per scale."""
+    counts = {
+        column: dict(sorted(Counter(kept.meta[column]).items()))
+        for column in ("split", "domain", "role")
+        if column in kept.meta
+    }
+    return IngestReport(
+        source=source,
+        manifest=str(out_path),
+        images=kept.images,
+        counts=counts,
+        classes={s: info.num_classes(s) for s in info.scales},
+        on_bad=on_bad,
+        resized=kept.resized,
+        flattened=kept.flattened,
+        bad_files=kept.bad,
+        ignored_files=ignored,
+    )
 
 
 def unwatched_paths(options: dict[str, Any]) -> list[str]:

@@ -249,6 +249,19 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
     attribute lists of the right length holding 0/1; object counts with known labels and
     positive counts.
     """
+    _check_columns(table, info, path)
+    _check_ids(table, path)
+    _check_image_sources(table, path)
+    _check_source_sizes(table, path)
+    _check_categoricals(table, path)
+    _check_labels(table, info, path)
+    _check_attributes(table, info, path)
+    _check_object_counts(table, info, path)
+
+
+def _check_columns(table: pa.Table, info: ManifestInfo, path: Any) -> None:
+    """Every column is one the contract knows, with a usable type; a ``label_<scale>`` column
+    names a coarser scale of ``info``."""
     names = table.column_names
     unknown = [n for n in names if column_type(n) is None]
     if unknown:
@@ -263,7 +276,10 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
                 f"scales: {info.scales} (the finest one is the 'label' column)"
             )
 
-    if "image_id" not in names:
+
+def _check_ids(table: pa.Table, path: Any) -> None:
+    """``image_id`` is present, non-null and unique: rows are joined on it (splits, embeddings)."""
+    if "image_id" not in table.column_names:
         raise DataError(f"{path}: missing column 'image_id'")
     ids = table.column("image_id")
     bad = _null_rows(ids)
@@ -277,6 +293,10 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
             rows = np.flatnonzero([v in dup_values for v in ids_np])
             raise _fail(path, "image_id", "duplicate ids", table, rows)
 
+
+def _check_image_sources(table: pa.Table, path: Any) -> None:
+    """Every row has image bytes or a path to read them from."""
+    names = table.column_names
     if "image" not in names and "path" not in names:
         raise DataError(f"{path}: needs an 'image' or a 'path' column")
     missing = np.ones(table.num_rows, dtype=bool)
@@ -288,15 +308,22 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
         raise _fail(path, which, "rows with neither image bytes nor a path", table,
                     np.flatnonzero(missing))
 
+
+def _check_source_sizes(table: pa.Table, path: Any) -> None:
+    """Source sizes, where given, are at least one pixel on every row."""
     for name in ("source_width", "source_height"):
-        if name in names:
+        if name in table.column_names:
             column = table.column(name)
             small = column.fill_null(0).to_numpy(zero_copy_only=False) < 1
             if small.any():
                 raise _fail(path, name, "null or below 1 pixel", table, np.flatnonzero(small))
 
+
+def _check_categoricals(table: pa.Table, path: Any) -> None:
+    """split / role / domain, where present, hold one of their values on every row (an absent
+    annotation is an absent column, never a null)."""
     for name, allowed in _CATEGORICAL.items():
-        if name not in names:
+        if name not in table.column_names:
             continue
         column = table.column(name)
         bad = _null_rows(column)
@@ -311,76 +338,98 @@ def validate_manifest(table: pa.Table, info: ManifestInfo, path: Any = "manifest
             raise _fail(path, name, f"unknown value(s) {values}; valid: {', '.join(allowed)}",
                         table, rows)
 
+
+def _check_labels(table: pa.Table, info: ManifestInfo, path: Any) -> None:
+    """Each scale's labels are in range and null only on test rows; no row lacks a label at
+    every scale."""
+    names = table.column_names
     test_rows = (np.asarray(table.column("split").to_pylist(), dtype=object) == "test"
                  if "split" in names else np.zeros(table.num_rows, dtype=bool))
     label_names = [info.label_column(s) for s in info.scales if info.label_column(s) in names]
     unknown_everywhere = np.ones(table.num_rows, dtype=bool)
     for scale in info.scales:
-        name = info.label_column(scale)
-        if name not in names:
-            continue
-        column = table.column(name)
-        null = column.is_null().to_numpy(zero_copy_only=False)
-        unknown_everywhere &= null
-        bad = np.flatnonzero(null & ~test_rows)
-        if len(bad):
-            raise _fail(path, name, "null labels (a label may be unknown only on a test row, "
-                        "split 'test', where a benchmark labels one scale)", table, bad)
-        values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        num = info.num_classes(scale)
-        bad = np.flatnonzero((values < 0) | (values >= num))
-        if len(bad):
-            raise _fail(path, name, f"label out of range [0, {num}) for scale {scale!r}",
-                        table, bad)
+        if info.label_column(scale) in names:
+            unknown_everywhere &= _check_scale_labels(table, info, scale, test_rows, path)
     bad = np.flatnonzero(unknown_everywhere) if label_names else np.zeros(0, dtype=np.int64)
     if len(bad):
         raise _fail(path, "/".join(label_names), "no label at any scale", table, bad)
 
-    if "attributes" in names:
-        column = table.column("attributes").combine_chunks()
-        n_attr = len(info.attribute_names)
-        if n_attr == 0:
-            raise DataError(f"{path}: column 'attributes' present but no attribute names in "
-                            "the metadata")
-        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-        valid_rows = ~column.is_null().to_numpy(zero_copy_only=False)
-        lengths = np.where(valid_rows, lengths, n_attr)
-        bad = np.flatnonzero(lengths != n_attr)
-        if len(bad):
-            raise _fail(path, "attributes",
-                        f"attribute length mismatch (expected {n_attr}: "
-                        f"{', '.join(info.attribute_names)})", table, bad)
-        flat = pc.list_flatten(column).fill_null(0).to_numpy(zero_copy_only=False)
-        if len(flat):
-            flat_bad = (flat != 0) & (flat != 1)
-            if flat_bad.any():
-                parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
-                raise _fail(path, "attributes", "values other than 0/1", table,
-                            np.unique(parents[flat_bad]))
 
-    if "object_counts" in names:
-        column = table.column("object_counts").combine_chunks()
-        empty = np.flatnonzero(pc.fill_null(pc.list_value_length(column), 0)
-                               .to_numpy(zero_copy_only=False) == 0)
-        if len(empty):
-            raise _fail(path, "object_counts", "no object at all (an image without any label "
-                        "has no similarity to anything; leave it out)", table, empty)
-        flat = pc.list_flatten(column)
-        if len(flat):
+def _check_scale_labels(table: pa.Table, info: ManifestInfo, scale: str, test_rows: np.ndarray,
+                        path: Any) -> np.ndarray:
+    """Check the label column of ``scale`` (null only where ``test_rows``, else in range);
+    return its null mask."""
+    name = info.label_column(scale)
+    column = table.column(name)
+    null = column.is_null().to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(null & ~test_rows)
+    if len(bad):
+        raise _fail(path, name, "null labels (a label may be unknown only on a test row, "
+                    "split 'test', where a benchmark labels one scale)", table, bad)
+    values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    num = info.num_classes(scale)
+    bad = np.flatnonzero((values < 0) | (values >= num))
+    if len(bad):
+        raise _fail(path, name, f"label out of range [0, {num}) for scale {scale!r}",
+                    table, bad)
+    return null
+
+
+def _check_attributes(table: pa.Table, info: ManifestInfo, path: Any) -> None:
+    """Attribute lists, where present, are named in the metadata, have one entry per name
+    (or are null) and hold 0/1 (or null)."""
+    if "attributes" not in table.column_names:
+        return
+    column = table.column("attributes").combine_chunks()
+    n_attr = len(info.attribute_names)
+    if n_attr == 0:
+        raise DataError(f"{path}: column 'attributes' present but no attribute names in "
+                        "the metadata")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    valid_rows = ~column.is_null().to_numpy(zero_copy_only=False)
+    lengths = np.where(valid_rows, lengths, n_attr)
+    bad = np.flatnonzero(lengths != n_attr)
+    if len(bad):
+        raise _fail(path, "attributes",
+                    f"attribute length mismatch (expected {n_attr}: "
+                    f"{', '.join(info.attribute_names)})", table, bad)
+    flat = pc.list_flatten(column).fill_null(0).to_numpy(zero_copy_only=False)
+    if len(flat):
+        flat_bad = (flat != 0) & (flat != 1)
+        if flat_bad.any():
             parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
-            labels = flat.field("label").to_numpy(zero_copy_only=False)
-            counts = flat.field("count").to_numpy(zero_copy_only=False)
-            labels = np.where(np.isnan(labels.astype(float)), -1, labels)
-            counts = np.where(np.isnan(counts.astype(float)), 0, counts)
-            num = info.num_classes()
-            bad = (labels < 0) | (labels >= num)
-            if bad.any():
-                raise _fail(path, "object_counts", f"object label out of range [0, {num})",
-                            table, np.unique(parents[bad]))
-            bad = counts < 1
-            if bad.any():
-                raise _fail(path, "object_counts", "object counts below 1", table,
-                            np.unique(parents[bad]))
+            raise _fail(path, "attributes", "values other than 0/1", table,
+                        np.unique(parents[flat_bad]))
+
+
+def _check_object_counts(table: pa.Table, info: ManifestInfo, path: Any) -> None:
+    """Object counts, where present, list at least one object per row, each of a known fine
+    class and a count of at least 1."""
+    if "object_counts" not in table.column_names:
+        return
+    column = table.column("object_counts").combine_chunks()
+    empty = np.flatnonzero(pc.fill_null(pc.list_value_length(column), 0)
+                           .to_numpy(zero_copy_only=False) == 0)
+    if len(empty):
+        raise _fail(path, "object_counts", "no object at all (an image without any label "
+                    "has no similarity to anything; leave it out)", table, empty)
+    flat = pc.list_flatten(column)
+    if not len(flat):
+        return
+    parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
+    labels = flat.field("label").to_numpy(zero_copy_only=False)
+    counts = flat.field("count").to_numpy(zero_copy_only=False)
+    labels = np.where(np.isnan(labels.astype(float)), -1, labels)
+    counts = np.where(np.isnan(counts.astype(float)), 0, counts)
+    num = info.num_classes()
+    bad = (labels < 0) | (labels >= num)
+    if bad.any():
+        raise _fail(path, "object_counts", f"object label out of range [0, {num})",
+                    table, np.unique(parents[bad]))
+    bad = counts < 1
+    if bad.any():
+        raise _fail(path, "object_counts", "object counts below 1", table,
+                    np.unique(parents[bad]))
 
 
 # ----------------------------------------------------------------------------- read / write

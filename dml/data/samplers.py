@@ -5,8 +5,8 @@ Every sampler computes the GLOBAL batches of an epoch from ``(seed, epoch)`` alo
 ``[rank * batch_size, (rank + 1) * batch_size)`` of each. So the union of the workers' batches
 is the 1-worker global batch, and resuming needs only ``(epoch, batches_done, seed)``.
 
-A sampler factory in ``SAMPLERS`` takes the training dataset (``ManifestDataset``: labels per
-scale, domains, object counts), the fixed ``batch_size, rank, world_size, seed`` from the loop, and
+A sampler factory in ``SAMPLERS`` takes the training rows (:class:`~dml.data.rows.ManifestRows`:
+labels per scale, domains, object counts), the fixed ``batch_size, rank, world_size, seed`` from the loop, and
 its own knobs from params.yaml.
 """
 
@@ -24,7 +24,7 @@ from dml.registry import Registry
 SAMPLERS: Registry[Sampler] = Registry("sampler")
 
 #: Sampler arguments supplied by the training loop, never by params.yaml.
-LOOP_ARGUMENTS = ("dataset", "batch_size", "rank", "world_size", "seed")
+LOOP_ARGUMENTS = ("rows", "batch_size", "rank", "world_size", "seed")
 
 
 def class_slots(rng: np.random.Generator, num_classes: int, num_batches: int,
@@ -365,20 +365,20 @@ DEFAULT_M = 4
 
 
 @SAMPLERS.register("m_per_class")
-def m_per_class(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
+def m_per_class(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
                 m: int = DEFAULT_M) -> MPerClassBatchSampler:
     """``m`` images of each of ``batch_size // m`` fine classes per batch (the default)."""
-    return MPerClassBatchSampler(dataset.require_labels("sampler 'm_per_class'"), m=m,
+    return MPerClassBatchSampler(rows.require_labels("sampler 'm_per_class'"), m=m,
                                  batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
 
 
 @SAMPLERS.register("hierarchical")
-def hierarchical(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
+def hierarchical(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
                  k: int = DEFAULT_M, scales: list[str] | None = None) -> HierarchicalBatchSampler:
     """Groups of ``k`` images of one class at each semantic scale, finest first (default:
     every scale the data has); ``batch_size`` a multiple of ``k`` x the number of scales."""
-    labels = {dataset.info.fine: dataset.require_labels("sampler 'hierarchical'"),
-              **dataset.scale_labels}
+    labels = {rows.info.fine: rows.require_labels("sampler 'hierarchical'"),
+              **rows.scale_labels}
     chosen = list(labels) if scales is None else list(scales)
     unknown = [s for s in chosen if s not in labels]
     if unknown or not chosen:
@@ -389,37 +389,37 @@ def hierarchical(dataset: Any, *, batch_size: int, rank: int, world_size: int, s
 
 
 @SAMPLERS.register("multilabel")
-def multilabel(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
+def multilabel(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
                k: int = DEFAULT_M) -> MultiLabelBatchSampler:
     """Groups of ``k`` images sharing one object class (multi-label, multi-object rows)."""
-    if dataset.counts is None:
+    if rows.counts is None:
         raise ConfigError("sampler 'multilabel' needs object counts per image (an "
                           "'object_counts' column); single-label data uses m_per_class")
-    return MultiLabelBatchSampler(dataset.counts, k=k, batch_size=batch_size, rank=rank,
+    return MultiLabelBatchSampler(rows.counts, k=k, batch_size=batch_size, rank=rank,
                                   world_size=world_size, seed=seed)
 
 
 @SAMPLERS.register("cross_domain")
-def cross_domain(dataset: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
+def cross_domain(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
                  m: int = DEFAULT_M) -> CrossDomainBatchSampler:
     """``m`` images of each of ``batch_size // m`` classes, ``m / 2`` sketches then ``m / 2``
     photos: a sketch in a batch always has photos of its class beside it."""
-    return CrossDomainBatchSampler(dataset.require_labels("sampler 'cross_domain'"), dataset.domains,
+    return CrossDomainBatchSampler(rows.require_labels("sampler 'cross_domain'"), rows.domains,
                                    m=m, batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
 
 
 @SAMPLERS.register("random")
-def random(dataset: Any, *, batch_size: int, rank: int, world_size: int,
+def random(rows: Any, *, batch_size: int, rank: int, world_size: int,
            seed: int) -> RandomBatchSampler:
     """Uniformly shuffled batches, without regard to classes."""
-    return RandomBatchSampler(len(dataset), batch_size=batch_size, rank=rank,
+    return RandomBatchSampler(len(rows), batch_size=batch_size, rank=rank,
                               world_size=world_size, seed=seed)
 
 
-def fitting_batch_size(name: str, knobs: dict[str, Any], dataset: Any, *, batch_size: int,
+def fitting_batch_size(name: str, knobs: dict[str, Any], rows: Any, *, batch_size: int,
                        world_size: int, where: str = "train") -> tuple[int, str]:
     """The largest per-worker batch, at most ``batch_size``, that sampler ``name`` can fill
-    from ``dataset``'s rows, and why it is smaller (empty when it is not).
+    from ``rows``, and why it is smaller (empty when it is not).
 
     ``m_per_class`` and ``cross_domain`` have such a limit: ``batch_size x world_size / m``
     distinct classes per global batch (for ``cross_domain``, classes with images in both
@@ -429,8 +429,8 @@ def fitting_batch_size(name: str, knobs: dict[str, Any], dataset: Any, *, batch_
     if name not in ("m_per_class", "cross_domain"):
         return batch_size, ""
     m = int(knobs.get("m", DEFAULT_M))
-    labels = dataset.require_labels(f"sampler {name!r}")
-    classes = len(classes_in_both(labels, dataset.domains) if name == "cross_domain"
+    labels = rows.require_labels(f"sampler {name!r}")
+    classes = len(classes_in_both(labels, rows.domains) if name == "cross_domain"
                   else np.unique(labels))
     needed = batch_size * world_size // max(m, 1)
     if needed <= classes:

@@ -94,83 +94,137 @@ def make_splits(
     Deterministic in ``seed``; rows keep the manifest's order.
     """
     _check(test_fraction, num_folds, method)
-    names = table.column_names
-    if "image_id" not in names:
+    _check_request(table, method, query_fraction, queries_per_class)
+    if method == "held_out_queries":
+        return _held_out_queries(table, int(queries_per_class), query_domain,
+                                 num_folds=num_folds, seed=seed)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
+    fold_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+    if "label" in table.column_names:
+        split, fold = _split_by_class(table, test_fraction, num_folds, method, rng, fold_rng)
+    else:
+        split, fold = _split_by_image(table, test_fraction, num_folds, method, rng, fold_rng)
+    role = _roles(table, split, query_fraction, seed)
+    return _splits_table(table, split, role, fold, {
+        "method": "given" if "split" in table.column_names else method,
+        "seed": int(seed),
+        "test_fraction": float(test_fraction),
+        "num_folds": int(num_folds),
+        "class_disjoint": "label" in table.column_names,
+        "query_fraction": query_fraction,
+    })
+
+
+def _check_request(table: pa.Table, method: str, query_fraction: float | None,
+                   queries_per_class: int | None) -> None:
+    """Refuse a manifest without ids, and query options that do not go with ``method``."""
+    if "image_id" not in table.column_names:
         raise DataError("make_splits: the manifest has no 'image_id' column")
     if (method == "held_out_queries") != (queries_per_class is not None):
         raise ConfigError("split.queries_per_class goes with split.method: held_out_queries "
                           "(the category-level protocol), and only with it")
-    if method == "held_out_queries":
-        if query_fraction is not None:
-            raise ConfigError("split.query_fraction: held_out_queries draws its queries per "
-                              "class (split.queries_per_class); remove query_fraction")
-        return _held_out_queries(table, int(queries_per_class), query_domain,
-                                 num_folds=num_folds, seed=seed)
-    n = table.num_rows
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
-    fold_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
-    has_split = "split" in names
-    fold = np.full(n, -1, dtype=np.int64)
+    if method == "held_out_queries" and query_fraction is not None:
+        raise ConfigError("split.query_fraction: held_out_queries draws its queries per "
+                          "class (split.queries_per_class); remove query_fraction")
 
-    if "label" in names:
-        label_col = table.column("label")
-        if label_col.null_count and not has_split:
-            row = int(np.flatnonzero(label_col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(f"make_splits: null label on row {row} "
-                            f"(image_id {table.column('image_id')[row].as_py()!r})")
-        labels = label_col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        if has_split:  # the manifest's validation allows an unknown label on test rows only
-            split = np.asarray(table.column("split").to_pylist(), dtype=object)
-        else:
-            classes = np.unique(labels)
-            if len(classes) < 2:
-                raise DataError(f"make_splits: a class-disjoint split needs at least 2 classes, "
-                                f"the manifest has {len(classes)}")
-            n_test = min(len(classes) - 1, max(1, int(round(test_fraction * len(classes)))))
-            ordered = classes if method == "ordered" else rng.permutation(classes)
-            test_classes = ordered[len(classes) - n_test:]
-            split = np.where(np.isin(labels, test_classes), "test", "train").astype(object)
-        not_test = split != "test"
-        train_classes = np.unique(labels[not_test])
-        if len(train_classes) and num_folds > len(train_classes):
-            raise ConfigError(f"split.num_folds: {num_folds} folds need at least as many "
-                              f"training classes, there are {len(train_classes)}")
-        if len(train_classes):
-            # Shuffle the training classes and deal them round-robin into the folds.
-            fold_of_class = np.empty(len(train_classes), dtype=np.int64)
-            fold_of_class[fold_rng.permutation(len(train_classes))] = (
-                np.arange(len(train_classes)) % num_folds)
-            fold[not_test] = fold_of_class[np.searchsorted(train_classes, labels[not_test])]
+
+def _labels(table: pa.Table, *, nulls_allowed: bool) -> np.ndarray:
+    """The fine labels, int64, -1 where unknown; a null is refused (naming its first row)
+    unless ``nulls_allowed`` (a manifest's own split may leave test rows unlabelled)."""
+    label_col = table.column("label")
+    if label_col.null_count and not nulls_allowed:
+        row = int(np.flatnonzero(label_col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"make_splits: null label on row {row} "
+                        f"(image_id {table.column('image_id')[row].as_py()!r})")
+    return label_col.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _given_split(table: pa.Table) -> np.ndarray:
+    """The manifest's own ``split`` column, as an object array."""
+    return np.asarray(table.column("split").to_pylist(), dtype=object)
+
+
+def _split_by_class(table: pa.Table, test_fraction: float, num_folds: int, method: str,
+                    rng: np.random.Generator,
+                    fold_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(split, fold)`` of a single-label manifest: test classes drawn (or the manifest's own
+    split), training classes dealt into folds, so that no class is on two sides."""
+    has_split = "split" in table.column_names
+    labels = _labels(table, nulls_allowed=has_split)
+    if has_split:  # the manifest's validation allows an unknown label on test rows only
+        split = _given_split(table)
     else:
-        # Multi-label data: no class-disjoint split exists; split and fold by image.
-        if has_split:
-            split = np.asarray(table.column("split").to_pylist(), dtype=object)
-        else:
-            if n < 2:
-                raise DataError("make_splits: need at least 2 images")
-            n_test = min(n - 1, max(1, int(round(test_fraction * n))))
-            order = np.arange(n) if method == "ordered" else rng.permutation(n)
-            split = np.full(n, "train", dtype=object)
-            split[order[n - n_test:]] = "test"
-        not_test = np.flatnonzero(split != "test")
-        if len(not_test) and num_folds > len(not_test):
-            raise ConfigError(f"split.num_folds: {num_folds} folds need at least as many "
-                              f"training images, there are {len(not_test)}")
-        fold[not_test[fold_rng.permutation(len(not_test))]] = np.arange(len(not_test)) % num_folds
+        split = _test_classes(labels, test_fraction, method, rng)
+    return split, _class_folds(labels, split != "test", num_folds, fold_rng)
 
+
+def _test_classes(labels: np.ndarray, test_fraction: float, method: str,
+                  rng: np.random.Generator) -> np.ndarray:
+    """The split of each row: the rows of a ``test_fraction`` of the classes (the last ones in
+    id order, or at random) are test, the others train."""
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise DataError(f"make_splits: a class-disjoint split needs at least 2 classes, "
+                        f"the manifest has {len(classes)}")
+    n_test = min(len(classes) - 1, max(1, int(round(test_fraction * len(classes)))))
+    ordered = classes if method == "ordered" else rng.permutation(classes)
+    test_classes = ordered[len(classes) - n_test:]
+    return np.where(np.isin(labels, test_classes), "test", "train").astype(object)
+
+
+def _class_folds(labels: np.ndarray, not_test: np.ndarray, num_folds: int,
+                 fold_rng: np.random.Generator) -> np.ndarray:
+    """The fold of each row: the training classes shuffled and dealt round-robin into
+    ``num_folds`` class-disjoint folds; -1 on test rows."""
+    fold = np.full(len(labels), -1, dtype=np.int64)
+    train_classes = np.unique(labels[not_test])
+    if len(train_classes) and num_folds > len(train_classes):
+        raise ConfigError(f"split.num_folds: {num_folds} folds need at least as many "
+                          f"training classes, there are {len(train_classes)}")
+    if len(train_classes):
+        fold_of_class = np.empty(len(train_classes), dtype=np.int64)
+        fold_of_class[fold_rng.permutation(len(train_classes))] = (
+            np.arange(len(train_classes)) % num_folds)
+        fold[not_test] = fold_of_class[np.searchsorted(train_classes, labels[not_test])]
+    return fold
+
+
+def _split_by_image(table: pa.Table, test_fraction: float, num_folds: int, method: str,
+                    rng: np.random.Generator,
+                    fold_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(split, fold)`` of a multi-label manifest, where no class-disjoint split exists: a
+    ``test_fraction`` of the images (or the manifest's own split) is test, the other images
+    are dealt into folds."""
+    n = table.num_rows
+    if "split" in table.column_names:
+        split = _given_split(table)
+    else:
+        if n < 2:
+            raise DataError("make_splits: need at least 2 images")
+        n_test = min(n - 1, max(1, int(round(test_fraction * n))))
+        order = np.arange(n) if method == "ordered" else rng.permutation(n)
+        split = np.full(n, "train", dtype=object)
+        split[order[n - n_test:]] = "test"
+    not_test = np.flatnonzero(split != "test")
+    if len(not_test) and num_folds > len(not_test):
+        raise ConfigError(f"split.num_folds: {num_folds} folds need at least as many "
+                          f"training images, there are {len(not_test)}")
+    fold = np.full(n, -1, dtype=np.int64)
+    fold[not_test[fold_rng.permutation(len(not_test))]] = np.arange(len(not_test)) % num_folds
+    return split, fold
+
+
+def _roles(table: pa.Table, split: np.ndarray, query_fraction: float | None,
+           seed: int) -> np.ndarray:
+    """The role of each row: the manifest's own, else ``both``; with ``query_fraction``, test
+    rows drawn as queries and the rest as gallery."""
+    names = table.column_names
     role = (np.asarray(table.column("role").to_pylist(), dtype=object) if "role" in names
-            else np.full(n, "both", dtype=object))
+            else np.full(table.num_rows, "both", dtype=object))
     if query_fraction is not None:
         role = _draw_queries(role, split, float(query_fraction), has_role="role" in names,
                              seed=seed)
-    return _splits_table(table, split, role, fold, {
-        "method": "given" if has_split else method,
-        "seed": int(seed),
-        "test_fraction": float(test_fraction),
-        "num_folds": int(num_folds),
-        "class_disjoint": "label" in names,
-        "query_fraction": query_fraction,
-    })
+    return role
 
 
 def _splits_table(table: pa.Table, split: np.ndarray, role: np.ndarray, fold: np.ndarray,
@@ -192,6 +246,20 @@ def _held_out_queries(table: pa.Table, per_class: int, query_domain: str, *, num
                       seed: int) -> pa.Table:
     """The category-level split (module doc): ``per_class`` test queries of each class in
     ``query_domain``, every other-domain row a shared gallery, folds over the rest."""
+    _check_held_out(table, per_class, query_domain)
+    labels = _labels(table, nulls_allowed=False)
+    query_rows = _query_rows(table, query_domain)
+    split, role, fold = _deal_queries(labels, query_rows, per_class, query_domain,
+                                      num_folds=num_folds, seed=seed)
+    return _splits_table(table, split, role, fold, {
+        "method": "held_out_queries", "seed": int(seed), "num_folds": int(num_folds),
+        "queries_per_class": per_class, "query_domain": query_domain, "class_disjoint": False,
+    })
+
+
+def _check_held_out(table: pa.Table, per_class: int, query_domain: str) -> None:
+    """Refuse settings and manifests the category-level split cannot use: it needs labels and
+    domains, and makes the split and roles itself."""
     names = table.column_names
     if per_class < 1:
         raise ConfigError(f"split.queries_per_class: {per_class} must be at least 1")
@@ -202,19 +270,25 @@ def _held_out_queries(table: pa.Table, per_class: int, query_domain: str, *, num
         raise DataError("split.method held_out_queries needs a manifest with 'label' and "
                         "'domain' columns and without its own 'split' or 'role' columns"
                         + (f" (missing: {missing})" if missing else ""))
-    labels_col = table.column("label")
-    if labels_col.null_count:
-        row = int(np.flatnonzero(labels_col.is_null().to_numpy(zero_copy_only=False))[0])
-        raise DataError(f"make_splits: null label on row {row} "
-                        f"(image_id {table.column('image_id')[row].as_py()!r})")
-    labels = labels_col.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _query_rows(table: pa.Table, query_domain: str) -> np.ndarray:
+    """Mask of the rows in ``query_domain``; DataError unless both it and another domain occur."""
     domain = np.asarray(table.column("domain").to_pylist(), dtype=object)
     query_rows = domain == query_domain
     if not query_rows.any() or query_rows.all():
         raise DataError(f"split.method held_out_queries: the manifest needs rows of domain "
                         f"{query_domain!r} (the queries) and of another domain (the gallery); "
                         f"it has {sorted(set(domain.tolist()))}")
-    n = table.num_rows
+    return query_rows
+
+
+def _deal_queries(labels: np.ndarray, query_rows: np.ndarray, per_class: int, query_domain: str,
+                  *, num_folds: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(split, role, fold)``: per class, ``per_class`` seeded query rows held out as test
+    queries and the others dealt into the folds; the other domain a shared gallery (fold -1).
+    DataError naming the classes that would have no query-domain row left to train on."""
+    n = len(labels)
     split = np.full(n, "train", dtype=object)
     role = np.where(query_rows, "both", "gallery").astype(object)
     fold = np.full(n, -1, dtype=np.int64)
@@ -238,10 +312,7 @@ def _held_out_queries(table: pa.Table, per_class: int, query_domain: str, *, num
                         f"leave no {query_domain} of some classes to train on: "
                         f"{', '.join(short[:5])}{' ...' if len(short) > 5 else ''} "
                         f"({query_domain} rows per class in brackets)")
-    return _splits_table(table, split, role, fold, {
-        "method": "held_out_queries", "seed": int(seed), "num_folds": int(num_folds),
-        "queries_per_class": per_class, "query_domain": query_domain, "class_disjoint": False,
-    })
+    return split, role, fold
 
 
 def _draw_queries(role: np.ndarray, split: np.ndarray, fraction: float, *, has_role: bool,
@@ -304,8 +375,6 @@ def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[
     split = np.asarray(splits.column("split").to_pylist(), dtype=object)[rows]
     fold = splits.column("fold").to_numpy(zero_copy_only=False)[rows]
     present = [s for s in SPLITS if (split == s).any()]
-    names = table.column_names
-
     hierarchy = class_parents(table, info)
     out: dict[str, Any] = {
         "source": info.source,
@@ -314,49 +383,78 @@ def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[
         "attributes": [],
     }
     for scale in info.scales:
-        column = info.label_column(scale)
-        num = info.num_classes(scale)
-        per_split: dict[str, np.ndarray] = {}
-        if column in names:
-            labels = scale_labels(table, info)[scale]
-            for s in present:
-                mine = labels[(split == s) & (labels >= 0)]
-                per_split[s] = np.bincount(mine, minlength=num)
-        elif scale == info.fine and "object_counts" in names:
-            # Multi-label: images showing at least one object of the class.
-            objects = table.column("object_counts").combine_chunks()
-            parents = pc.list_parent_indices(objects).to_numpy(zero_copy_only=False)
-            labels = pc.list_flatten(objects).field("label").to_numpy(zero_copy_only=False)
-            for s in present:
-                keep = split[parents] == s
-                per_split[s] = np.bincount(labels[keep], minlength=num)
-        else:
-            continue
-        out["scales"][scale] = [
-            {
-                "id": i,
-                "name": name,
-                "images": {s: int(per_split[s][i]) for s in present},
-                **({"parents": {coarser: info.class_names[coarser][int(p[i])]
-                                for coarser, p in hierarchy.items() if p[i] >= 0}}
-                   if scale == info.fine and hierarchy else {}),
-            }
-            for i, name in enumerate(info.class_names[scale])
-        ]
+        per_split = _class_counts(table, info, scale, split, present)
+        if per_split is not None:
+            out["scales"][scale] = _class_rows(info, scale, per_split, present, hierarchy)
+    if "attributes" in table.column_names and info.attribute_names:
+        out["attributes"] = _attribute_prevalence(table, info, split, present)
+    fold_rows = _fold_rows(table, info, fold)
+    out["num_folds"] = len(fold_rows)
+    out["folds"] = fold_rows
+    return out
 
-    if "attributes" in names and info.attribute_names:
-        values, known = attribute_matrix(table.column("attributes"), len(info.attribute_names))
-        for j, name in enumerate(info.attribute_names):
-            prevalence: dict[str, float | None] = {}
-            for s in present:
-                mask = known[:, j] & (split == s)
-                prevalence[s] = round(float(values[mask, j].mean()), 6) if mask.any() else None
-            out["attributes"].append({"name": name, "prevalence": prevalence})
 
+def _class_counts(table: pa.Table, info: ManifestInfo, scale: str, split: np.ndarray,
+                  present: list[str]) -> dict[str, np.ndarray] | None:
+    """Images per class of ``scale`` in each split (for multi-label data: images showing at
+    least one object of the class); None for a scale the manifest does not label."""
+    names = table.column_names
+    num = info.num_classes(scale)
+    per_split: dict[str, np.ndarray] = {}
+    if info.label_column(scale) in names:
+        labels = scale_labels(table, info)[scale]
+        for s in present:
+            mine = labels[(split == s) & (labels >= 0)]
+            per_split[s] = np.bincount(mine, minlength=num)
+    elif scale == info.fine and "object_counts" in names:
+        objects = table.column("object_counts").combine_chunks()
+        parents = pc.list_parent_indices(objects).to_numpy(zero_copy_only=False)
+        labels = pc.list_flatten(objects).field("label").to_numpy(zero_copy_only=False)
+        for s in present:
+            keep = split[parents] == s
+            per_split[s] = np.bincount(labels[keep], minlength=num)
+    else:
+        return None
+    return per_split
+
+
+def _class_rows(info: ManifestInfo, scale: str, per_split: dict[str, np.ndarray],
+                present: list[str], hierarchy: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One entry per class of ``scale``: id, name, images per split, and for the fine scale
+    the class's parents at the coarser scales."""
+    return [
+        {
+            "id": i,
+            "name": name,
+            "images": {s: int(per_split[s][i]) for s in present},
+            **({"parents": {coarser: info.class_names[coarser][int(p[i])]
+                            for coarser, p in hierarchy.items() if p[i] >= 0}}
+               if scale == info.fine and hierarchy else {}),
+        }
+        for i, name in enumerate(info.class_names[scale])
+    ]
+
+
+def _attribute_prevalence(table: pa.Table, info: ManifestInfo, split: np.ndarray,
+                          present: list[str]) -> list[dict[str, Any]]:
+    """Per attribute, the share of images in each split that show it (among those where it is
+    known; None where it is known for none)."""
+    values, known = attribute_matrix(table.column("attributes"), len(info.attribute_names))
+    rows = []
+    for j, name in enumerate(info.attribute_names):
+        prevalence: dict[str, float | None] = {}
+        for s in present:
+            mask = known[:, j] & (split == s)
+            prevalence[s] = round(float(values[mask, j].mean()), 6) if mask.any() else None
+        rows.append({"name": name, "prevalence": prevalence})
+    return rows
+
+
+def _fold_rows(table: pa.Table, info: ManifestInfo, fold: np.ndarray) -> list[dict[str, Any]]:
+    """One entry per validation fold: its images and, for single-label data, its classes."""
     folds = sorted(int(f) for f in np.unique(fold) if f >= 0)
-    out["num_folds"] = len(folds)
     fold_rows = []
-    labels = scale_labels(table, info).get(info.fine) if "label" in names else None
+    labels = scale_labels(table, info).get(info.fine) if "label" in table.column_names else None
     for f in folds:
         mask = fold == f
         entry: dict[str, Any] = {"fold": f, "images": int(mask.sum())}
@@ -365,5 +463,4 @@ def label_tables(table: pa.Table, info: ManifestInfo, splits: pa.Table) -> dict[
             entry["classes"] = ids
             entry["class_names"] = [info.class_names[info.fine][i] for i in ids]
         fold_rows.append(entry)
-    out["folds"] = fold_rows
-    return out
+    return fold_rows

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from dml.config import RunSpec
 from dml.data.dataset import ManifestDataset
+from dml.data.rows import ManifestRows
 from dml.data.splits import evaluated_rows
 from dml.errors import DataError
 from dml.evaluate.geometry import GEOMETRIES
@@ -39,13 +40,13 @@ def experiment_rows(spec: RunSpec, manifest: str, splits: str,
     """Every row of the experiment's dataset in its domains (all splits), as a dataset for
     embedding and as annotations for evaluation."""
     dataset = ManifestDataset(manifest, splits, domains=spec.domains, image_size=image_size)
-    return dataset, EvalRows.from_dataset(dataset)
+    return dataset, EvalRows.from_rows(dataset.rows)
 
 
 def aligned_rows(spec: RunSpec, manifest: str, splits: str, embeddings: pa.Table) -> EvalRows:
     """The annotations of the rows of an embeddings file, which must be the experiment's rows
     in the same order (as the embed stage writes them)."""
-    _, rows = experiment_rows(spec, manifest, splits)
+    rows = EvalRows.from_rows(ManifestRows(manifest, splits, domains=spec.domains))  # no pixels, no transforms
     ids = embeddings.column("image_id").to_pylist()
     if ids != list(rows.ids):
         raise DataError(f"the embeddings of {spec.experiment!r} do not hold the rows of "

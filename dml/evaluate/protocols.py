@@ -164,22 +164,22 @@ class EvalRows:
         return dataclasses.replace(self, role=np.full(len(self), role, dtype=object))
 
     @classmethod
-    def from_dataset(cls, dataset: Any) -> EvalRows:
-        """From a ``ManifestDataset`` built with a splits file (annotations only, no pixels)."""
-        table = dataset.table
+    def from_rows(cls, rows: Any) -> EvalRows:
+        """From a manifest's rows selected with a splits file (:class:`~dml.data.rows.ManifestRows`)."""
+        table = rows.table
         labels = {}
-        if dataset.labels is not None:
-            labels[dataset.info.fine] = dataset.labels
-        labels.update(dataset.scale_labels)
+        if rows.labels is not None:
+            labels[rows.info.fine] = rows.labels
+        labels.update(rows.scale_labels)
         return cls(
-            ids=np.asarray(dataset.image_ids, dtype=object),
+            ids=np.asarray(rows.image_ids, dtype=object),
             split=np.asarray(table.column("split").to_pylist(), dtype=object),
             role=np.asarray(table.column("role").to_pylist(), dtype=object),
-            domain=np.asarray(dataset.domains, dtype=object),
+            domain=np.asarray(rows.domains, dtype=object),
             labels=labels,
-            counts=dataset.counts,
-            attributes=dataset.attributes,
-            attribute_known=dataset.attribute_mask,
+            counts=rows.counts,
+            attributes=rows.attributes,
+            attribute_known=rows.attribute_mask,
             fold=(table.column("fold").to_numpy(zero_copy_only=False).astype(np.int64)
                   if "fold" in table.column_names else None),
         )

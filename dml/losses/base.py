@@ -14,10 +14,12 @@ connected to the graph (``embeddings.sum() * 0``, or an empty masked mean), neve
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +29,10 @@ from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.registry import Registry
 from dml.label_similarity import equality_similarity
+from dml.precision import at_least_float32, outside_autocast
 
 __all__ = [
     "LOSSES",
-    "at_least_float32",
     "MetricLoss",
     "WrapperLoss",
     "avg_non_zero",
@@ -40,6 +42,7 @@ __all__ = [
     "cosine_matrix",
     "distance_matrix",
     "log1p_sum_exp",
+    "logged_terms",
     "masked_binary_cross_entropy",
     "masked_mean",
     "pair_masks",
@@ -161,14 +164,29 @@ def log1p_sum_exp(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
     return torch.logsumexp(torch.cat([logits.new_zeros(zero_shape), masked], dim=dim), dim=dim)
 
 
-def at_least_float32(tensor: Tensor) -> Tensor:
-    """``tensor`` in float32 if it is in a half precision (float64 stays float64)."""
-    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
-
-
 def zero_loss(embeddings: Tensor) -> Tensor:
     """A scalar 0 that keeps the graph: ``embeddings.sum() * 0``."""
     return embeddings.sum() * 0
+
+
+#: The terms being collected by the innermost :func:`logged_terms` block (None outside one).
+_LOGGED: ContextVar[dict[str, Tensor] | None] = ContextVar("dml_logged_terms", default=None)
+
+
+@contextlib.contextmanager
+def logged_terms() -> Iterator[dict[str, float]]:
+    """Collect the named parts that losses log (:meth:`MetricLoss.log_term`) during the block:
+    the yielded dict holds them as floats once the block ends. Blocks nest; each collects the
+    terms logged inside it only. The loss's value and its terms come back together this way,
+    with no state kept on the loss module."""
+    collected: dict[str, Tensor] = {}
+    terms: dict[str, float] = {}
+    token = _LOGGED.set(collected)
+    try:
+        yield terms
+    finally:
+        _LOGGED.reset(token)
+        terms.update({name: float(value) for name, value in collected.items()})
 
 
 class MetricLoss(nn.Module):
@@ -189,10 +207,6 @@ class MetricLoss(nn.Module):
     #: True for losses that need class ids (proxy and classifier losses).
     needs_class_labels: ClassVar[bool] = False
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._terms: dict[str, Tensor] = {}
-
     def forward_batch(self, output: ModelOutput, batch: Batch) -> Tensor:
         """The loss of a training batch: the model's output and every annotation of the rows.
 
@@ -203,14 +217,11 @@ class MetricLoss(nn.Module):
         return self(output.embeddings, batch.require("labels", type(self).__name__))
 
     def log_term(self, name: str, value: Tensor) -> None:
-        """Record a named part of the loss (detached) for the training curves."""
-        self._terms[name] = value.detach()
-
-    def pop_terms(self) -> dict[str, float]:
-        """The terms logged since the last call, as floats (and forget them)."""
-        terms = {name: float(value) for name, value in self._terms.items()}
-        self._terms.clear()
-        return terms
+        """Record a named part of the loss (detached) for the training curves, in the
+        collection of the enclosing :func:`logged_terms` block (none: dropped)."""
+        terms = _LOGGED.get()
+        if terms is not None:
+            terms[name] = value.detach()
 
     def forward(
         self,
@@ -221,7 +232,7 @@ class MetricLoss(nn.Module):
     ) -> Tensor:
         """Scalar loss of a batch; see the class docstring for the arguments."""
         embeddings, labels, similarity = self.prepare(embeddings, labels, similarity)
-        return self.full_precision(self.compute_loss, embeddings, labels, similarity)
+        return outside_autocast(self.compute_loss, embeddings, labels, similarity)
 
     def prepare(self, embeddings: Tensor, labels: Tensor | None,
                 similarity: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -284,16 +295,6 @@ class MetricLoss(nn.Module):
         if not bool(((matrix >= 0) & (matrix <= 1)).all()):
             raise ValueError(f"{name}: {what} values must lie in [0, 1] (and not be NaN)")
         return matrix
-
-    @staticmethod
-    def full_precision(compute: Callable[..., Tensor], embeddings: Tensor, *args: Any) -> Tensor:
-        """``compute(embeddings, *args)`` outside autocast: exponentials with scales like 32 or
-        50 need at least float32."""
-        device_type = embeddings.device.type
-        if not torch.amp.is_autocast_available(device_type):
-            return compute(embeddings, *args)
-        with torch.autocast(device_type=device_type, enabled=False):
-            return compute(embeddings, *args)
 
     def check_inputs(self, embeddings: Tensor, labels: Tensor | None) -> None:
         """Hook for loss-specific checks after the generic ones (raise ValueError)."""
@@ -381,19 +382,22 @@ class WrapperLoss(MetricLoss):
 
     def forward_batch(self, output: ModelOutput, batch: Batch) -> Tensor:
         """``base.forward_batch + weight · term``; the term is skipped when ``weight`` is 0."""
-        return self._combine(self.base.forward_batch(output, batch), output, batch)
+        with logged_terms() as base_terms:
+            value = self.base.forward_batch(output, batch)
+        return self._combine(value, base_terms, output, batch)
 
     def compute_loss(self, embeddings: Tensor, labels: Tensor | None, similarity: Tensor) -> Tensor:
         """Called as ``loss(embeddings, labels)`` (or with a similarity): the base loss on the
         same inputs plus the term on a bare batch (embeddings and labels only)."""
-        value = self.base(embeddings, labels, similarity=similarity)
+        with logged_terms() as base_terms:
+            value = self.base(embeddings, labels, similarity=similarity)
         output = ModelOutput(embeddings=embeddings, features=embeddings)
         index = torch.arange(embeddings.shape[0], device=embeddings.device)
-        return self._combine(value, output, Batch(images=None, index=index, labels=labels))
+        return self._combine(value, base_terms, output, Batch(images=None, index=index, labels=labels))
 
-    def _combine(self, value: Tensor, output: ModelOutput, batch: Batch) -> Tensor:
+    def _combine(self, value: Tensor, base_terms: dict[str, float], output: ModelOutput, batch: Batch) -> Tensor:
         self.log_term("base", value)
-        for name, part in self.base.pop_terms().items():
+        for name, part in base_terms.items():
             self.log_term(f"base/{name}", torch.as_tensor(part))
         if self.weight == 0:
             return value

@@ -113,7 +113,7 @@ class EnergyConfusionLoss(WrapperLoss):
         layer = self.__dict__["embedding_head"]
         if layer is None:
             raise ValueError("loss 'energy_confusion' needs the model's embedding layer; build "
-                             "it with the model (dml.train.loop.build_learner)")
+                             "it with the model (dml.train.learner.build_learner)")
         if output.features.dim() != 2 or output.features.shape[1] != layer.in_features:
             raise ValueError(
                 f"loss 'energy_confusion' applies the embedding layer ({layer.in_features} -> "

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
-from dml.losses.base import LOSSES, MetricLoss, WrapperLoss
+from dml.losses.base import LOSSES, MetricLoss, WrapperLoss, logged_terms
 
 __all__ = ["QuantizedLoss"]
 
@@ -40,10 +40,9 @@ class QuantizedLoss(WrapperLoss):
         if quantized.dim() != 3 or quantized.shape[0] != output.embeddings.shape[0]:
             raise ValueError(f"loss 'quantized': head {self.head!r} must return [B, L, D] "
                              f"reconstructions, got {tuple(quantized.shape)}")
-        values = [self.base.forward_batch(
-            dataclasses.replace(output, embeddings=quantized[:, i]), batch)
-                  for i in range(quantized.shape[1])]
-        self.base.pop_terms()  # the float pass's terms are the ones logged
+        with logged_terms():  # the float pass's terms are the ones logged
+            values = [self.base.forward_batch(dataclasses.replace(output, embeddings=quantized[:, i]), batch)
+                      for i in range(quantized.shape[1])]
         return torch.stack(values).mean()
 
     def extra_repr(self) -> str:

@@ -54,7 +54,6 @@ from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.losses.base import (
     LOSSES,
-    at_least_float32,
     check_finite,
     check_positive,
     cosine_matrix,
@@ -65,6 +64,7 @@ from dml.losses.base import (
 )
 from dml.losses.binomial_deviance import BinomialDevianceLoss
 from dml.label_similarity import attribute_similarity
+from dml.precision import at_least_float32, outside_autocast
 
 __all__ = ["GRANULARITY_SOURCES", "SoftBinomialDevianceLoss", "granularity_weights", "relative_weights"]
 
@@ -168,7 +168,7 @@ class SoftBinomialDevianceLoss(BinomialDevianceLoss):
         embeddings, labels, similarity = self.prepare(embeddings, labels, similarity)
         if granularity is not None:
             granularity = self.pair_matrix("granularity", granularity, embeddings)
-        return self.full_precision(self.soft_deviance, embeddings, similarity, granularity)
+        return outside_autocast(self.soft_deviance, embeddings, similarity, granularity)
 
     def soft_deviance(self, embeddings: Tensor, similarity: Tensor, granularity: Tensor | None) -> Tensor:
         """L_SBD; binomial deviance where ``granularity`` is None."""

@@ -12,7 +12,7 @@ from dml.io import sha256_file, source_fingerprint
 
 if TYPE_CHECKING:
     from dml.config import RunSpec
-    from dml.train.loop import DataSpec
+    from dml.train.training_data import DataSpec
 
 
 def inputs_hash(payload: dict[str, Any], data: Any) -> str:

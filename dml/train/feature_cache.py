@@ -77,4 +77,4 @@ class CachedFeatures(Dataset):
     def collate(self, items: Sequence[tuple[torch.Tensor, int]]) -> Batch:
         """Stack the features, gather the rows' annotations (no images)."""
         return Batch(images=None, features=torch.stack([f for f, _ in items]),
-                     **self.train_set.annotations([index for _, index in items]))
+                     **self.train_set.rows.annotations([index for _, index in items]))

@@ -28,7 +28,11 @@ from dml.io import write_json_atomic
 from dml.models import EmbeddingModel, build_model
 from dml.pipeline.ray_cluster import check_fits_a_node, ray_session
 from dml.pipeline.run_naming import run_name
-from dml.train.loop import DataSpec, LocalSession, build_learner, fit, load_checkpoint, training_set
+from dml.train.checkpoints import load_checkpoint
+from dml.train.learner import build_learner
+from dml.train.loop import fit
+from dml.train.sessions import LocalSession
+from dml.train.training_data import DataSpec, training_set
 from dml.held_out import held_out
 
 #: Written into a run's folder once its model is exported: such a run is never resumed.
@@ -79,7 +83,7 @@ def initial_model(spec: RunSpec, data: DataSpec) -> tuple[EmbeddingModel, BuildC
     """The model a run of ``spec`` starts from (same seed, same sizes), untrained."""
     torch.manual_seed(spec.train.seed)  # as fit() does before building the learner
     train_set = training_set(spec, held_out(spec, data)[0])
-    context = BuildContext(**train_set.context_sizes())
+    context = BuildContext(**train_set.rows.context_sizes())
     return build_model(spec.model, context), context
 
 

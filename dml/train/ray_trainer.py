@@ -24,7 +24,9 @@ from torch import nn
 from dml.config import RunSpec
 from dml.pipeline.quiet import quiet_frameworks
 from dml.pipeline.run_naming import run_name
-from dml.train.loop import DataSpec, describe_process, fit
+from dml.train.loop import fit
+from dml.train.sessions import describe_process
+from dml.train.training_data import DataSpec
 
 class RayTrainSession:
     """Session adapter for a Ray Train worker."""

@@ -70,7 +70,7 @@ SCRIPT = textwrap.dedent("""
     trained = model.state_dict()
     dataset = peer_pml.test_set(spec, data)
     vectors = peer_pml.embedded(model, dataset, spec.protocol)
-    report = evaluate_test_split(EvalRows.from_dataset(dataset), vectors, build_protocol(spec.protocol), {},
+    report = evaluate_test_split(EvalRows.from_rows(dataset.rows), vectors, build_protocol(spec.protocol), {},
                                  ks=tuple(params.evaluate.ks), seed=0)
     np.save(work / "vectors.npy", vectors)
     params_of = dict(model.named_parameters())
@@ -185,7 +185,7 @@ def test_scores_match_an_evaluation_without_pml(outcome: dict, project: Path) ->
     spec = peer_pml.peer_spec(params, EXPERIMENT, seed=0, pretrained=False)
     dataset = peer_pml.test_set(spec, peer_pml.data_files(project / "data" / DATASET))
     vectors = np.load(project / "vectors.npy")
-    report = evaluate_test_split(EvalRows.from_dataset(dataset), vectors, build_protocol(spec.protocol), {},
+    report = evaluate_test_split(EvalRows.from_rows(dataset.rows), vectors, build_protocol(spec.protocol), {},
                                  ks=(1, 2), seed=0)
     assert "nmi" in report["float"]
     assert report["float"] == pytest.approx(outcome["float"], nan_ok=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dml.data.synthetic import generate
+from dml.data.synthetic.generator import generate
 
 
 def decode(data: bytes) -> np.ndarray:

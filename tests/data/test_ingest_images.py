@@ -17,7 +17,7 @@ from dml.data.dataset import ManifestDataset
 from dml.data.images import decode_rgb, flatten, store_image
 from dml.data.ingest import ingest
 from dml.data.manifest import read_manifest
-from dml.data.synthetic import generate
+from dml.data.synthetic.generator import generate
 from dml.errors import ConfigError, DataError
 
 WHITE = (255, 255, 255)
@@ -143,7 +143,7 @@ def test_a_large_image_is_stored_at_the_short_side_and_trains(tmp_path):
         assert image.format == "PNG" and image.size == (341, 256) and image.mode == "RGB"
 
     dataset = ManifestDataset(out, train=True, image_size=32)
-    assert dataset.image_array(row).shape == (256, 341, 3)
+    assert dataset.images.image_array(row).shape == (256, 341, 3)
     image, index = dataset[row]
     assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and index == row
     batch = dataset.collate([dataset[0], dataset[1]])

@@ -79,11 +79,11 @@ def test_built_by_name_from_a_dataset_and_errors_name_the_keys():
         def require_labels(self, who):
             return _scales()["fine"]
 
-    sampler = SAMPLERS.build("hierarchical", dataset=Rows(), batch_size=12, rank=0, world_size=1,
+    sampler = SAMPLERS.build("hierarchical", rows=Rows(), batch_size=12, rank=0, world_size=1,
                              seed=0, k=2, scales=["fine", "coarse"])
     assert list(sampler.scale_labels) == ["fine", "coarse"]
     with pytest.raises(ConfigError, match=r"train.sampler.scales: \['family'\] not among"):
-        SAMPLERS.build("hierarchical", dataset=Rows(), batch_size=12, rank=0, world_size=1,
+        SAMPLERS.build("hierarchical", rows=Rows(), batch_size=12, rank=0, world_size=1,
                        seed=0, scales=["fine", "family"])
     with pytest.raises(ConfigError, match=r"train.batch_size \(16\) must be a multiple of "
                                           r"train.sampler.k \(2\) x 3 scale\(s\)"):

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from dml.data.synthetic import generate
+from dml.data.synthetic.generator import generate
 from dml.data.samplers import SAMPLERS, MultiLabelBatchSampler, RandomBatchSampler
 from dml.errors import ConfigError
 from dml.label_similarity import multiset_jaccard

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from dml.data.dataset import ManifestDataset
+from dml.data.rows import ManifestRows
 from dml.data.ingest import ingest
 from dml.data.manifest import read_manifest
 from dml.data.splits import evaluated_rows, make_splits, shared_gallery, write_splits
@@ -116,12 +117,12 @@ def test_training_validation_and_test_rows(sketch_data):
     manifest, splits = sketch_data
     train = ManifestDataset(manifest, splits, split="train", exclude_folds=[0])
     val = validation_set(manifest, splits, [0])
-    every = EvalRows.from_dataset(ManifestDataset(manifest, splits))
+    every = EvalRows.from_rows(ManifestRows(manifest, splits))
     photos = int((every.domain == "photo").sum())
     # training: every photo, the sketches outside fold 0
-    assert int((train.domains == "photo").sum()) == photos
-    train_sketches = set(np.asarray(train.image_ids)[train.domains == "sketch"])
-    val_rows = EvalRows.from_dataset(val)
+    assert int((train.rows.domains == "photo").sum()) == photos
+    train_sketches = set(np.asarray(train.rows.image_ids)[train.rows.domains == "sketch"])
+    val_rows = EvalRows.from_rows(val.rows)
     val_sketches = set(val_rows.ids[val_rows.domain == "sketch"])
     assert val_sketches and not val_sketches & train_sketches
     # validation searches the same photos as the test

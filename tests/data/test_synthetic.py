@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dml.data.manifest import validate_manifest
-from dml.data.synthetic import ATTRIBUTES, generate
+from dml.data.synthetic.catalogue import ATTRIBUTES
+from dml.data.synthetic.generator import generate
 from dml.errors import ConfigError
 
 from .conftest import decode

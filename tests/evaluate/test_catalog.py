@@ -7,7 +7,8 @@ import pytest
 
 from dml.evaluate.catalog import METRIC_SPECS, MetricSpec, metric_key, register_metric
 from dml.evaluate.protocols import PROTOCOLS, build_protocol
-from dml.report import comparison_table, metric_columns, summary_metrics
+from dml.report.columns import metric_columns, summary_metrics
+from dml.report.comparison import comparison_table
 
 
 def test_every_key_the_engine_writes_reads_back_to_its_declaration():

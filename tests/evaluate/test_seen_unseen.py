@@ -8,7 +8,7 @@ import pytest
 
 from dml.evaluate.experiment import evaluate_gap, evaluate_test_split, gap_samples
 from dml.evaluate.protocols import EvalRows, build_protocol
-from dml.report import comparison_table
+from dml.report.comparison import comparison_table
 from dml.stats import paired_difference, t_interval
 
 SELF = build_protocol({"name": "self_retrieval"})

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from dml.losses.base import logged_terms
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.losses import build_loss
 from dml.models import EmbeddingModel
-from dml.train.loop import MetricLearner
+from dml.train.learner import MetricLearner
 
 BASE = {"name": "binomial_deviance"}
 LABELS = torch.tensor([0, 0, 1, 1])
@@ -51,8 +52,8 @@ def test_by_hand_every_other_class_row_a_partner() -> None:
     layer = _layer(torch.eye(2))
     base = build_loss(BASE)(layer(FEATURES), LABELS)
     loss = _energy_confusion(layer, weight=0.25, partners=3)
-    assert _call(loss, layer).item() == pytest.approx(base.item() + 0.25 * math.log(3.5), abs=1e-12)
-    terms = loss.pop_terms()
+    with logged_terms() as terms:
+        assert _call(loss, layer).item() == pytest.approx(base.item() + 0.25 * math.log(3.5), abs=1e-12)
     assert terms["energy_confusion"] == pytest.approx(math.log(3.5))
     assert terms["row_norm"] == 0.0  # unit rows
     # W = 2I: z doubles, E = 14, and each row's squared norm is 4: penalty 0.5/2 * (9 + 9) = 4.5
@@ -86,8 +87,10 @@ def test_weight_zero_is_the_base_loss_exactly() -> None:
     off = _energy_confusion(layer, weight=0.0, row_norm=0.5)
     output = ModelOutput(embeddings=layer(FEATURES), features=FEATURES)
     batch = Batch(images=None, index=torch.arange(4), labels=LABELS)
-    assert torch.equal(off.forward_batch(output, batch), base.forward_batch(output, batch))
-    assert set(off.pop_terms()) == {"base"}  # neither log E nor the penalty is computed
+    with logged_terms() as terms:
+        off_value = off.forward_batch(output, batch)
+    assert torch.equal(off_value, base.forward_batch(output, batch))
+    assert set(terms) == {"base"}  # neither log E nor the penalty is computed
 
 
 class _Trunk(nn.Module):
@@ -119,7 +122,7 @@ def _images(seed: int = 1) -> Batch:
 
 def _gradients(learner: MetricLearner) -> dict[str, torch.Tensor]:
     learner.zero_grad()
-    learner(_images()).backward()
+    learner(_images())[0].backward()
     return {name: p.grad.clone() for name, p in learner.named_parameters()}
 
 
@@ -164,7 +167,7 @@ def test_gradcheck_of_the_embedding_layer_through_the_model() -> None:
     names = list(params)
 
     def run(*values: torch.Tensor) -> torch.Tensor:
-        return functional_call(learner, dict(zip(names, values)), (batch,))
+        return functional_call(learner, dict(zip(names, values)), (batch,))[0]
 
     assert torch.autograd.gradcheck(run, tuple(params.values()))
 

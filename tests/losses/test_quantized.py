@@ -9,6 +9,7 @@ import dataclasses
 import pytest
 import torch
 
+from dml.losses.base import logged_terms
 from dml.batch import Batch, ModelOutput
 from dml.losses import build_loss
 from dml.models.soft_pq import SoftProductQuantizer
@@ -42,10 +43,10 @@ def test_value_is_base_plus_weighted_mean_over_code_lengths() -> None:
                   for i in range(2)]
     expected = base.forward_batch(output, batch) + 0.3 * (per_length[0] + per_length[1]) / 2
     wrapped = build_loss({"name": "quantized", "weight": 0.3, "base": BASE})
-    got = wrapped.forward_batch(output, batch)
+    with logged_terms() as terms:
+        got = wrapped.forward_batch(output, batch)
     torch.testing.assert_close(got, expected)
     assert per_length[0] != per_length[1]  # the two code lengths differ
-    terms = wrapped.pop_terms()
     assert set(terms) == {"base", "quantized"}
     assert terms["quantized"] == pytest.approx(float(sum(per_length).detach()) / 2)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dml.losses.base import logged_terms
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
 from dml.losses import build_loss
@@ -51,11 +52,13 @@ def test_training_path_logs_base_and_term():
     embeddings, labels = random_batch(seed=1, batch=6, classes=2, dim=3)
     loss = build_loss({"name": "embedding_norm", "weight": 0.1, "base": {"name": "contrastive"}})
     output = ModelOutput(embeddings=embeddings, features=embeddings)
-    value = loss.forward_batch(output, Batch(images=None, index=torch.arange(6), labels=labels))
-    terms = loss.pop_terms()
+    with logged_terms() as terms:
+        value = loss.forward_batch(output, Batch(images=None, index=torch.arange(6), labels=labels))
     assert set(terms) == {"base", "embedding_norm"}
     assert value.item() == pytest.approx(terms["base"] + 0.1 * terms["embedding_norm"])
-    assert loss.pop_terms() == {}
+    with logged_terms() as outside:
+        pass
+    assert outside == {}  # nothing is kept between blocks
 
 
 def test_nested_knobs_are_checked_and_named():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dml.train.loop import DataSpec
+from dml.train.training_data import DataSpec
 
 
 @pytest.fixture(scope="session")

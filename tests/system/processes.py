@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from dml.errors import IntegrityError
-from dml.train.loop import load_checkpoint
+from dml.train.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

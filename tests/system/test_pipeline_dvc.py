@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.dvc, pytest.mark.ray, pytest.mark.slow]
 
 
-TINY_OPTIONS = {"root": "dml/data/synthetic.py", "seed": 0, "image_size": 32, "families": 2, "types_per_family": 2, "classes_per_type": 3,
+TINY_OPTIONS = {"root": "dml/data/synthetic", "seed": 0, "image_size": 32, "families": 2, "types_per_family": 2, "classes_per_type": 3,
                 "images_per_class": 45}
 
 

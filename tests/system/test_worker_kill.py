@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dml.config import ModelConfig, RunSpec, TrainConfig
-from dml.train.loop import load_checkpoint
+from dml.train.checkpoints import load_checkpoint
 from dml.train.ray_trainer import latest_checkpoint, train_on_ray
 
 from .processes import checkpointed_epochs

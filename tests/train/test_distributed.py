@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dml.batch import Batch
 from dml.losses import LOSSES, build_loss
-from dml.train.loop import MetricLearner
+from dml.train.learner import MetricLearner
 from dml.models import EmbeddingModel
 from dml.models.heads import AttributeHead
 from dml.models.soft_pq import SoftProductQuantizer
@@ -132,7 +132,7 @@ def half(full: Batch, rank: int) -> Batch:
 
 def one_step(learner, rows: Batch):
     opt = torch.optim.SGD(learner.parameters(), lr=0.1)
-    loss = learner(rows)
+    loss, _ = learner(rows)
     opt.zero_grad()
     loss.backward()
     opt.step()

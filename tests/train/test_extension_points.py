@@ -14,7 +14,9 @@ from dml.context import BuildContext
 from dml.data.samplers import MPerClassBatchSampler, RandomBatchSampler
 from dml.losses import LOSSES, MetricLoss
 from dml.models import BACKBONES, build_model
-from dml.train.loop import DataSpec, LocalSession, build_sampler, fit, training_set
+from dml.train.loop import fit
+from dml.train.sessions import LocalSession
+from dml.train.training_data import DataSpec, build_sampler, training_set
 
 SEEN: list[dict] = []
 
@@ -129,6 +131,6 @@ def test_the_trunk_is_conditioned_on_the_batch_domain():
 
 def test_build_context_sizes_reach_heads_and_losses(tiny_data):
     dataset = training_set(spec(), DataSpec(**tiny_data))
-    context = BuildContext(**dataset.context_sizes(), embed_dim=8)
-    assert context.num_classes == len(np.unique(dataset.labels)) and context.num_attributes == 8
+    context = BuildContext(**dataset.rows.context_sizes(), embed_dim=8)
+    assert context.num_classes == len(np.unique(dataset.rows.labels)) and context.num_attributes == 8
     assert set(context.hierarchy) == {"middle", "coarse"}

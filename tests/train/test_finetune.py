@@ -24,7 +24,11 @@ from dml.models import build_model
 from dml.train.feature_cache import CachedFeatures, deterministic, trunk_features
 from dml.train.finetune import frozen_count, lr_factor, parameter_groups, use_channels_last
 from dml.train.launch import refit_spec, train_run
-from dml.train.loop import DataSpec, LocalSession, build_learner, fit, load_checkpoint, training_set
+from dml.train.checkpoints import load_checkpoint
+from dml.train.learner import build_learner
+from dml.train.loop import fit
+from dml.train.sessions import LocalSession
+from dml.train.training_data import DataSpec, training_set
 from dml.held_out import held_out
 
 LITE0 = ModelConfig(backbone="tf_efficientnet_lite0", weights="efficientnet_lite0", embed_dim=16, image_size=32)
@@ -146,7 +150,7 @@ def test_random_augmentation_caches_several_views_read_in_turn(data):
     spec = spec_of(feature_views=2)
     train_set = training_set(spec, data)
     torch.manual_seed(0)
-    model = build_model(spec.model, BuildContext(**train_set.context_sizes()))
+    model = build_model(spec.model, BuildContext(**train_set.rows.context_sizes()))
     cpu = torch.device("cpu")
     features = trunk_features(model, train_set, views=2, seed=0, device=cpu, batch_size=32)
     assert features.shape == (2, len(train_set), model.trunk.out_dim)
@@ -285,11 +289,11 @@ def test_refit_training_set_includes_the_validation_fold(data, tiny_data):
     selection_set = training_set(spec, held_out(spec, data)[0])
     refit_set = training_set(refit, refit_data)
     fold0 = fold_image_ids(tiny_data["splits"], 0)
-    assert fold0 and not fold0 & set(selection_set.image_ids)
-    assert fold0 <= set(refit_set.image_ids)
-    assert set(selection_set.image_ids) < set(refit_set.image_ids)
+    assert fold0 and not fold0 & set(selection_set.rows.image_ids)
+    assert fold0 <= set(refit_set.rows.image_ids)
+    assert set(selection_set.rows.image_ids) < set(refit_set.rows.image_ids)
     assert len(refit_set) > len(selection_set)
-    assert refit_set.context_sizes()["num_classes"] > selection_set.context_sizes()["num_classes"]
+    assert refit_set.rows.context_sizes()["num_classes"] > selection_set.rows.context_sizes()["num_classes"]
 
 
 def test_train_run_of_a_refit_spec_uses_every_training_class(data, tmp_path):
@@ -299,8 +303,8 @@ def test_train_run_of_a_refit_spec_uses_every_training_class(data, tmp_path):
     assert folder.parent == tmp_path
     assert len(state["history"]) == 1
     assert not any(key.startswith("val_") for key in state["history"][0])  # nothing validated
-    assert state["context"]["num_classes"] == training_set(refit, data).context_sizes()["num_classes"]
-    held = training_set(spec, held_out(spec, data)[0]).context_sizes()["num_classes"]
+    assert state["context"]["num_classes"] == training_set(refit, data).rows.context_sizes()["num_classes"]
+    held = training_set(spec, held_out(spec, data)[0]).rows.context_sizes()["num_classes"]
     assert state["context"]["num_classes"] > held
 
 

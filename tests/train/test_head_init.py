@@ -16,7 +16,9 @@ from torch import nn
 from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.train.feature_cache import trunk_features
 from dml.train.head_init import init_head_from_features, principal_directions
-from dml.train.loop import DataSpec, LocalSession, fit, training_set
+from dml.train.loop import fit
+from dml.train.sessions import LocalSession
+from dml.train.training_data import DataSpec, training_set
 
 #: Four points on a 2 x 1 rectangle: mean (1, 0.5), variance 4/3 along x and 1/3 along y.
 RECTANGLE = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [2.0, 1.0]])

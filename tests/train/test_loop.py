@@ -8,7 +8,12 @@ import torch
 from dml.batch import Batch
 from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.context import BuildContext
-from dml.train.loop import DataSpec, LocalSession, autocast_dtype, build_learner, fit, load_checkpoint
+from dml.precision import autocast_dtype
+from dml.train.checkpoints import load_checkpoint
+from dml.train.learner import build_learner
+from dml.train.loop import fit
+from dml.train.sessions import LocalSession
+from dml.train.training_data import DataSpec
 
 
 def tiny_spec(loss: str = "multi_similarity", **train) -> RunSpec:
@@ -88,15 +93,15 @@ def test_loader_worker_processes_train_reproducibly_and_resume_exactly(tiny_data
 def test_loader_pins_memory_only_for_a_gpu(tiny_data):
     from dml.data.dataset import ManifestDataset
     from dml.data.samplers import MPerClassBatchSampler
-    from dml.train.loop import training_loader
+    from dml.train.training_data import training_loader
 
     dataset = ManifestDataset(tiny_data["manifest"], tiny_data["splits"], split="train", image_size=32, train=True)
-    sampler = MPerClassBatchSampler(dataset.require_labels("test"), batch_size=8, m=4)
+    sampler = MPerClassBatchSampler(dataset.rows.require_labels("test"), batch_size=8, m=4)
     cpu = torch.device("cpu")
     assert not training_loader(dataset, sampler, 0, "auto", cpu).pin_memory
     assert training_loader(dataset, sampler, 0, True, cpu).pin_memory == torch.cuda.is_available()
     assert training_loader(dataset, sampler, 2, "auto", cpu).num_workers == 2
-    assert dataset._cached > 0  # decoded once here, before the workers fork
+    assert dataset.images._used > 0  # decoded once here, before the workers fork
 
 
 def test_bf16_autocast_runs_the_trunk_in_bf16_and_the_loss_in_fp32():
@@ -106,9 +111,9 @@ def test_bf16_autocast_runs_the_trunk_in_bf16_and_the_loss_in_fp32():
     learner.loss.register_forward_pre_hook(lambda module, args: loss_dtypes.append(args[0].dtype))
     images, labels = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(4).repeat(2)
     batch = Batch(images=images, index=torch.arange(8), labels=labels)
-    full = learner(batch)
+    full, _ = learner(batch)
     learner.autocast_dtype = torch.bfloat16
-    mixed = learner(batch)
+    mixed, _ = learner(batch)
     assert trunk_dtypes == [torch.float32, torch.bfloat16]
     assert loss_dtypes == [torch.float32, torch.float32]
     torch.testing.assert_close(mixed, full, rtol=0.05, atol=0.05)

@@ -6,7 +6,9 @@ import torch
 from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.context import BuildContext
 from dml.train.export import export_model, load_model
-from dml.train.loop import DataSpec, build_learner, load_checkpoint
+from dml.train.checkpoints import load_checkpoint
+from dml.train.learner import build_learner
+from dml.train.training_data import DataSpec
 from dml.pipeline.run_naming import run_name
 from dml.train.ray_trainer import latest_checkpoint, train_on_ray
 

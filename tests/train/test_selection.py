@@ -13,7 +13,10 @@ from dml.config import ModelConfig, RunSpec, TrainConfig
 from dml.data.dataset import ManifestDataset
 from dml.errors import ConfigError
 from dml.train.launch import selected_weights, train_run
-from dml.train.loop import BestEpoch, DataSpec, LocalSession, fit, load_checkpoint, training_set
+from dml.train.checkpoints import BestEpoch, load_checkpoint
+from dml.train.loop import fit
+from dml.train.sessions import LocalSession
+from dml.train.training_data import DataSpec, training_set
 from dml.held_out import held_out
 
 
@@ -77,8 +80,8 @@ def test_the_validation_folds_are_held_out_of_training(tiny_data):
     data, validator = held_out(spec(val_folds=[1]), DataSpec(**tiny_data))
     assert data.train_exclude_folds == (1,) and validator.folds == (1,)
     fold_one = set(ManifestDataset(tiny_data["manifest"], tiny_data["splits"], split="train",
-                                   include_folds=[1]).image_ids)
-    assert fold_one and not fold_one & set(training_set(spec(), data).image_ids)
+                                   include_folds=[1]).rows.image_ids)
+    assert fold_one and not fold_one & set(training_set(spec(), data).rows.image_ids)
     assert held_out(spec(val_folds=[], select="last"), DataSpec(**tiny_data)) == (DataSpec(**tiny_data), None)
 
 

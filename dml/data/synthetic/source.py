@@ -1,6 +1,11 @@
-"""The embedded synthetic dataset as a source ("synthetic"); options are ``generate``'s, and
-``root``: the path DVC watches for the dataset (dvc.yaml makes every dataset's ``options.root``
-a dependency of its ingest), here the generator module itself; nothing is read from it."""
+"""The synthetic dataset as a data source, the ingest's view of it: options are
+:func:`~dml.data.synthetic.generator.generate`'s, and ``root``: the path DVC watches for the
+dataset (dvc.yaml makes every dataset's ``options.root`` a dependency of its ingest), here this
+package itself; nothing is read from it.
+
+``dml.data.formats`` registers :func:`synthetic_source` as the source ``synthetic``; this module
+does not import the registry, which imports it.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from dml.data import synthetic
-from dml.data.formats import FORMATS
 from dml.data.manifest import ManifestInfo
+from dml.data.synthetic.generator import check_options, generate
 from dml.errors import ConfigError
 
 
@@ -26,7 +30,7 @@ class SyntheticSource:
 
     def _table(self) -> tuple[pa.Table, ManifestInfo]:
         if self._generated is None:
-            self._generated = synthetic.generate(**self._options)
+            self._generated = generate(**self._options)
         return self._generated
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -39,22 +43,22 @@ class SyntheticSource:
 
 
 def synthetic_source(root: str | None = None, **options: Any) -> SyntheticSource:
-    """Source of :func:`dml.data.synthetic.generate` with these options (checked now); ``root``
-    must name an existing path when given."""
+    """Source of :func:`~dml.data.synthetic.generator.generate` with these options (checked
+    now); ``root`` must name an existing path when given."""
     if root is not None and not Path(root).exists():
         raise ConfigError(f"datasets.<name>.options.root: {root} does not exist (the synthetic datasets name "
-                          "their generator, dml/data/synthetic.py)")
-    bound = inspect.signature(synthetic.generate).bind(**options)
+                          "their generator, dml/data/synthetic)")
+    bound = inspect.signature(generate).bind(**options)
     bound.apply_defaults()
     opts = dict(bound.arguments)
     domains = opts["domains"]
     opts["domains"] = (domains,) if isinstance(domains, str) else tuple(domains)
-    synthetic.check_options(*(opts[k] for k in _CHECKED))
+    check_options(*(opts[k] for k in _CHECKED))
     return SyntheticSource(**opts)
 
 
 # The registry validates option names against this signature: generate's own, and root.
-_GENERATE = inspect.signature(synthetic.generate)
+_GENERATE = inspect.signature(generate)
 synthetic_source.__signature__ = _GENERATE.replace(  # type: ignore[attr-defined]
     parameters=[inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=str | None),
                 *_GENERATE.parameters.values()],
@@ -62,4 +66,3 @@ synthetic_source.__signature__ = _GENERATE.replace(  # type: ignore[attr-defined
 )
 _CHECKED = ("image_size", "families", "types_per_family", "classes_per_type", "images_per_class",
             "scenes", "view", "domains")
-FORMATS.register("synthetic")(synthetic_source)

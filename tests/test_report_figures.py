@@ -1,11 +1,10 @@
 """The report stage's offline outputs (figures, self-contained HTML) from a hand-made tree of
-metrics, training curves and retrieval grids; and the captioned retrieval grid."""
+metrics, training curves and retrieval grids; the figures of dml.report.figures."""
 
 from __future__ import annotations
 
 import base64
 import html
-import importlib.util
 import io
 import json
 import subprocess
@@ -13,14 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from dml.errors import DataError
-from dml.evaluate.protocols import EvalRows, build_protocol
-from dml.figures import RunCurves, comparison_figure, curves_figure, palette, read_curve
-from dml.report import OTHER_CLASS, SAME_CLASS, retrieval_grid
+from dml.report.figures import RunCurves, comparison_figure, curves_figure, palette, read_curve
+from dml.report.grid import retrieval_grid
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {"base": 0.40, "method": 0.45, "reference": 0.20}  # name -> R@1 of seed 0
@@ -72,7 +69,7 @@ def make_tree(root: Path) -> None:
                 write_curve(live, "val_map_at_r", [0.05])
             (live / "metrics.json").write_text("{}\n")
             (root / "plots" / name / f"seed{seed}").mkdir(parents=True, exist_ok=True)
-            grid.save(root / "plots" / name / f"seed{seed}" / "retrieval_grid.png")
+            (root / "plots" / name / f"seed{seed}" / "retrieval_grid.png").write_bytes(grid)
 
 
 def run_report(root: Path) -> subprocess.CompletedProcess:
@@ -161,65 +158,10 @@ def test_curves_leave_out_untrained_references(tmp_path):
         read_curve(bad)
 
 
-def test_grid_captions_show_class_names_scores_and_a_legend():
-    queries = [tile((200, 0, 0)), tile((0, 0, 200))]
-    results = [[tile((0, 200, 0)), tile((90, 90, 90))] for _ in queries]
-    wrong = np.zeros((2, 2), dtype=bool)  # every result red: green can only be the legend's
-    plain = retrieval_grid(queries, results, wrong, cell=40)
-    names = dict(query_names=["circle", "star"], result_names=[["circle", "ring"], ["star", "tee"]])
-    named = retrieval_grid(queries, results, wrong, cell=40, **names)
-    scored = retrieval_grid(queries, results, wrong, cell=40, scores=np.array([[0.9, 0.5], [0.8, 0.1]]), **names)
-    assert named.width == plain.width
-    assert named.height > plain.height and scored.height > named.height  # a caption strip per row grows
-    other = retrieval_grid(queries, results, wrong, cell=40, query_names=["square", "plus"],
-                           result_names=[["hexagon", "ring"], ["cross", "tee"]])
-    assert other.size == named.size
-    assert np.any(np.asarray(other) != np.asarray(named))  # the names are drawn
-    pixels = np.asarray(plain).reshape(-1, 3)
-    assert (pixels == SAME_CLASS).all(1).any() and (pixels == OTHER_CLASS).all(1).any()
-    with pytest.raises(ValueError, match="both"):
-        retrieval_grid(queries, results, wrong, query_names=["circle", "star"])
-
-
-def load_stage(path: Path):
-    spec = importlib.util.spec_from_file_location(f"stage_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_evaluate_names_the_grid_tiles_by_class_and_scores_them(tiny_data, tmp_path):
-    from dml.data.manifest import read_info
-    from dml.evaluate.experiment import pair_scores
-
-    evaluate = load_stage(REPO / "pipelines" / "evaluate.py")
-    table = pq.read_table(tiny_data["manifest"], columns=["image_id", "label"]).to_pydict()
-    n = len(table["image_id"])
-    rows = EvalRows(ids=np.asarray(table["image_id"], dtype=object), split=np.full(n, "test", dtype=object),
-                    role=np.full(n, "both", dtype=object), domain=np.full(n, "photo", dtype=object),
-                    labels={"fine": np.asarray(table["label"])})
-    names = evaluate.class_names(rows, tiny_data["manifest"])
-    catalogue = read_info(tiny_data["manifest"]).class_names["fine"]
-    assert names[table["image_id"][0]] == catalogue[table["label"][0]]
-    assert evaluate.class_names(EvalRows(rows.ids, rows.split, rows.role, rows.domain), tiny_data["manifest"]) is None
-    vectors = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
-    ids = list(rows.ids)
-    cosine = pair_scores(rows, vectors, "cosine", ids[:2], [ids[2:5], ids[5:8]])
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    assert cosine.shape == (2, 3) and cosine[1, 0] == pytest.approx(float(unit[1] @ unit[5]), abs=1e-6)
-    distance = pair_scores(rows, vectors, "euclidean", ids[:1], [ids[1:2]])
-    assert distance[0, 0] == pytest.approx(float(np.linalg.norm(vectors[0] - vectors[1])), abs=1e-5)
-    evaluate.write_grid(tmp_path / "grid.png", rows, vectors, build_protocol({"name": "self_retrieval"}),
-                        tiny_data["manifest"], n_queries=3, top_k=4)
-    with Image.open(tmp_path / "grid.png") as grid:
-        cell = 80  # the default tile, plus its caption strip and the legend below the rows
-        assert grid.width == 5 * (cell + 4) + 4 and grid.height > 3 * (cell + 4) + 3 * 2 * 10
-
-
 def test_loss_terms_become_flat_curve_names(tmp_path):
     """dvclive nests names at '/': a loss and its terms ('loss', 'loss/deviance') are written
     under flat names, and the figures find them by the same rule."""
-    from dml.figures import curve_file
+    from dml.report.figures import curve_file
     from dml.train.curves import write_curves
 
     history = [{"loss": 1.0, "loss/deviance": 0.8, "loss/base/term": 0.1, "val_map@r": 0.2, "steps": 3.0}]

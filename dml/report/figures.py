@@ -1,14 +1,11 @@
 """The report's figures, as PNG bytes drawn offline with matplotlib's Agg backend: per
 (dataset, protocol) section the headline metrics with their intervals and the recall@K curves,
-and the training and validation curves of every trained experiment.
-
-matplotlib is imported here only: the other stages (the evaluate stage imports dml.report for
-its retrieval grid) never pay for it. An experiment keeps one colour in every figure.
+and the training and validation curves of every trained experiment. An experiment keeps one
+colour in every figure.
 """
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,20 +15,18 @@ import matplotlib
 import numpy as np
 from matplotlib import style
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from dml.errors import DataError
 from dml.evaluate.catalog import metric_key
-from dml.report import (Runs, estimate, float_estimate, headline_metrics, metric_columns, protocol_of, sections,
-                        seed_runs, title)
+from dml.report.columns import headline_metrics, metric_columns, protocol_of, title
+from dml.report.drawing import STYLE, png
+from dml.report.estimates import estimate, float_estimate
+from dml.report.runs import Runs, sections, seed_runs
 from dml.train.curves import curve_name
 
 DPI = 110
-#: matplotlib's defaults (a user's matplotlibrc never changes the report), a few sizes smaller.
-STYLE = ["default", {"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8,
-                     "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "dml"}]
 INTERVALS = {"t": "95% t interval over seeds", "bootstrap": "95% bootstrap interval over queries (one seed)"}
 
 Curve = tuple[np.ndarray, np.ndarray]  # epochs (dvclive steps), values
@@ -100,14 +95,6 @@ def load_curves(dvclive: Path, results: Mapping[str, Runs],
 # ----------------------------------------------------------------------------- drawing
 
 
-def _png(fig: Figure) -> bytes:
-    """The figure as PNG bytes, without the matplotlib version in its metadata."""
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    return buffer.getvalue()
-
-
 def palette(names: Sequence[str]) -> dict[str, tuple]:
     """One colour per experiment (``names`` in a fixed order), the same in every figure."""
     colours = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"].colors
@@ -162,7 +149,7 @@ def comparison_figure(heading: str, runs: Mapping[str, Sequence[Mapping]], colou
         ax.set_ylim(0, min(110, ax.get_ylim()[1] * 1.08))
         ax.set_title(f"{heading}\n{_interval_note(kinds - {None, ''})}")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="experiment")
-        return _png(fig)
+        return png(fig, DPI)
 
 
 def recall_figure(heading: str, runs: Mapping[str, Sequence[Mapping]], colours: Mapping[str, tuple]) -> bytes | None:
@@ -188,7 +175,7 @@ def recall_figure(heading: str, runs: Mapping[str, Sequence[Mapping]], colours: 
         ax.set_ylabel("Recall@K (%)")
         ax.set_title(f"{heading}: recall@K, mean over seeds")
         ax.legend(title="experiment")
-        return _png(fig)
+        return png(fig, DPI)
 
 
 def _curve_panel(ax: Axes, curves: Mapping[str, Mapping[int, RunCurves]], which: str, scale: float,
@@ -243,7 +230,7 @@ def curves_figure(curves: Mapping[str, Mapping[int, RunCurves]], val_metrics: Ma
         val.set_ylabel(f"validation {' / '.join(metrics)} (%)")
         val.set_title(f"validation {' / '.join(metrics)} (★: the exported epoch)")
         val.legend(loc="upper left", bbox_to_anchor=(1.01, 1), title="experiment")
-        return _png(fig)
+        return png(fig, DPI)
 
 
 def _slug(*parts: str) -> str:
