@@ -1,5 +1,6 @@
 """Checks before compute: every component an experiment names, with its knobs, is built once
-with stand-in sizes, and every search key must name a knob of the resolved run.
+with stand-in sizes, and every search key must name a knob of the resolved run, its bounds
+within the range the knob's factory declares (:class:`dml.registry.Knob`).
 
 Unknown names, unknown knobs and bad values (a negative margin) fail here, in seconds, with
 the dotted key of params.yaml, instead of inside a training worker.
@@ -19,6 +20,7 @@ from dml.losses import build_loss
 from dml.models import BACKBONES, HEADS
 from dml.models.timm_trunk import check_timm_options, is_timm_model
 from dml.models.weights import check_weights
+from dml.registry import KnobValueError
 
 
 def check_run(spec: RunSpec) -> None:
@@ -69,11 +71,15 @@ def check_experiment(params: Params, name: str) -> None:
     exp = params.experiment(name)
     check_run(resolve_run(params, name))
     for key, dim in exp.search.items():
-        try:
-            check_run(resolve_run(params, name, {key: dim.example()}))
-        except ConfigError as err:
-            raise ConfigError(f"search key experiments.{name}.search.{key} names no knob of the "
-                              f"run ({err})") from None
+        for bound in dim.bounds():  # every value Tune may draw lies in the knob's declared range
+            try:
+                check_run(resolve_run(params, name, {key: bound}))
+            except KnobValueError as err:
+                raise ConfigError(f"experiments.{name}.search.{key}: {bound!r} is outside what the "
+                                  f"knob accepts ({err})") from None
+            except ConfigError as err:
+                raise ConfigError(f"search key experiments.{name}.search.{key} names no knob of the "
+                                  f"run ({err})") from None
 
 
 def check_params(params: Params) -> Params:

@@ -157,11 +157,11 @@ class SearchDim(Section):
             raise ValueError(f"a {self.type!r} dimension needs low < high")
         return self
 
-    def example(self) -> Any:
-        """One value of the dimension (to check that its key names a knob)."""
+    def bounds(self) -> list[Any]:
+        """The extreme values Tune may draw: ``low`` and ``high``, or every choice."""
         if self.type == "choice":
-            return (self.values or [None])[0]
-        return int(self.low) if self.type == "int" else self.low
+            return list(self.values or [])
+        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
 
 
 class TuneConfig(Section):

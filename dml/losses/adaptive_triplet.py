@@ -20,12 +20,15 @@ without autograd and its backward is one B x B matrix: ``∂L/∂d = (C⁺ − C
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
-from dml.losses.base import LOSSES, MetricLoss, check_positive, distance_matrix
+from dml.registry import Knob
+from dml.losses.base import LOSSES, MetricLoss, distance_matrix
 from dml.label_similarity import LABEL_SIMILARITIES
 
 __all__ = ["AdaptiveTripletLoss", "triplet_hinge"]
@@ -119,13 +122,10 @@ class AdaptiveTripletLoss(MetricLoss):
     (``mean`` | ``non_zero``). Distances are euclidean on normalized embeddings.
     """
 
-    def __init__(self, margin: float = 0.1, gamma: float = 0.5, similarity: str = "jaccard",
+    def __init__(self, margin: Annotated[float, Knob(ge=0)] = 0.1, gamma: Annotated[float, Knob(ge=0)] = 0.5, similarity: str = "jaccard",
                  mining: str = "all", reduction: str = "mean",
-                 block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> None:
+                 block_elements: Annotated[int, Knob(gt=0, integer=True)] = DEFAULT_BLOCK_ELEMENTS) -> None:
         super().__init__()
-        check_positive("margin", margin, allow_zero=True)
-        check_positive("gamma", gamma, allow_zero=True)
-        check_positive("block_elements", block_elements)
         if mining not in MINING:
             raise ConfigError(f"loss.mining must be one of {', '.join(MINING)}; got {mining!r}")
         if reduction not in REDUCTIONS:

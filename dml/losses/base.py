@@ -375,7 +375,6 @@ class WrapperLoss(MetricLoss):
         super().__init__()
         if not isinstance(base, MetricLoss):
             raise ConfigError(f"loss.base must be a loss, got {type(base).__name__}")
-        check_positive("weight", weight, allow_zero=True)
         self.base = base
         self.weight = float(weight)
         self.needs_class_labels = base.needs_class_labels  # type: ignore[misc]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn.functional as F
 from torch import Tensor
 
+from dml.registry import Knob
 from dml.losses.base import (
     LOSSES,
     MetricLoss,
-    check_positive,
     cosine_matrix,
     masked_mean,
     pair_masks,
@@ -29,10 +31,8 @@ class BinomialDevianceLoss(MetricLoss):
     Pairs are ordered (i, j), i ≠ j (``pair_masks``).
     """
 
-    def __init__(self, alpha: float = 2.0, beta: float = 0.5, neg_weight: float = 25.0) -> None:
+    def __init__(self, alpha: Annotated[float, Knob(gt=0)] = 2.0, beta: float = 0.5, neg_weight: Annotated[float, Knob(gt=0)] = 25.0) -> None:
         super().__init__()
-        check_positive("alpha", alpha)
-        check_positive("neg_weight", neg_weight)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.neg_weight = float(neg_weight)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
-from dml.losses.base import LOSSES, MetricLoss, check_positive, distance_matrix
+from dml.registry import Knob
+from dml.losses.base import LOSSES, MetricLoss, distance_matrix
 
 __all__ = ["ContrastiveLoss"]
 
@@ -40,10 +43,8 @@ class ContrastiveLoss(MetricLoss):
     the same mean as over unordered pairs.
     """
 
-    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0) -> None:
+    def __init__(self, pos_margin: Annotated[float, Knob(ge=0)] = 0.0, neg_margin: Annotated[float, Knob(ge=0)] = 1.0) -> None:
         super().__init__()
-        check_positive("pos_margin", pos_margin, allow_zero=True)
-        check_positive("neg_margin", neg_margin, allow_zero=True)
         self.pos_margin = float(pos_margin)
         self.neg_margin = float(neg_margin)
 

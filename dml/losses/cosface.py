@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml.losses.base import LOSSES, check_positive
+from dml.registry import Knob
+from dml.losses.base import LOSSES
 from dml.losses.warmup import AnnealedMarginLoss
 
 __all__ = ["CosFaceLoss"]
@@ -28,12 +31,10 @@ class CosFaceLoss(AnnealedMarginLoss):
         self,
         num_classes: int,
         embed_dim: int,
-        scale: float = 32.0,
-        margin: float = 0.35,
+        scale: Annotated[float, Knob(gt=0)] = 32.0,
+        margin: Annotated[float, Knob(ge=0)] = 0.35,
         anneal: int | float = 0,
     ) -> None:
-        check_positive("scale", scale)
-        check_positive("margin", margin, allow_zero=True)
         super().__init__(num_classes, embed_dim, anneal)
         self.scale = float(scale)
         self.margin = float(margin)

@@ -4,6 +4,8 @@ per-scale baseline, whose positive moves to the sample's class at each scale."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dml.errors import ConfigError
+from dml.registry import Knob
 from dml.losses.base import LOSSES, check_positive
 from dml.losses.warmup import AnnealedMarginLoss
 
@@ -65,13 +68,12 @@ class CrossScaleLoss(AnnealedMarginLoss):
         num_classes: int,
         embed_dim: int,
         margins: Mapping[str, float] | None = None,
-        scale: float = 32.0,
+        scale: Annotated[float, Knob(gt=0)] = 32.0,
         hierarchy: Mapping[str, Sequence[int]] | None = None,
         scale_classes: Mapping[str, int] | None = None,
         positive: str = "fine",
         anneal: int | float = 0,
     ) -> None:
-        check_positive("scale", scale)
         if positive not in POSITIVES:
             raise ConfigError(f"loss.positive must be one of {', '.join(POSITIVES)} (fine: CSL, "
                               f"scale: the per-scale baseline), got {positive!r}")

@@ -3,10 +3,12 @@ used as an ``embedding_regularizer``)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch import Tensor
 
 from dml.batch import Batch, ModelOutput
-from dml.errors import ConfigError
+from dml.registry import Knob
 from dml.losses.base import LOSSES, MetricLoss, WrapperLoss
 
 __all__ = ["EmbeddingNormLoss"]
@@ -22,10 +24,9 @@ class EmbeddingNormLoss(WrapperLoss):
 
     term_name = "embedding_norm"
 
-    def __init__(self, base: MetricLoss, weight: float = 0.0, p: float = 2.0) -> None:
+    def __init__(self, base: MetricLoss, weight: Annotated[float, Knob(ge=0)] = 0.0,
+                 p: Annotated[float, Knob(ge=1)] = 2.0) -> None:
         super().__init__(base, weight)
-        if not p >= 1:
-            raise ConfigError(f"loss.p must be >= 1, got {p!r}")
         self.p = float(p)
 
     def term(self, output: ModelOutput, batch: Batch) -> Tensor:

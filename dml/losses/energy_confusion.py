@@ -50,12 +50,15 @@ Where this module departs from that code:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor, nn
 
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
-from dml.losses.base import LOSSES, MetricLoss, WrapperLoss, check_positive
+from dml.registry import Knob
+from dml.losses.base import LOSSES, MetricLoss, WrapperLoss
 
 __all__ = ["EnergyConfusionLoss", "random_partners"]
 
@@ -92,12 +95,11 @@ class EnergyConfusionLoss(WrapperLoss):
 
     term_name = "energy_confusion"
 
-    def __init__(self, base: MetricLoss, weight: float = 0.13, partners: int = 10,
-                 row_norm: float = 0.5, seed: int = 0, embedding_head: nn.Module | None = None) -> None:
+    def __init__(self, base: MetricLoss, weight: Annotated[float, Knob(ge=0)] = 0.13, partners: int = 10,
+                 row_norm: Annotated[float, Knob(ge=0)] = 0.5, seed: int = 0, embedding_head: nn.Module | None = None) -> None:
         super().__init__(base, weight)
         if isinstance(partners, bool) or not isinstance(partners, int) or partners < 1:
             raise ConfigError(f"loss.partners must be a positive integer, got {partners!r}")
-        check_positive("row_norm", row_norm, allow_zero=True)
         if embedding_head is not None and not isinstance(embedding_head, nn.Linear):
             raise ConfigError("loss 'energy_confusion' trains the embedding layer W h + b: the "
                               "model needs one (model.embed_dim), not "

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
+from dml.registry import Knob
 from dml.losses.base import (
     LOSSES,
     MetricLoss,
-    check_positive,
     cosine_matrix,
     log1p_sum_exp,
     pair_masks,
@@ -38,15 +40,12 @@ class MultiSimilarityLoss(MetricLoss):
 
     def __init__(
         self,
-        alpha: float = 2.0,
-        beta: float = 50.0,
+        alpha: Annotated[float, Knob(gt=0)] = 2.0,
+        beta: Annotated[float, Knob(gt=0)] = 50.0,
         base: float = 0.5,
-        epsilon: float = 0.1,
+        epsilon: Annotated[float, Knob(ge=0)] = 0.1,
     ) -> None:
         super().__init__()
-        check_positive("alpha", alpha)
-        check_positive("beta", beta)
-        check_positive("epsilon", epsilon, allow_zero=True)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.base = float(base)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn.functional as F
 from torch import Tensor
 
-from dml.losses.base import LOSSES, ProxyLoss, check_positive
+from dml.registry import Knob
+from dml.losses.base import LOSSES, ProxyLoss
 
 __all__ = ["NormalizedSoftmaxLoss"]
 
@@ -22,8 +25,7 @@ class NormalizedSoftmaxLoss(ProxyLoss):
     ``CosFaceLoss(margin=0, scale=1/temperature)`` is the same loss.
     """
 
-    def __init__(self, num_classes: int, embed_dim: int, temperature: float = 0.05) -> None:
-        check_positive("temperature", temperature)
+    def __init__(self, num_classes: int, embed_dim: int, temperature: Annotated[float, Knob(gt=0)] = 0.05) -> None:
         super().__init__(num_classes, embed_dim)
         self.temperature = float(temperature)
 

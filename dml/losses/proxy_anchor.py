@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dml.losses.base import LOSSES, ProxyLoss, check_positive, log1p_sum_exp
+from dml.registry import Knob
+from dml.losses.base import LOSSES, ProxyLoss, log1p_sum_exp
 
 __all__ = ["ProxyAnchorLoss"]
 
@@ -28,11 +31,9 @@ class ProxyAnchorLoss(ProxyLoss):
         self,
         num_classes: int,
         embed_dim: int,
-        margin: float = 0.1,
-        alpha: float = 32.0,
+        margin: Annotated[float, Knob(ge=0)] = 0.1,
+        alpha: Annotated[float, Knob(gt=0)] = 32.0,
     ) -> None:
-        check_positive("alpha", alpha)
-        check_positive("margin", margin, allow_zero=True)
         super().__init__(num_classes, embed_dim)
         self.margin = float(margin)
         self.alpha = float(alpha)

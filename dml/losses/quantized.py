@@ -8,6 +8,8 @@ way Product Quantization Networks train their soft quantizer with the metric los
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import dataclasses
 
 import torch
@@ -15,6 +17,7 @@ from torch import Tensor
 
 from dml.batch import Batch, ModelOutput
 from dml.errors import ConfigError
+from dml.registry import Knob
 from dml.losses.base import LOSSES, MetricLoss, WrapperLoss, logged_terms
 
 __all__ = ["QuantizedLoss"]
@@ -28,7 +31,7 @@ class QuantizedLoss(WrapperLoss):
 
     term_name = "quantized"
 
-    def __init__(self, base: MetricLoss, weight: float = 1.0, head: str = "soft_pq") -> None:
+    def __init__(self, base: MetricLoss, weight: Annotated[float, Knob(ge=0)] = 1.0, head: str = "soft_pq") -> None:
         super().__init__(base, weight)
         if not isinstance(head, str) or not head:
             raise ConfigError(f"loss.head must name a model head, got {head!r}")

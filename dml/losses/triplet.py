@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor
 
 from dml.errors import ConfigError
+from dml.registry import Knob
 from dml.losses.base import (
     LOSSES,
     MetricLoss,
-    check_positive,
     distance_matrix,
     masked_mean,
     pair_masks,
@@ -48,9 +50,8 @@ class TripletLoss(MetricLoss):
     ``d_an``, over the same count).
     """
 
-    def __init__(self, margin: float = 0.2, mining: str = "all") -> None:
+    def __init__(self, margin: Annotated[float, Knob(ge=0)] = 0.2, mining: str = "all") -> None:
         super().__init__()
-        check_positive("margin", margin, allow_zero=True)
         if mining not in MINING:
             raise ConfigError(f"loss.mining must be one of {', '.join(MINING)}; got {mining!r}")
         self.margin = float(margin)
