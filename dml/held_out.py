@@ -17,14 +17,19 @@ from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.train.training_data import DataSpec
 
 
+def validation_selection(folds: Sequence[int]) -> dict[str, Any]:
+    """The rows that validation folds ``folds`` rank, as selection arguments of
+    :class:`~dml.data.rows.ManifestRows`: the training split's rows of those folds, and the
+    shared gallery that the test also searches (the photos of the category-level sketch
+    protocol; none in a class-disjoint split)."""
+    return {"split": "train", "include_folds": list(folds), "shared_gallery": True}
+
+
 def validation_set(manifest: str, splits: str, folds: Sequence[int], *,
                    domains: Sequence[str] | None = None, image_size: int = 32) -> ManifestDataset:
-    """The rows that validation folds ``folds`` rank: the training split's rows of those folds
-    in ``domains``, and the shared gallery that the test also searches (the photos of the
-    category-level sketch protocol; none in a class-disjoint split)."""
-    return ManifestDataset(manifest, splits, split="train", include_folds=list(folds),
-                           domains=domains, image_size=image_size, train=False,
-                           shared_gallery=True)
+    """The images of :func:`validation_selection` in ``domains``, for embedding."""
+    return ManifestDataset(manifest, splits, domains=domains, image_size=image_size, train=False,
+                           **validation_selection(folds))
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,16 @@ import torch
 from dml.config import Params, QuantizeConfig, RunSpec, resolve_run
 from dml.context import BuildContext
 from dml.data.dataset import ManifestDataset
+from dml.data.rows import ManifestRows
 from dml.data.samplers import fitting_batch_size
 from dml.data.splits import evaluated_rows
 from dml.errors import ConfigError, DataError
-from dml.evaluate.experiment import experiment_rows
 from dml.evaluate.protocols import EvalRows, build_protocol
 from dml.index import CODEBOOK_BITS, KINDS, min_training_vectors
 from dml.models import build_model
 from dml.train.learner import build_learner
 from dml.train.training_data import DataSpec, build_sampler, training_set
-from dml.held_out import held_out, validation_set
+from dml.held_out import held_out, validation_selection
 
 #: Rows of the dry forward pass: enough for pairs of two classes, cheap for any trunk.
 DRY_ROWS = 8
@@ -59,11 +59,12 @@ def preflight(spec: RunSpec, data: DataSpec, *, world_size: int, stage: str = "t
         _check_rows(spec, _validation_rows(spec, data), f"{where}: validation folds "
                     f"{list(spec.train.val_folds)} (train.val_folds)")
     if quantize is not None:
-        dataset, rows = experiment_rows(spec, data.manifest, data.splits)
+        manifest_rows = ManifestRows(data.manifest, data.splits, domains=spec.domains)
+        rows = EvalRows.from_rows(manifest_rows)
         test = rows.subset(evaluated_rows(rows.split, rows.role))
         _check_roles(spec, test, where)
         _check_rows(spec, test, f"{where}: the test split")
-        result.notices += _quantizers(spec, dataset, int((rows.split == "train").sum()), quantize, where)
+        result.notices += _quantizers(spec, manifest_rows, int((rows.split == "train").sum()), quantize, where)
     return result
 
 
@@ -114,8 +115,8 @@ def _dry_step(spec: RunSpec, train_set: ManifestDataset, world_size: int, where:
 
 
 def _validation_rows(spec: RunSpec, data: DataSpec) -> EvalRows:
-    return EvalRows.from_rows(validation_set(data.manifest, data.splits, spec.train.val_folds,
-                                             domains=spec.domains).rows)
+    return EvalRows.from_rows(ManifestRows(data.manifest, data.splits, domains=spec.domains,
+                                           **validation_selection(spec.train.val_folds)))
 
 
 def _check_roles(spec: RunSpec, rows: EvalRows, where: str) -> None:
@@ -139,11 +140,11 @@ def _check_rows(spec: RunSpec, rows: EvalRows, what: str) -> None:
         raise DataError(f"{what}: {err}") from None
 
 
-def _quantizers(spec: RunSpec, dataset: ManifestDataset, n_train: int, cfg: QuantizeConfig,
+def _quantizers(spec: RunSpec, rows: ManifestRows, n_train: int, cfg: QuantizeConfig,
                 where: str) -> list[str]:
     """The indexes of ``quantize`` these training vectors cannot train (a notice: the quantize
     stage skips them), and a ConfigError for a bit budget the embedding size cannot split."""
-    dim = spec.model.embed_dim or build_model(spec.model, BuildContext(**dataset.rows.context_sizes())).embed_dim
+    dim = spec.model.embed_dim or build_model(spec.model, BuildContext(**rows.context_sizes())).embed_dim
     product = [kind for kind in cfg.kinds if kind != "hash"]  # a hash takes any number of bits
     for bits in cfg.bits if product else ():
         if dim % (bits // CODEBOOK_BITS):

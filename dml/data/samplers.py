@@ -13,13 +13,13 @@ its own knobs from params.yaml.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from dml.errors import ConfigError
-from dml.registry import Registry
+from dml.registry import Knob, Registry
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")
 
@@ -366,7 +366,7 @@ DEFAULT_M = 4
 
 @SAMPLERS.register("m_per_class")
 def m_per_class(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
-                m: int = DEFAULT_M) -> MPerClassBatchSampler:
+                m: Annotated[int, Knob(ge=1, integer=True)] = DEFAULT_M) -> MPerClassBatchSampler:
     """``m`` images of each of ``batch_size // m`` fine classes per batch (the default)."""
     return MPerClassBatchSampler(rows.require_labels("sampler 'm_per_class'"), m=m,
                                  batch_size=batch_size, rank=rank, world_size=world_size, seed=seed)
@@ -374,7 +374,7 @@ def m_per_class(rows: Any, *, batch_size: int, rank: int, world_size: int, seed:
 
 @SAMPLERS.register("hierarchical")
 def hierarchical(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
-                 k: int = DEFAULT_M, scales: list[str] | None = None) -> HierarchicalBatchSampler:
+                 k: Annotated[int, Knob(ge=1, integer=True)] = DEFAULT_M, scales: list[str] | None = None) -> HierarchicalBatchSampler:
     """Groups of ``k`` images of one class at each semantic scale, finest first (default:
     every scale the data has); ``batch_size`` a multiple of ``k`` x the number of scales."""
     labels = {rows.info.fine: rows.require_labels("sampler 'hierarchical'"),
@@ -390,7 +390,7 @@ def hierarchical(rows: Any, *, batch_size: int, rank: int, world_size: int, seed
 
 @SAMPLERS.register("multilabel")
 def multilabel(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
-               k: int = DEFAULT_M) -> MultiLabelBatchSampler:
+               k: Annotated[int, Knob(ge=1, integer=True)] = DEFAULT_M) -> MultiLabelBatchSampler:
     """Groups of ``k`` images sharing one object class (multi-label, multi-object rows)."""
     if rows.counts is None:
         raise ConfigError("sampler 'multilabel' needs object counts per image (an "
@@ -401,7 +401,7 @@ def multilabel(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: 
 
 @SAMPLERS.register("cross_domain")
 def cross_domain(rows: Any, *, batch_size: int, rank: int, world_size: int, seed: int,
-                 m: int = DEFAULT_M) -> CrossDomainBatchSampler:
+                 m: Annotated[int, Knob(ge=1, integer=True)] = DEFAULT_M) -> CrossDomainBatchSampler:
     """``m`` images of each of ``batch_size // m`` classes, ``m / 2`` sketches then ``m / 2``
     photos: a sketch in a batch always has photos of its class beside it."""
     return CrossDomainBatchSampler(rows.require_labels("sampler 'cross_domain'"), rows.domains,

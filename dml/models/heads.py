@@ -8,10 +8,12 @@ are injected from the build context (``dml.context``); the rest are knobs.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch import Tensor, nn
 
 from dml.errors import ConfigError
-from dml.registry import Registry
+from dml.registry import Knob, Registry
 
 HEADS: Registry[nn.Module] = Registry("head")
 
@@ -27,8 +29,6 @@ class AttributeHead(nn.Module):
         super().__init__()
         if num_attributes < 1:
             raise ConfigError("model.heads.attributes: the dataset has no attributes")
-        if hidden < 0:
-            raise ConfigError(f"model.heads.attributes.hidden must be >= 0, got {hidden}")
         self.net = (nn.Linear(feature_dim, num_attributes) if not hidden else
                     nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, num_attributes)))
@@ -38,6 +38,7 @@ class AttributeHead(nn.Module):
 
 
 @HEADS.register("attributes")
-def attributes(feature_dim: int, num_attributes: int, hidden: int = 0) -> nn.Module:
+def attributes(feature_dim: int, num_attributes: int,
+               hidden: Annotated[int, Knob(ge=0, integer=True)] = 0) -> nn.Module:
     """Attribute logits from the trunk features; ``hidden`` > 0 adds one hidden layer."""
     return AttributeHead(feature_dim, num_attributes, hidden)

@@ -3,6 +3,8 @@ builder from a run's spec and the build context, and its optimizer."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -49,9 +51,8 @@ def build_learner(
 ) -> MetricLearner:
     """The model and loss of ``spec``, sizes (classes, attributes, embed dim) from ``context``."""
     model = build_model(spec.model, context)
-    context = BuildContext(**{**context.values(), "embed_dim": model.embed_dim,
-                              "feature_dim": model.trunk.out_dim, "image_size": spec.model.image_size,
-                              "embedding_head": model.head})
+    context = dataclasses.replace(context, embed_dim=model.embed_dim, feature_dim=model.trunk.out_dim,
+                                  image_size=spec.model.image_size, embedding_head=model.head)  # the model's facts
     if spec.loss is None:
         raise ConfigError(f"experiments.{spec.experiment}.loss: missing; nothing to train with")
     loss = build_loss(spec.loss, context=context, where=f"experiments.{spec.experiment}.loss")
