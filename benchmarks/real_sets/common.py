@@ -38,7 +38,7 @@ class BuiltSet:
     """One built set: how the suite's params name it, and what the report says of it."""
 
     name: str
-    source: str                         # a source of dml/data/formats ("folder", "coco")
+    source: str                         # a source of dml/data/sources ("folder", "coco")
     options: dict[str, Any]             # that source's options (root, annotations_csv, ...)
     split: dict[str, Any]               # datasets.<name>.split
     protocol: dict[str, Any]            # datasets.<name>.protocol

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from dml.data.formats import DATASET_KEY, FORMATS
+from dml.data.sources import DATASET_KEY, SOURCES
 from dml.data.images import RGB, StoredImage, parse_colour, store_image
 from dml.data.manifest import ManifestInfo, conform, manifest_schema, validate_manifest
 from dml.errors import ConfigError, DataError
@@ -241,7 +241,7 @@ def ingest(
     where: str = DATASET_KEY,
     report_path: str | os.PathLike[str] | None = None,
 ) -> IngestReport:
-    """Read ``source`` (a FORMATS name) built with ``options`` into the manifest ``out_path``.
+    """Read ``source`` (a SOURCES name) built with ``options`` into the manifest ``out_path``.
 
     Every image is decoded once and stored with its shorter side at most ``short_side``
     pixels, transparency composited onto ``background`` (:func:`dml.data.images.store_image`).
@@ -256,7 +256,7 @@ def ingest(
     if on_bad not in ON_BAD:
         raise ConfigError(f"{where}.on_bad: {on_bad!r} is not one of: {', '.join(ON_BAD)}")
     colour = _image_options(short_side, background, where)
-    built = FORMATS.build(source, where=f"{where}.options", **dict(options or {}))
+    built = SOURCES.build(source, where=f"{where}.options", **dict(options or {}))
     info = built.info()
     out_path = Path(out_path)
     prepare = functools.partial(_prepare_record, short_side=short_side, background=colour)

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from dml.data.formats.coco import CocoSource
-from dml.data.formats.folder import FolderSource
+from dml.data.sources.coco import CocoSource
+from dml.data.sources.folder import FolderSource
 from dml.data.splits import make_splits
 from dml.errors import DataError
 from real_sets import cards

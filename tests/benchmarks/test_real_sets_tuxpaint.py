@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from dml.data.formats.folder import FolderSource
+from dml.data.sources.folder import FolderSource
 from dml.data.splits import make_splits
 
 from real_sets import tuxpaint

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from dml.data.formats.folder import FolderSource
+from dml.data.sources.folder import FolderSource
 from dml.errors import DataError
 from real_sets import wesnoth
 from real_sets.common import MAX_SIDE

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from dml.data.formats import FORMATS
+from dml.data.sources import SOURCES
 from dml.data.ingest import ingest
 from dml.data.manifest import read_info, read_manifest
 from dml.errors import ConfigError, DataError
@@ -120,5 +120,5 @@ def test_configuration_errors(tmp_path):
         ingest("synthetic", {}, tmp_path / "m.parquet", on_bad="ignore")
     with pytest.raises(ConfigError, match="folder"):
         ingest("nonsense", {}, tmp_path / "m.parquet")
-    assert {"folder", "synthetic"} <= set(FORMATS.names())
+    assert {"folder", "synthetic"} <= set(SOURCES.names())
     assert not (tmp_path / "m.parquet").exists()

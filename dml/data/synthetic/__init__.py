@@ -8,7 +8,7 @@ One module per job, each importing only those above it:
 - ``canvas``: drawing primitives (background, clutter, masks, textures, PNG encoding),
 - ``render``: what a photo, a sketch and a scene show, and the order of their random draws,
 - ``generator``: the options, the random streams and the manifest table (``generate``),
-- ``source``: the ingest's source ``synthetic`` (registered by ``dml.data.formats``).
+- ``source``: the ingest's source ``synthetic`` (registered by ``dml.data.sources``).
 
 Import the names from their module (``from dml.data.synthetic.generator import generate``);
 this package imports nothing. Its folder is what DVC watches for the synthetic datasets

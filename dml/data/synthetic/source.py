@@ -3,7 +3,7 @@
 dataset (dvc.yaml makes every dataset's ``options.root`` a dependency of its ingest), here this
 package itself; nothing is read from it.
 
-``dml.data.formats`` registers :func:`synthetic_source` as the source ``synthetic``; this module
+``dml.data.sources`` registers :func:`synthetic_source` as the source ``synthetic``; this module
 does not import the registry, which imports it.
 """
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dml.data.formats import FORMATS, Source
-from dml.data.formats.cub import CubSource
-from dml.data.formats.inshop import InShopSource
+from dml.data.sources import SOURCES, Source
+from dml.data.sources.cub import CubSource
+from dml.data.sources.inshop import InShopSource
 from dml.data.ingest import ingest
 from dml.data.manifest import attribute_matrix, read_info, read_manifest
 from dml.errors import ConfigError, DataError
@@ -77,7 +77,7 @@ def _by_id(source):
 
 
 def test_cub_records_and_info(cub):
-    source = FORMATS.build("cub", root=str(cub))
+    source = SOURCES.build("cub", root=str(cub))
     assert isinstance(source, Source) and isinstance(source, CubSource)
     records = list(source.records())
     assert [r["image_id"] for r in records] == [rel for _, _, rel in CUB_IMAGES]
@@ -218,22 +218,22 @@ def test_cub_wrong_class_line_is_not_also_a_missing_one(cub):
 
 def test_cub_configuration_errors(cub):
     with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.colour"):
-        FORMATS.build("cub", where="datasets.<name>.options", root=str(cub), colour="red")
+        SOURCES.build("cub", where="datasets.<name>.options", root=str(cub), colour="red")
     with pytest.raises(ConfigError, match="datasets.<name>.options.min_certainty"):
-        FORMATS.build("cub", root=str(cub), min_certainty=5)
+        SOURCES.build("cub", root=str(cub), min_certainty=5)
     for wrong in (True, 2.0, "2"):
         with pytest.raises(ConfigError, match="datasets.<name>.options.min_certainty"):
-            FORMATS.build("cub", root=str(cub), min_certainty=wrong)
+            SOURCES.build("cub", root=str(cub), min_certainty=wrong)
     with pytest.raises(ConfigError, match="datasets.<name>.options.split: 'random'"):
-        FORMATS.build("cub", root=str(cub), split="random")
+        SOURCES.build("cub", root=str(cub), split="random")
     with pytest.raises(ConfigError, match="datasets.<name>.options.attributes"):
-        FORMATS.build("cub", root=str(cub), attributes="yes")
+        SOURCES.build("cub", root=str(cub), attributes="yes")
     with pytest.raises(DataError, match="not a directory"):
-        FORMATS.build("cub", root=str(cub / "nowhere"))
+        SOURCES.build("cub", root=str(cub / "nowhere"))
     (cub / "classes.txt").unlink()
     with pytest.raises(DataError, match="classes.txt does not exist"):
         CubSource(cub)
-    assert FORMATS.get("cub") is not None
+    assert SOURCES.get("cub") is not None
 
 
 # ----------------------------------------------------------------------------- In-Shop
@@ -284,7 +284,7 @@ def inshop(tmp_path):
 
 
 def test_inshop_records_and_info(inshop):
-    source = FORMATS.build("inshop", root=str(inshop))
+    source = SOURCES.build("inshop", root=str(inshop))
     assert isinstance(source, Source) and isinstance(source, InShopSource)
     records = list(source.records())
     assert [r["image_id"] for r in records] == [name for name, _, _ in INSHOP_IMAGES]
@@ -387,9 +387,9 @@ def test_inshop_errors_name_file_and_line(inshop, name, text, message):
 
 def test_inshop_configuration_and_missing_files(inshop):
     with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.split"):
-        FORMATS.build("inshop", where="datasets.<name>.options", root=str(inshop), split="classes")
+        SOURCES.build("inshop", where="datasets.<name>.options", root=str(inshop), split="classes")
     with pytest.raises(ConfigError, match="datasets.<name>.options.attributes"):
-        FORMATS.build("inshop", root=str(inshop), attributes=1)
+        SOURCES.build("inshop", root=str(inshop), attributes=1)
     (inshop / "Anno/list_attr_items.txt").unlink()
     with pytest.raises(DataError, match="list_attr_cloth.txt exists but .*list_attr_items.txt"):
         InShopSource(inshop)

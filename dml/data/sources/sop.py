@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems, relative_path
+from dml.data.sources import SOURCES
+from dml.data.sources.problems import FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import DataError
 
@@ -176,7 +176,7 @@ class SopSource:
         )
 
 
-@FORMATS.register("sop")
+@SOURCES.register("sop")
 def sop_source(*, root: str) -> SopSource:
     """Stanford Online Products from the published ``Stanford_Online_Products`` folder
     ``root``: products are the fine classes and their 12 super classes the coarse ones; the

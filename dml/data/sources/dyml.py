@@ -55,8 +55,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems, relative_path
+from dml.data.sources import SOURCES
+from dml.data.sources.problems import FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -258,7 +258,7 @@ class DymlSource:
         )
 
 
-@FORMATS.register("dyml")
+@SOURCES.register("dyml")
 def dyml_source(*, root: str, test: bool = True) -> DymlSource:
     """DyML-Vehicle, DyML-Animal or DyML-Product from the published dataset folder ``root``:
     three scales (fine, middle, coarse), the ``train`` images for training and the test

@@ -57,9 +57,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.folder import scan_tree
-from dml.data.formats.problems import (SHOWN, FileProblems, id_prefix, join_id, listing,
+from dml.data.sources import SOURCES
+from dml.data.sources.folder import scan_tree
+from dml.data.sources.problems import (SHOWN, FileProblems, id_prefix, join_id, listing,
                                         relative_path, text_lines)
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
@@ -261,7 +261,7 @@ class TuBerlinSource:
         )
 
 
-@FORMATS.register("tuberlin")
+@SOURCES.register("tuberlin")
 def tuberlin_source(
     *, root: str, photos: str | None = None, filelist: str | bool | None = None,
 ) -> TuBerlinSource:

@@ -49,8 +49,8 @@ import numpy as np
 from scipy.io import loadmat
 from scipy.io.matlab import mat_struct
 
-from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems, relative_path
+from dml.data.sources import SOURCES
+from dml.data.sources.problems import FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import DataError
 
@@ -198,7 +198,7 @@ class Cars196Source:
         )
 
 
-@FORMATS.register("cars196")
+@SOURCES.register("cars196")
 def cars196_source(*, root: str) -> Cars196Source:
     """Stanford Cars (Cars196) from the published folder ``root`` (``cars_annos.mat`` and
     ``car_ims/``): the 196 car models are the classes; classes 1-98 for training, 99-196 for

@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems
+from dml.data.sources import SOURCES
+from dml.data.sources.problems import FileProblems
 from dml.data.manifest import DOMAINS, ROLES, SPLITS, ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -289,7 +289,7 @@ def check_folder_scales(folder_scales: list[str] | None) -> list[str]:
     return list(folder_scales)
 
 
-@FORMATS.register("folder")
+@SOURCES.register("folder")
 def folder_source(
     *, root: str, annotations_csv: str | None = None, domain: str = "photo",
     folder_scales: list[str] | None = None,

@@ -84,9 +84,9 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.folder import IMAGE_EXTENSIONS, scan_tree
-from dml.data.formats.problems import (SHOWN, FileProblems, id_prefix, join_id, listing,
+from dml.data.sources import SOURCES
+from dml.data.sources.folder import IMAGE_EXTENSIONS, scan_tree
+from dml.data.sources.problems import (SHOWN, FileProblems, id_prefix, join_id, listing,
                                         relative_path, text_lines)
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
@@ -384,7 +384,7 @@ class SketchySource:
         )
 
 
-@FORMATS.register("sketchy")
+@SOURCES.register("sketchy")
 def sketchy_source(
     *, root: str, augmentation: str | None = None, extended_photos: str | None = None,
     invalid: str = "keep", info: str | None = None,

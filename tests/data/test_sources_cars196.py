@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from dml.data.formats import FORMATS, Source
-from dml.data.formats import cars196 as cars196_module
-from dml.data.formats.cars196 import Cars196Source
+from dml.data.sources import SOURCES, Source
+from dml.data.sources import cars196 as cars196_module
+from dml.data.sources.cars196 import Cars196Source
 from dml.data.ingest import ingest
 from dml.data.manifest import read_info, read_manifest
 from dml.errors import ConfigError, DataError
@@ -82,7 +82,7 @@ def cars(tmp_path):
 
 
 def test_cars196_records_and_info(cars):
-    source = FORMATS.build("cars196", root=str(cars))
+    source = SOURCES.build("cars196", root=str(cars))
     assert isinstance(source, Source) and isinstance(source, Cars196Source)
     records = list(source.records())
     assert [r["image_id"] for r in records] == [row[0] for row in ROWS]
@@ -223,6 +223,6 @@ def test_cars196_unreadable_and_missing_files(cars, monkeypatch):
 
 def test_cars196_configuration(cars):
     with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.crop"):
-        FORMATS.build("cars196", where="datasets.<name>.options", root=str(cars), crop=True)
+        SOURCES.build("cars196", where="datasets.<name>.options", root=str(cars), crop=True)
     with pytest.raises(DataError, match="cars196 source: root .* is not a directory"):
-        FORMATS.build("cars196", root=str(cars / "nowhere"))
+        SOURCES.build("cars196", root=str(cars / "nowhere"))

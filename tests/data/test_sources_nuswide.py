@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dml.data.formats import FORMATS, Source
-from dml.data.formats.nuswide import NuswideSource, image_path, nuswide_source
+from dml.data.sources import SOURCES, Source
+from dml.data.sources.nuswide import NuswideSource, image_path, nuswide_source
 from dml.data.ingest import ingest
 from dml.data.manifest import read_info, read_manifest
 from dml.errors import ConfigError, DataError
@@ -84,12 +84,12 @@ def test_image_path_reads_windows_paths(text, expected):
 
 
 def test_importing_the_module_registers_the_reader():
-    assert "nuswide" in FORMATS and FORMATS.get("nuswide") is nuswide_source
-    assert set(FORMATS.parameters("nuswide")) == {"root", "concepts", "unlabelled"}
+    assert "nuswide" in SOURCES and SOURCES.get("nuswide") is nuswide_source
+    assert set(SOURCES.parameters("nuswide")) == {"root", "concepts", "unlabelled"}
 
 
 def test_records_and_info(nus):
-    source = FORMATS.build("nuswide", root=str(nus))
+    source = SOURCES.build("nuswide", root=str(nus))
     assert isinstance(source, Source) and isinstance(source, NuswideSource)
     records = list(source.records())
     assert [r["image_id"] for r in records] == IDS[:3] + IDS[4:]
@@ -255,9 +255,9 @@ def test_missing_files(nus, tmp_path):
 ])
 def test_bad_options(nus, options, message):
     with pytest.raises(ConfigError, match=message):
-        FORMATS.build("nuswide", root=str(nus), **options)
+        SOURCES.build("nuswide", root=str(nus), **options)
 
 
 def test_unknown_option_key(nus):
     with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.split"):
-        FORMATS.build("nuswide", where="datasets.<name>.options", root=str(nus), split="classes")
+        SOURCES.build("nuswide", where="datasets.<name>.options", root=str(nus), split="classes")

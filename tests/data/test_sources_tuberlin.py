@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dml.data.formats import FORMATS, Source
-from dml.data.formats.tuberlin import TuBerlinSource, match_photo_folders, photo_key
+from dml.data.sources import SOURCES, Source
+from dml.data.sources.tuberlin import TuBerlinSource, match_photo_folders, photo_key
 from dml.data.ingest import ingest
 from dml.data.manifest import read_info, read_manifest
 from dml.errors import ConfigError, DataError
@@ -81,7 +81,7 @@ CLASSES = ["airplane", "bear (animal)", "giraffe", "ice-cream-cone", "pipe (for 
 
 
 def test_tuberlin_records_and_info(tuberlin):
-    source = FORMATS.build("tuberlin", root=str(tuberlin))
+    source = SOURCES.build("tuberlin", root=str(tuberlin))
     assert isinstance(source, Source) and isinstance(source, TuBerlinSource)
     assert _rows(source) == ROWS
     records = list(source.records())
@@ -244,12 +244,12 @@ def test_ingest_end_to_end(tuberlin, tmp_path):
 
 
 def test_registration_and_option_errors(tuberlin):
-    assert "tuberlin" in FORMATS.names()
+    assert "tuberlin" in SOURCES.names()
     with pytest.raises(ConfigError, match=r"unknown key\(s\) datasets.<name>.options.instances .*valid "
                                           "keys: filelist, photos, root"):
-        FORMATS.build("tuberlin", where="datasets.<name>.options", root=str(tuberlin), instances=True)
+        SOURCES.build("tuberlin", where="datasets.<name>.options", root=str(tuberlin), instances=True)
     with pytest.raises(ConfigError, match=r"^datasets.<name>.options.filelist: 3 is not a path, true or "
                                           "false$"):
-        FORMATS.build("tuberlin", where="datasets.<name>.options", root=str(tuberlin), filelist=3)
+        SOURCES.build("tuberlin", where="datasets.<name>.options", root=str(tuberlin), filelist=3)
     with pytest.raises(DataError, match="tuberlin source: root .*nowhere is not a directory"):
         TuBerlinSource(tuberlin / "nowhere")

@@ -44,8 +44,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.problems import SHOWN, FileProblems, relative_path
+from dml.data.sources import SOURCES
+from dml.data.sources.problems import SHOWN, FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -300,7 +300,7 @@ class CubSource:
         )
 
 
-@FORMATS.register("cub")
+@SOURCES.register("cub")
 def cub_source(
     *, root: str, attributes: bool = True, min_certainty: int = 2, split: str = "classes"
 ) -> CubSource:

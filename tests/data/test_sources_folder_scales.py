@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from dml.data.formats import FORMATS
+from dml.data.sources import SOURCES
 from dml.data.hierarchy import class_parents
 from dml.data.ingest import ingest
 from dml.data.manifest import read_info, read_manifest
@@ -31,7 +31,7 @@ def tree(tmp_path):
 
 
 def test_each_level_is_a_scale_named_by_its_path(tree):
-    source = FORMATS.build("folder", root=str(tree), folder_scales=["coarse", "fine"])
+    source = SOURCES.build("folder", root=str(tree), folder_scales=["coarse", "fine"])
     info = source.info()
     assert info.scales == ["fine", "coarse"]
     assert info.class_names == {
@@ -52,7 +52,7 @@ def test_three_levels(tmp_path):
     for i, rel in enumerate(["a/x/p/1.png", "a/x/q/2.png", "a/y/p/3.png", "b/x/p/4.png"]):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(png_bytes(i))
-    info = FORMATS.build("folder", root=str(root), folder_scales=["top", "mid", "fine"]).info()
+    info = SOURCES.build("folder", root=str(root), folder_scales=["top", "mid", "fine"]).info()
     assert info.scales == ["fine", "mid", "top"]
     assert info.class_names["mid"] == ["a/x", "a/y", "b/x"]
     assert info.class_names["fine"] == ["a/x/p", "a/x/q", "a/y/p", "b/x/p"]
@@ -74,7 +74,7 @@ def test_a_csv_adds_attributes_and_coarser_scales(tree, tmp_path):
     rows = "\n".join(f"{rel},{'living' if rel.startswith('animals') else 'thing'},"
                      f"{int('birds' in rel)}" for rel in FILES)
     csv_path.write_text("path,label_kingdom,attr_flies\n" + rows + "\n")
-    source = FORMATS.build("folder", root=str(tree), annotations_csv=str(csv_path),
+    source = SOURCES.build("folder", root=str(tree), annotations_csv=str(csv_path),
                            folder_scales=["coarse", "fine"])
     info = source.info()
     assert info.scales == ["fine", "coarse", "kingdom"]
@@ -88,7 +88,7 @@ def test_a_csv_column_cannot_name_a_folder_scale(tree, tmp_path):
     csv_path.write_text("path,label_coarse\n" + "\n".join(f"{r},x" for r in FILES) + "\n")
     with pytest.raises(DataError, match=r"a.csv: column label_coarse names a scale that "
                                         r"folder_scales already takes"):
-        FORMATS.build("folder", root=str(tree), annotations_csv=str(csv_path),
+        SOURCES.build("folder", root=str(tree), annotations_csv=str(csv_path),
                       folder_scales=["coarse", "fine"])
 
 
@@ -97,7 +97,7 @@ def test_csv_rows_above_the_class_level_are_named(tree, tmp_path):
     csv_path.write_text("path,split\n" + "\n".join(f"{r},train" for r in FILES)
                         + "\nanimals/about.png,train\n")
     with pytest.raises(DataError, match=r"line 8.*animals/about.png is not inside a class"):
-        FORMATS.build("folder", root=str(tree), annotations_csv=str(csv_path),
+        SOURCES.build("folder", root=str(tree), annotations_csv=str(csv_path),
                       folder_scales=["coarse", "fine"])
 
 
@@ -105,7 +105,7 @@ def test_csv_rows_above_the_class_level_are_named(tree, tmp_path):
                                  "coarse/fine", ["a b", "fine"]])
 def test_bad_option_names_the_key(tree, bad):
     with pytest.raises(ConfigError, match=r"^datasets.<name>.options.folder_scales: "):
-        FORMATS.build("folder", root=str(tree), folder_scales=bad)
+        SOURCES.build("folder", root=str(tree), folder_scales=bad)
 
 
 def test_a_tree_too_shallow_is_one_error(tmp_path):
@@ -113,13 +113,13 @@ def test_a_tree_too_shallow_is_one_error(tmp_path):
     (root / "a").mkdir(parents=True)
     (root / "a" / "1.png").write_bytes(png_bytes(1))
     with pytest.raises(DataError, match=r"flat has no class folders 2 levels down"):
-        FORMATS.build("folder", root=str(root), folder_scales=["coarse", "fine"])
+        SOURCES.build("folder", root=str(root), folder_scales=["coarse", "fine"])
 
 
 def test_linked_folders_are_followed_once(tree):
     os.symlink(tree / "animals", tree / "signs" / "loop")       # a cycle through a link
     os.symlink(tree / "signs" / "flags", tree / "animals" / "flags_link")
-    source = FORMATS.build("folder", root=str(tree), folder_scales=["coarse", "fine"])
+    source = SOURCES.build("folder", root=str(tree), folder_scales=["coarse", "fine"])
     fine = source.info().class_names["fine"]
     assert "animals/flags_link" in fine and "signs/loop" in fine
     # a linked class folder holds what its target holds (animals/: 4 images, flags/: 2)
@@ -132,5 +132,5 @@ def test_a_link_back_to_an_ancestor_is_not_entered_again(tmp_path):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(png_bytes(i))
     os.symlink(root / "a", root / "a" / "again")          # a/again/x/p, a/again/again/...
-    source = FORMATS.build("folder", root=str(root), folder_scales=["top", "mid", "fine"])
+    source = SOURCES.build("folder", root=str(root), folder_scales=["top", "mid", "fine"])
     assert source.info().class_names["fine"] == ["a/x/p", "b/y/q"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dml.data.formats import FORMATS, Source
-from dml.data.formats.dyml import DymlSource
-from dml.data.formats.sop import SopSource
+from dml.data.sources import SOURCES, Source
+from dml.data.sources.dyml import DymlSource
+from dml.data.sources.sop import SopSource
 from dml.data.ingest import ingest
 from dml.data.manifest import read_info, read_manifest
 from dml.errors import ConfigError, DataError
@@ -90,7 +90,7 @@ def test_dyml_glued_header_is_split_off_line_one(vehicle):
 
 
 def test_dyml_vehicle_records_and_info(vehicle):
-    source = FORMATS.build("dyml", root=str(vehicle))
+    source = SOURCES.build("dyml", root=str(vehicle))
     assert isinstance(source, Source) and isinstance(source, DymlSource)
     info = source.info()
     assert info.source == "dyml" and info.scales == ["fine", "middle", "coarse"]
@@ -205,11 +205,11 @@ def test_dyml_options_and_layout_detection(vehicle, tmp_path):
 
 def test_dyml_configuration_errors(vehicle):
     with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.scales"):
-        FORMATS.build("dyml", where="datasets.<name>.options", root=str(vehicle), scales=3)
+        SOURCES.build("dyml", where="datasets.<name>.options", root=str(vehicle), scales=3)
     with pytest.raises(ConfigError, match="datasets.<name>.options.test: 'no'"):
-        FORMATS.build("dyml", root=str(vehicle), test="no")
+        SOURCES.build("dyml", root=str(vehicle), test="no")
     with pytest.raises(DataError, match="not a directory"):
-        FORMATS.build("dyml", root=str(vehicle / "nowhere"))
+        SOURCES.build("dyml", root=str(vehicle / "nowhere"))
 
 
 def test_dyml_ingest_end_to_end(vehicle, tmp_path):
@@ -352,7 +352,7 @@ def sop(tmp_path):
 
 
 def test_sop_records_and_info(sop):
-    source = FORMATS.build("sop", root=str(sop))
+    source = SOURCES.build("sop", root=str(sop))
     assert isinstance(source, Source) and isinstance(source, SopSource)
     records = list(source.records())
     assert [r["image_id"] for r in records] == [row[3] for row in SOP_TRAIN + SOP_TEST]
@@ -440,9 +440,9 @@ def test_sop_errors_name_file_and_line(sop, name, text, message):
 
 def test_sop_missing_list_and_configuration(sop):
     with pytest.raises(ConfigError, match="unknown key.*datasets.<name>.options.test"):
-        FORMATS.build("sop", where="datasets.<name>.options", root=str(sop), test=False)
+        SOURCES.build("sop", where="datasets.<name>.options", root=str(sop), test=False)
     with pytest.raises(DataError, match="not a directory"):
-        FORMATS.build("sop", root=str(sop / "nowhere"))
+        SOURCES.build("sop", root=str(sop / "nowhere"))
     (sop / "Ebay_test.txt").unlink()
     with pytest.raises(DataError, match="Ebay_test.txt does not exist .*Stanford_Online_Products"):
         SopSource(sop)

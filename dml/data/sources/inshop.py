@@ -38,8 +38,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.problems import FileProblems, relative_path
+from dml.data.sources import SOURCES
+from dml.data.sources.problems import FileProblems, relative_path
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -236,7 +236,7 @@ class InShopSource:
         )
 
 
-@FORMATS.register("inshop")
+@SOURCES.register("inshop")
 def inshop_source(*, root: str, attributes: bool = True) -> InShopSource:
     """DeepFashion In-shop Clothes Retrieval from the published folder ``root``: items are the
     classes, train images for training, query against gallery for evaluation (use

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dml.data.formats import FORMATS, Source
-from dml.data.formats.sketchy import SketchySource
+from dml.data.sources import SOURCES, Source
+from dml.data.sources.sketchy import SketchySource
 from dml.data.ingest import ingest
 from dml.data.manifest import read_info, read_manifest
 from dml.errors import ConfigError, DataError
@@ -89,7 +89,7 @@ RELEASE_ROWS = [
 
 
 def test_release_layout_records_and_info(release):
-    source = FORMATS.build("sketchy", root=str(release))
+    source = SOURCES.build("sketchy", root=str(release))
     assert isinstance(source, Source) and isinstance(source, SketchySource)
     assert _rows(source) == RELEASE_ROWS
     records = list(source.records())
@@ -135,7 +135,7 @@ def test_augmentation_option(release):
     with pytest.raises(DataError, match=message):
         SketchySource(release, augmentation="tx_000000001110")
     with pytest.raises(ConfigError, match=r"datasets.<name>.options.augmentation: 'tx_1' is not one of"):
-        FORMATS.build("sketchy", where="datasets.<name>.options", root=str(release), augmentation="tx_1")
+        SOURCES.build("sketchy", where="datasets.<name>.options", root=str(release), augmentation="tx_1")
 
 
 def test_preprocessed_layout(tmp_path):
@@ -146,7 +146,7 @@ def test_preprocessed_layout(tmp_path):
            ".jpg")
     _files(root / "sketches", {"bat": ["n02139199_1332-1", "n02139199_1332-5"],
                                "wading_bird": ["n02009912_1024-2", "heron"]}, ".png")
-    source = FORMATS.build("sketchy", root=str(root))
+    source = SOURCES.build("sketchy", root=str(root))
     assert _rows(source) == [
         ("photos/bat/ext_1.jpg", "photo", 0, None),
         ("photos/bat/n02139199_1332.jpg", "photo", 0, "n02139199_1332"),
@@ -280,7 +280,7 @@ def test_invalid_list_problems_name_file_and_line(release):
 def test_invalid_option_value(release):
     with pytest.raises(ConfigError, match=r"^datasets.<name>.options.invalid: 'remove' is not one of: "
                                           r"keep, drop$"):
-        FORMATS.build("sketchy", where="datasets.<name>.options", root=str(release), invalid="remove")
+        SOURCES.build("sketchy", where="datasets.<name>.options", root=str(release), invalid="remove")
 
 
 def test_extended_photos(release, tmp_path):
@@ -345,10 +345,10 @@ def test_ingest_end_to_end(release, tmp_path):
 
 
 def test_registration_and_unknown_option(release):
-    assert "sketchy" in FORMATS.names()
+    assert "sketchy" in SOURCES.names()
     with pytest.raises(ConfigError, match=r"unknown key\(s\) datasets.<name>.options.split .*valid keys: "
                                           "augmentation, extended_photos, info, invalid, root"):
-        FORMATS.build("sketchy", where="datasets.<name>.options", root=str(release), split="zero-shot")
+        SOURCES.build("sketchy", where="datasets.<name>.options", root=str(release), split="zero-shot")
 
 
 def test_category_level_and_zero_shot_splits_of_the_ingested_release(release, tmp_path):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from dml.data.formats import FORMATS, Source
-from dml.data.formats.folder import FolderSource
+from dml.data.sources import SOURCES, Source
+from dml.data.sources.folder import FolderSource
 from dml.errors import ConfigError, DataError
 
 from .conftest import png_bytes
@@ -27,7 +27,7 @@ def _csv(tmp_path, text: str):
 
 
 def test_folder_labels_from_sorted_names(tree):
-    source = FORMATS.build("folder", root=str(tree))
+    source = SOURCES.build("folder", root=str(tree))
     assert isinstance(source, Source)
     records = list(source.records())
     assert [r["image_id"] for r in records] == ["ant/1.png", "ant/deep/2.PNG", "moth/1.jpg",
@@ -94,8 +94,8 @@ def test_csv_row_for_a_file_not_in_the_tree_becomes_a_missing_record(tree, tmp_p
 
 def test_synthetic_source_checks_options_when_built():
     with pytest.raises(ConfigError, match="datasets.<name>.options.image_size"):
-        FORMATS.build("synthetic", image_size=4)
-    source = FORMATS.build("synthetic", images_per_class=1, classes_per_type=1,
+        SOURCES.build("synthetic", image_size=4)
+    source = SOURCES.build("synthetic", images_per_class=1, classes_per_type=1,
                            types_per_family=1, families=2)
     records = list(source.records())
     assert len(records) == 2 and set(records[0]) >= {"image_id", "image", "label"}

@@ -43,8 +43,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.problems import SHOWN, FileProblems, check_unlabelled, leave_out_unlabelled
+from dml.data.sources import SOURCES
+from dml.data.sources.problems import SHOWN, FileProblems, check_unlabelled, leave_out_unlabelled
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
 
@@ -75,7 +75,7 @@ def _lines(path: Path) -> list[str]:
 
 def image_path(text: str) -> str | None:
     """``Flickr/<folder>/<file>`` of a listed Windows path, or None if it is not one (like
-    :func:`~dml.data.formats.problems.relative_path`, which is too slow for 270k lines)."""
+    :func:`~dml.data.sources.problems.relative_path`, which is too slow for 270k lines)."""
     parts = [p for p in _DRIVE.sub("", text.strip()).replace("\\", "/").split("/")
              if p not in ("", ".")]
     if ".." in parts:
@@ -234,7 +234,7 @@ class NuswideSource:
         )
 
 
-@FORMATS.register("nuswide")
+@SOURCES.register("nuswide")
 def nuswide_source(*, root: str, concepts: int | list[str] = 81,
                    unlabelled: str = "skip") -> NuswideSource:
     """NUS-WIDE from the published folder ``root``: multi-label images (``object_counts``, one

@@ -1,5 +1,5 @@
-"""Readers of published dataset layouts, one per file, registered in ``FORMATS`` (and the
-embedded synthetic dataset's source, ``dml.data.synthetic.source``).
+"""Data sources (``datasets.<name>.source``): readers of published dataset layouts, one per file,
+registered in ``SOURCES`` (and the embedded synthetic dataset's, ``dml.data.synthetic.source``).
 
 A reader is a factory taking keyword options (``datasets.<name>.options`` in params.yaml) and returning
 a :class:`Source`. ``dml.data.ingest`` decodes, checks and writes what a source yields.
@@ -31,19 +31,19 @@ class Source(Protocol):
     def info(self) -> ManifestInfo: ...
 
 
-FORMATS: Registry[Source] = Registry("data source")
+SOURCES: Registry[Source] = Registry("data source")
 #: How a source names a key of its dataset in a message (``datasets.<name>.options.year``):
 #: it does not know the dataset's name, and ingest puts it in.
 DATASET_KEY = "datasets.<name>"
 
 # Register the readers (import for their side effect).
-from dml.data.formats import (  # noqa: E402,F401
+from dml.data.sources import (  # noqa: E402,F401
     cars196, coco, cub, dyml, folder, inshop, nuswide, sketchy, sop, tuberlin,
 )
 # The embedded dataset's source lives with its generator and leaves registering to this package:
 # importing the registry there would make an import cycle.
 from dml.data.synthetic.source import synthetic_source  # noqa: E402
 
-FORMATS.register("synthetic")(synthetic_source)
+SOURCES.register("synthetic")(synthetic_source)
 
-__all__ = ["FORMATS", "Source"]
+__all__ = ["SOURCES", "Source"]

@@ -51,8 +51,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dml.data.formats import FORMATS
-from dml.data.formats.problems import (UNLABELLED_SHOWN, FileProblems, check_unlabelled,
+from dml.data.sources import SOURCES
+from dml.data.sources.problems import (UNLABELLED_SHOWN, FileProblems, check_unlabelled,
                                         leave_out_unlabelled, relative_path)
 from dml.data.manifest import ManifestInfo
 from dml.errors import ConfigError, DataError
@@ -233,7 +233,7 @@ class CocoSource:
         )
 
 
-@FORMATS.register("coco")
+@SOURCES.register("coco")
 def coco_source(*, root: str, year: int = 2017, count_crowd: bool = False,
                 unlabelled: str = "skip") -> CocoSource:
     """MS-COCO instance annotations from the COCO folder ``root``: the train images for

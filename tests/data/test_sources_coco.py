@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dml.data.formats.coco  # noqa: F401  (registers "coco")
-from dml.data.formats import FORMATS, Source
-from dml.data.formats.coco import CocoSource
+import dml.data.sources.coco  # noqa: F401  (registers "coco")
+from dml.data.sources import SOURCES, Source
+from dml.data.sources.coco import CocoSource
 from dml.data.ingest import ingest
 from dml.data.manifest import read_info, read_manifest
 from dml.errors import ConfigError, DataError
@@ -101,7 +101,7 @@ def coco(tmp_path):
 
 
 def test_coco_records_and_info(coco):
-    source = FORMATS.build("coco", root=str(coco))
+    source = SOURCES.build("coco", root=str(coco))
     assert isinstance(source, Source) and isinstance(source, CocoSource)
     records = list(source.records())
     assert [r["image_id"] for r in records] == list(EXPECTED)
@@ -150,7 +150,7 @@ def test_coco_count_crowd(coco):
 
 def test_coco_unlabelled_fail_names_the_images(coco):
     with pytest.raises(DataError) as error:
-        FORMATS.build("coco", root=str(coco), unlabelled="fail")
+        SOURCES.build("coco", root=str(coco), unlabelled="fail")
     message = str(error.value)
     assert "3 image(s) show no class" in message
     assert all(entry in message for entry in IGNORED)
@@ -172,7 +172,7 @@ def test_coco_unlabelled_fail_counts_the_rest(coco):
 
 def test_coco_2014_naming(tmp_path):
     root = _write_coco(tmp_path, year=2014)
-    source = FORMATS.build("coco", root=str(root), year=2014)
+    source = SOURCES.build("coco", root=str(root), year=2014)
     ids = [r["image_id"] for r in source.records()]
     assert ids[0] == "train2014/COCO_train2014_000000000009.jpg"
     assert ids[2] == "val2014/COCO_val2014_000000000139.jpg"
@@ -296,4 +296,4 @@ def test_coco_categories_must_match_between_files(coco):
 ])
 def test_coco_bad_options(coco, options, message):
     with pytest.raises(ConfigError, match=message):
-        FORMATS.build("coco", where="datasets.<name>.options", root=str(coco), **options)
+        SOURCES.build("coco", where="datasets.<name>.options", root=str(coco), **options)
