@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +23,9 @@ class ManifestDataset(Dataset):
     """Items ``(image [3, H, W] uint8, row index)`` of the selected rows; :meth:`collate` turns
     a list of items into a :class:`~dml.batch.Batch` with every annotation of those rows.
 
-    ``rows``: the selection and its annotations (the keyword arguments of
-    :class:`~dml.data.rows.ManifestRows`; with ``train`` every scale's label must be known).
+    ``rows``: the selection and its annotations (``selection``: the keyword arguments of
+    :class:`~dml.data.rows.ManifestRows`, such as ``split``, ``include_folds``, ``domains`` or
+    ``relabel``; with ``train`` every scale's label must be known).
     ``images``: the decoded images, cached up to ``cache_bytes``; without ``train`` the
     resized images themselves are kept within the same budget, as evaluation transforms are
     deterministic.
@@ -34,20 +36,13 @@ class ManifestDataset(Dataset):
         manifest_path: str | os.PathLike[str],
         splits_path: str | os.PathLike[str] | None = None,
         *,
-        split: str | Sequence[str] | None = None,
-        include_folds: Sequence[int] | None = None,
-        exclude_folds: Sequence[int] | None = None,
-        domains: Sequence[str] | None = None,
         image_size: int = 32,
         train: bool = False,
-        relabel: bool = False,
         augment: AugmentSpec | Mapping[str, AugmentSpec] | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
-        shared_gallery: bool = False,
+        **selection: Any,
     ) -> None:
-        self.rows = ManifestRows(manifest_path, splits_path, split=split, include_folds=include_folds,
-                                 exclude_folds=exclude_folds, domains=domains, shared_gallery=shared_gallery,
-                                 relabel=relabel, complete_labels=train)
+        self.rows = ManifestRows(manifest_path, splits_path, complete_labels=train, **selection)
         self.images = ImageStore(self.rows, cache_bytes)
         self.image_size = image_size
         self.train = train
