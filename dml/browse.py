@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -209,27 +209,58 @@ def create_app(project: str | os.PathLike[str], experiment: str, *, seed: int = 
     trained = [name for name in params.experiments
                if (RunFiles(project, name, seed).model / "model.json").is_file()
                and RunFiles(project, name, seed).indexes.is_dir()]
-    runs: dict[str, Run] = {}
-
-    def run_of(name: str) -> Run:
-        if name not in trained:
-            abort(404, f"no trained run of {name!r}; trained: {', '.join(trained)}")
-        if name not in runs:
-            runs[name] = Run(RunFiles(project, name, seed))
-        return runs[name]
-
+    site = _Site(project, experiment, seed, trained)
     app = Flask("dml.browse", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD
+    app.add_url_rule("/", "page", site.page, methods=["GET", "POST"])
+    app.add_url_rule("/worst", "worst", site.worst)
+    app.add_url_rule("/image/<name>/<path:image_id>", "image", site.image)
+    app.register_error_handler(413, _too_large)
+    return app
 
-    def state(name: str, index: str, compare: str, k: int) -> str:
-        from urllib.parse import urlencode
 
-        return urlencode({"experiment": name, "index": index, "compare": compare, "k": k})
+def _state(name: str, index: str, compare: str, k: int) -> str:
+    """The page's choices as a query string, carried by its links and forms."""
+    from urllib.parse import urlencode
 
-    @app.route("/", methods=["GET", "POST"])
-    def page() -> Any:
-        name = request.args.get("experiment", experiment)
-        run = run_of(name)
+    return urlencode({"experiment": name, "index": index, "compare": compare, "k": k})
+
+
+@dataclass
+class _Site:
+    """The browse app's state (trained runs, loaded on first use); its methods answer the routes."""
+
+    project: Path
+    experiment: str
+    seed: int
+    trained: list[str]
+    runs: dict[str, Run] = field(default_factory=dict)
+
+    def run_of(self, name: str) -> Run:
+        """The run of experiment ``name``, loaded once; 404 for one not trained."""
+        if name not in self.trained:
+            abort(404, f"no trained run of {name!r}; trained: {', '.join(self.trained)}")
+        if name not in self.runs:
+            self.runs[name] = Run(RunFiles(self.project, name, self.seed))
+        return self.runs[name]
+
+    def page(self) -> Any:
+        """``/``: the choices, the test queries and the results of a test query or an upload."""
+        name = request.args.get("experiment", self.experiment)
+        run = self.run_of(name)
+        context = self._page_context(name, run)
+        status = 200
+        try:
+            if request.method == "POST":
+                self._show_upload(context, run)
+            elif context["query"]:
+                self._show_query(context, run)
+        except DmlError as err:
+            context["error"], status = str(err), 400
+        return render_template_string(PAGE, **context), status
+
+    def _page_context(self, name: str, run: Run) -> dict[str, Any]:
+        """The page's template values from the request's choices, before any query runs."""
         indexes = run.files.index_names()
         index = request.args.get("index", "flat")
         if index not in indexes:
@@ -237,58 +268,59 @@ def create_app(project: str | os.PathLike[str], experiment: str, *, seed: int = 
         compare = request.args.get("compare", "")
         k = min(max(request.args.get("k", 10, type=int) or 10, 1), 100)
         query = request.args.get("query", "")
-        context = {"experiment": name, "seed": seed, "experiments": trained, "indexes": indexes,
-                   "index": index, "compare": compare if compare in trained else "", "k": k,
-                   "query": query, "queries": run.queries[:LISTED_QUERIES], "summary": run.summary,
-                   "state": state(name, index, compare, k), "panes": [], "error": None,
-                   "query_src": None, "query_label": ""}
-        status = 200
-        try:
-            if request.method == "POST":
-                upload = request.files.get("image")
-                if upload is None or not upload.filename:
-                    raise DataError("choose an image file to upload")
-                data = upload.read()
-                # ingest's checks, the error naming the upload
-                run.retriever(index).preprocessing.tensor(data, f"upload {upload.filename}")
-                context.update(query_src=_data_uri(data), query_label=f"upload {upload.filename}")
-                context["panes"] = _panes(data, None, run, index, context["compare"], run_of, k)
-            elif query:
-                if query not in run.images:
-                    abort(404, f"{query!r} is not an image of {name}")
-                context.update(query_src=f"/image/{name}/{query}",
-                               query_label=f"{query} ({run.names.get(query) or 'test query'})")
-                context["panes"] = _panes(run.images[query], query, run, index, context["compare"], run_of, k)
-        except DmlError as err:
-            context["error"], status = str(err), 400
-        return render_template_string(PAGE, **context), status
+        return {"experiment": name, "seed": self.seed, "experiments": self.trained,
+                "indexes": indexes, "index": index,
+                "compare": compare if compare in self.trained else "", "k": k,
+                "query": query, "queries": run.queries[:LISTED_QUERIES], "summary": run.summary,
+                "state": _state(name, index, compare, k), "panes": [], "error": None,
+                "query_src": None, "query_label": ""}
 
-    @app.route("/worst")
-    def worst() -> Any:
-        name = request.args.get("experiment", experiment)
-        run = run_of(name)
+    def _show_upload(self, context: dict[str, Any], run: Run) -> None:
+        """Put the uploaded image and its results in ``context``; DataError for a bad upload."""
+        upload = request.files.get("image")
+        if upload is None or not upload.filename:
+            raise DataError("choose an image file to upload")
+        data = upload.read()
+        run.retriever(context["index"]).preprocessing.tensor(data, f"upload {upload.filename}")
+        context.update(query_src=_data_uri(data), query_label=f"upload {upload.filename}")
+        context["panes"] = _panes(data, None, run, context["index"], context["compare"],
+                                  self.run_of, context["k"])
+
+    def _show_query(self, context: dict[str, Any], run: Run) -> None:
+        """Put the chosen test query and its results in ``context``; 404 for an unknown image."""
+        name, query = context["experiment"], context["query"]
+        if query not in run.images:
+            abort(404, f"{query!r} is not an image of {name}")
+        context.update(query_src=f"/image/{name}/{query}",
+                       query_label=f"{query} ({run.names.get(query) or 'test query'})")
+        context["panes"] = _panes(run.images[query], query, run, context["index"],
+                                  context["compare"], self.run_of, context["k"])
+
+    def worst(self) -> Any:
+        """``/worst``: the experiment's test queries, lowest average precision first."""
+        name = request.args.get("experiment", self.experiment)
+        run = self.run_of(name)
         scored = sorted(((i, ap) for i, ap in run.queries if ap is not None), key=lambda item: item[1])
         return render_template_string(
-            WORST, experiment=name, seed=seed, worst=scored[:LISTED_QUERIES], names=run.names,
+            WORST, experiment=name, seed=self.seed, worst=scored[:LISTED_QUERIES], names=run.names,
             measure=run.precision_name,
-            state=state(name, request.args.get("index", "flat"), request.args.get("compare", ""),
-                        request.args.get("k", 10, type=int) or 10))
+            state=_state(name, request.args.get("index", "flat"), request.args.get("compare", ""),
+                         request.args.get("k", 10, type=int) or 10))
 
-    @app.route("/image/<name>/<path:image_id>")
-    def image(name: str, image_id: str) -> Response:
-        data = run_of(name).images.get(image_id)
+    def image(self, name: str, image_id: str) -> Response:
+        """``/image/<experiment>/<image id>``: a row's stored image bytes; 404 for any other."""
+        data = self.run_of(name).images.get(image_id)
         if data is None:
             abort(404)
         kind = "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png"
         return Response(data, mimetype=kind, headers={"Cache-Control": "max-age=3600"})
 
-    @app.errorhandler(413)
-    def too_large(_: Exception) -> tuple[str, int]:
-        _drain(request.environ.get("wsgi.input"), request.content_length or 0)
-        return (f"<!doctype html><title>too large</title><p class='error'>The upload is larger than "
-                f"{MAX_UPLOAD // (1024 * 1024)} MiB; choose a smaller image.</p>", 413)
 
-    return app
+def _too_large(_: Exception) -> tuple[str, int]:
+    """The answer to an upload over :data:`MAX_UPLOAD` (413), its body read and dropped."""
+    _drain(request.environ.get("wsgi.input"), request.content_length or 0)
+    return (f"<!doctype html><title>too large</title><p class='error'>The upload is larger than "
+            f"{MAX_UPLOAD // (1024 * 1024)} MiB; choose a smaller image.</p>", 413)
 
 
 #: The most of a refused upload read and dropped so that the browser sees the answer.

@@ -192,47 +192,65 @@ def run_sweep(params: Params, experiment: str, data: DataSpec, *, storage_path: 
         "name": name,
         "storage_path": str(storage_path),
     }
+    trainable = _trainable(params, experiment, context)
+    path = storage_path / name
+    if tune.Tuner.can_restore(str(path)):
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        tuner = _new_tuner(trainable, params, experiment, metric, name, storage_path)
+    results = tuner.fit()
+    stop_if_interrupted(results, experiment, cfg.trials)
+    return _best(results, experiment, name, metric, tuple(exp.search))
+
+
+def _trainable(params: Params, experiment: str, context: dict[str, Any]) -> Any:
+    """The trial function with its context and resources (a token share for a trainer trial)."""
+    cfg = params.tune
     trainable = tune.with_parameters(_trial, context=context)
-    # A "trainer" trial only drives a TorchTrainer whose workers hold the real resources.
     if cfg.mode == "local":
         resources = {"cpu": cfg.cpus_per_trial}
         check_fits_a_node("tune.cpus_per_trial", cfg.cpus_per_trial)
     else:
         resources = {"cpu": 0.01}
         check_fits_a_node("train.cpus_per_worker", resolve_run(params, experiment).train.cpus_per_worker)
-    trainable = tune.with_resources(trainable, resources)
-    path = storage_path / name
-    if tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
-    else:
-        scheduler = (
-            ASHAScheduler(time_attr="training_iteration", max_t=cfg.epochs, grace_period=1)
-            if cfg.scheduler == "asha"
-            else FIFOScheduler()
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search_space(exp.search),
-            tune_config=tune.TuneConfig(
-                metric=metric,
-                mode="max",
-                search_alg=OptunaSearch(seed=cfg.seed),
-                scheduler=scheduler,
-                num_samples=cfg.trials,
-                max_concurrent_trials=1,
-                # the next trial runs in the same worker process: no second start-up (a
-                # process importing torch and dml takes seconds on a small machine)
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=0,
-                                      callbacks=[TrialProgress(experiment, metric, cfg.trials)]),
-        )
-    results = tuner.fit()
-    stop_if_interrupted(results, experiment, cfg.trials)
+    return tune.with_resources(trainable, resources)
+
+
+def _new_tuner(trainable: Any, params: Params, experiment: str, metric: str, name: str,
+               storage_path: Path) -> tune.Tuner:
+    """A fresh sweep: OptunaSearch over the search space, one trial at a time, ASHA or FIFO."""
+    cfg = params.tune
+    scheduler = (
+        ASHAScheduler(time_attr="training_iteration", max_t=cfg.epochs, grace_period=1)
+        if cfg.scheduler == "asha"
+        else FIFOScheduler()
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=search_space(params.experiment(experiment).search),
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode="max",
+            search_alg=OptunaSearch(seed=cfg.seed),
+            scheduler=scheduler,
+            num_samples=cfg.trials,
+            max_concurrent_trials=1,
+            # the next trial runs in the same worker process: no second start-up (a
+            # process importing torch and dml takes seconds on a small machine)
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage_path), verbose=0,
+                                  callbacks=[TrialProgress(experiment, metric, cfg.trials)]),
+    )
+
+
+def _best(results: Any, experiment: str, name: str, metric: str,
+          keys: tuple[str, ...]) -> dict[str, Any]:
+    """The best trial's overrides and score, all trials ranked; RuntimeError if none scored."""
     errors = [r.error for r in results if r.error is not None]
     if len(errors) == len(results):
         raise RuntimeError(f"every trial of {name} failed; first error: {errors[0]}")
-    rows = ranked_trials(results, metric, tuple(exp.search))
+    rows = ranked_trials(results, metric, keys)
     if not rows:
         raise RuntimeError(f"no trial of {name} reported {metric}")
     return {

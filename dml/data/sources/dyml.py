@@ -116,6 +116,18 @@ def _read_csv(path: Path, scale: str | None) -> tuple[list[str], list[tuple[int,
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+    names, first_row = _read_header(path, lines, width, expected)
+    scales = _column_scales(path, names, scale)
+    body = [(n, [f.strip() for f in t.split(",")]) for n, t in enumerate(lines[1:], start=2)
+            if t.strip()]
+    if first_row is not None:
+        body.insert(0, (1, first_row))
+    return scales, _read_rows(path, body, width, expected)
+
+
+def _read_header(path: Path, lines: list[str], width: int,
+                 expected: str) -> tuple[list[str], list[str] | None]:
+    """(label column names, fields of a row glued to line 1 or None); DataError for a bad header."""
     head = [f.strip() for f in lines[0].split(",")] if lines else []
     lowered = [f.lower() for f in head]
     first_row: list[str] | None = None
@@ -134,38 +146,46 @@ def _read_csv(path: Path, scale: str | None) -> tuple[list[str], list[tuple[int,
         shown = lines[0] if lines else ""
         raise DataError(f"{path}: line 1: expected the header {expected!r} (the release glues "
                         f"the first row to it), got {shown!r}")
-    scales = _column_scales(path, names, scale)
+    return names, first_row
 
+
+def _read_rows(path: Path, body: list[tuple[int, list[str]]], width: int,
+               expected: str) -> list[tuple[int, str, list[int]]]:
+    """(line, file name, labels) of each row of ``body``; one DataError naming every bad line."""
     problems = FileProblems(path)
     rows: list[tuple[int, str, list[int]]] = []
     seen: dict[str, int] = {}
-    body = [(n, [f.strip() for f in t.split(",")]) for n, t in enumerate(lines[1:], start=2)
-            if t.strip()]
-    if first_row is not None:
-        body.insert(0, (1, first_row))
     for line, fields in body:
-        if len(fields) != width:
-            problems.add(line, f"{len(fields)} fields, expected {width} ({expected}), got "
-                               f"{', '.join(fields)!r}")
+        parsed = _parse_row(fields, width, expected, seen)
+        if isinstance(parsed, str):
+            problems.add(line, parsed)
             continue
-        labels = [_integer(f) for f in fields[1:]]
-        rel = relative_path(fields[0])
-        if not fields[0]:
-            problems.add(line, "empty file name")
-        elif rel is None:
-            problems.add(line, f"file name {fields[0]!r} leaves the image folder")
-        elif None in labels:
-            bad = [f for f, v in zip(fields[1:], labels) if v is None]
-            problems.add(line, f"label(s) {bad} are not integers")
-        elif rel in seen:
-            problems.add(line, f"file name {rel} already on line {seen[rel]}")
-        else:
-            seen[rel] = line
-            rows.append((line, rel, [v for v in labels if v is not None]))
+        rel, labels = parsed
+        seen[rel] = line
+        rows.append((line, rel, labels))
     if not body and not problems.count:
         problems.add(None, "no images")
     problems.check()
-    return scales, rows
+    return rows
+
+
+def _parse_row(fields: list[str], width: int, expected: str,
+               seen: dict[str, int]) -> tuple[str, list[int]] | str:
+    """(file name, labels) of one row's fields, or the text of what is wrong with them."""
+    if len(fields) != width:
+        return f"{len(fields)} fields, expected {width} ({expected}), got {', '.join(fields)!r}"
+    labels = [_integer(f) for f in fields[1:]]
+    rel = relative_path(fields[0])
+    if not fields[0]:
+        return "empty file name"
+    if rel is None:
+        return f"file name {fields[0]!r} leaves the image folder"
+    if None in labels:
+        bad = [f for f, v in zip(fields[1:], labels) if v is None]
+        return f"label(s) {bad} are not integers"
+    if rel in seen:
+        return f"file name {rel} already on line {seen[rel]}"
+    return rel, [v for v in labels if v is not None]
 
 
 def _name_key(name: str) -> tuple[str, int]:

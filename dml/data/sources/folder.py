@@ -29,7 +29,7 @@ import csv
 import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from dml.data.sources import SOURCES
 from dml.data.sources.problems import FileProblems
@@ -104,6 +104,51 @@ def _normalize(raw: str) -> str | None:
     return "/".join(parts)
 
 
+class _Columns(NamedTuple):
+    """The annotations CSV's header (stripped) and its label and attribute columns."""
+
+    header: list[str]
+    labels: list[str]  # label_<scale> columns, fine -> coarse
+    attributes: list[str]  # attr_<name> columns
+    scales: list[str]  # the scales the label columns name, in their order
+
+
+def _csv_header(csv_path: Path, reader: csv.DictReader) -> list[str]:
+    """The CSV's stripped column names (also set on ``reader``); DataError for a bad header."""
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if "path" not in header:
+        raise DataError(f"{csv_path}: no 'path' column (header: {header or 'empty'})")
+    bad_columns = [
+        h for h in header
+        if h != "path" and h not in _CATEGORICAL
+        and not (h.startswith("label_") and len(h) > 6 and h != "label_fine")
+        and not (h.startswith("attr_") and len(h) > 5)
+    ]
+    if bad_columns or len(set(header)) != len(header):
+        raise DataError(
+            f"{csv_path}: unknown or repeated column(s) {bad_columns or header}; allowed: "
+            "path, split, role, domain, label_<scale> (coarser scales; fine labels are "
+            "the folder names), attr_<name>"
+        )
+    reader.fieldnames = header
+    return header
+
+
+def _check_values(row: dict[str, str], line: int, columns: _Columns,
+                  problems: FileProblems) -> None:
+    """Add each bad split/role/domain, empty label or non-0/1 attribute to ``problems``."""
+    for column, allowed in _CATEGORICAL.items():
+        value = (row.get(column) or "").strip()
+        if column in columns.header and value not in allowed:
+            problems.add(line, f"{column} {value!r} is not one of {', '.join(allowed)}")
+    for column in columns.labels:
+        if not (row.get(column) or "").strip():
+            problems.add(line, f"empty {column}")
+    for column in columns.attributes:
+        if (row.get(column) or "").strip() not in ("0", "1"):
+            problems.add(line, f"{column} {row.get(column)!r} is not 0 or 1")
+
+
 class FolderSource:
     """Records of an ImageFolder tree, annotated by an optional CSV (see module docstring)."""
 
@@ -140,76 +185,76 @@ class FolderSource:
     # -- CSV ----------------------------------------------------------------------------
 
     def _read_csv(self) -> None:
+        """Check the annotations CSV whole (one DataError for all bad lines), then keep its rows."""
         csv_path = self.csv_path
         assert csv_path is not None
         if not csv_path.is_file():
             raise DataError(f"folder source: annotations_csv {csv_path} does not exist")
         with open(csv_path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            if "path" not in header:
-                raise DataError(f"{csv_path}: no 'path' column (header: {header or 'empty'})")
+            header = _csv_header(csv_path, reader)
             problems = FileProblems(csv_path)
-            bad_columns = [
-                h for h in header
-                if h != "path" and h not in _CATEGORICAL
-                and not (h.startswith("label_") and len(h) > 6 and h != "label_fine")
-                and not (h.startswith("attr_") and len(h) > 5)
-            ]
-            if bad_columns or len(set(header)) != len(header):
-                raise DataError(
-                    f"{csv_path}: unknown or repeated column(s) {bad_columns or header}; allowed: "
-                    "path, split, role, domain, label_<scale> (coarser scales; fine labels are "
-                    "the folder names), attr_<name>"
-                )
-            reader.fieldnames = header
-            label_cols = [h for h in header if h.startswith("label_")]
-            attr_cols = [h for h in header if h.startswith("attr_")]
-            self.annotation_columns = [h for h in header if h != "path"]
-            clash = [h for h in label_cols if h[len("label_"):] in self.folder_levels]
-            if clash:
-                raise DataError(f"{csv_path}: column {clash[0]} names a scale that "
-                                f"folder_scales already takes from the folders")
-            csv_scales = [h[len("label_"):] for h in label_cols]
-            self.scales = list(reversed(self.folder_scales)) + csv_scales
-            self.attribute_names = [h[len("attr_"):] for h in attr_cols]
+            columns = self._csv_columns(csv_path, header)
             known = {rel for files in self.images.values() for rel in files}
-            seen: dict[str, int] = {}
-            raw_rows: list[tuple[int, str, dict[str, str]]] = []
-            for row in reader:
-                line = reader.line_num
-                raw = row.get("path") or ""
-                rel = _normalize(raw)
-                if rel is None:
-                    problems.add(line, f"path {raw!r} is empty or leaves the root")
-                    continue
-                if rel in seen:
-                    problems.add(line, f"{rel} already annotated on line {seen[rel]}")
-                    continue
-                seen[rel] = line
-                if self._class_of(rel) not in self.class_index:
-                    problems.add(line, f"{rel} is not inside a class folder of "
-                                    f"{self.root}")
-                    continue
-                for column, allowed in _CATEGORICAL.items():
-                    value = (row.get(column) or "").strip()
-                    if column in header and value not in allowed:
-                        problems.add(line, f"{column} {value!r} is not one of "
-                                        f"{', '.join(allowed)}")
-                for column in label_cols:
-                    if not (row.get(column) or "").strip():
-                        problems.add(line, f"empty {column}")
-                for column in attr_cols:
-                    if (row.get(column) or "").strip() not in ("0", "1"):
-                        problems.add(line, f"{column} {row.get(column)!r} is not 0 or 1")
-                raw_rows.append((line, rel, row))
-                if rel not in known:
-                    self.missing.append((rel, line))
+            raw_rows, seen = self._check_rows(reader, columns, known, problems)
             if self.annotation_columns:
-                unannotated = sorted(known - set(seen))
-                for rel in unannotated:
+                for rel in sorted(known - set(seen)):
                     problems.add(None, f"{rel}: image has no row in the CSV")
             problems.check()
+        self._store_rows(csv_path, columns, raw_rows)
+
+    def _csv_columns(self, csv_path: Path, header: list[str]) -> _Columns:
+        """The CSV's label and attribute columns; DataError for a scale the folders give."""
+        label_cols = [h for h in header if h.startswith("label_")]
+        attr_cols = [h for h in header if h.startswith("attr_")]
+        self.annotation_columns = [h for h in header if h != "path"]
+        clash = [h for h in label_cols if h[len("label_"):] in self.folder_levels]
+        if clash:
+            raise DataError(f"{csv_path}: column {clash[0]} names a scale that "
+                            f"folder_scales already takes from the folders")
+        csv_scales = [h[len("label_"):] for h in label_cols]
+        self.scales = list(reversed(self.folder_scales)) + csv_scales
+        self.attribute_names = [h[len("attr_"):] for h in attr_cols]
+        return _Columns(header, label_cols, attr_cols, csv_scales)
+
+    def _check_rows(self, reader: csv.DictReader, columns: _Columns, known: set[str],
+                    problems: FileProblems,
+                    ) -> tuple[list[tuple[int, str, dict[str, str]]], dict[str, int]]:
+        """Usable rows as (line, path, row), and path -> line; absent files go to ``missing``."""
+        seen: dict[str, int] = {}
+        raw_rows: list[tuple[int, str, dict[str, str]]] = []
+        for row in reader:
+            line = reader.line_num
+            rel = self._row_path(row, line, seen, problems)
+            if rel is None:
+                continue
+            _check_values(row, line, columns, problems)
+            raw_rows.append((line, rel, row))
+            if rel not in known:
+                self.missing.append((rel, line))
+        return raw_rows, seen
+
+    def _row_path(self, row: dict[str, str], line: int, seen: dict[str, int],
+                  problems: FileProblems) -> str | None:
+        """A row's relative image path (noted in ``seen``), or None once its problem is added."""
+        raw = row.get("path") or ""
+        rel = _normalize(raw)
+        if rel is None:
+            problems.add(line, f"path {raw!r} is empty or leaves the root")
+            return None
+        if rel in seen:
+            problems.add(line, f"{rel} already annotated on line {seen[rel]}")
+            return None
+        seen[rel] = line
+        if self._class_of(rel) not in self.class_index:
+            problems.add(line, f"{rel} is not inside a class folder of {self.root}")
+            return None
+        return rel
+
+    def _store_rows(self, csv_path: Path, columns: _Columns,
+                    raw_rows: list[tuple[int, str, dict[str, str]]]) -> None:
+        """Number the CSV scales' class names and keep each checked row's annotations by path."""
+        header, label_cols, attr_cols, csv_scales = columns
         for column, scale in zip(label_cols, csv_scales):
             self.scale_names[scale] = sorted({row[column].strip() for _, _, row in raw_rows})
         index = {s: {n: i for i, n in enumerate(self.scale_names[s])} for s in csv_scales}

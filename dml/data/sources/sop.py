@@ -59,13 +59,43 @@ class _Seen:
         self.supers: dict[int, tuple[str, str, int]] = {}  # super id -> (folder, file, line)
         self.folders: dict[str, int] = {}  # folder -> super id
 
+    def clash(self, rel: str, class_id: int, super_id: int, split: str,
+              name: str) -> str | None:
+        """Why a well-formed line contradicts an earlier one (path, class, super id); else None."""
+        folder = rel.split("/", 1)[0]
+        if rel in self.paths:
+            return f"path {rel} already on {_where(*self.paths[rel], name)}"
+        first = self.classes.get(class_id)
+        if first is not None and first[0] != split:
+            return (f"class id {class_id} is also in the {first[0]} list "
+                    f"({_where(*first[1:], name)})")
+        known = self.supers.get(super_id)
+        if known is not None and known[0] != folder:
+            return (f"super class id {super_id} is in folder {folder!r} here but in "
+                    f"{known[0]!r} on {_where(*known[1:], name)}")
+        if known is None and self.folders.get(folder, super_id) != super_id:
+            other = self.folders[folder]
+            return (f"folder {folder!r} is super class id {other} on "
+                    f"{_where(*self.supers[other][1:], name)}, here {super_id}")
+        return None
+
+    def add(self, rel: str, class_id: int, super_id: int, split: str, name: str,
+            line: int) -> None:
+        """Note where this path, and its class and super class if new, were first met."""
+        folder = rel.split("/", 1)[0]
+        self.paths[rel] = (name, line)
+        self.classes.setdefault(class_id, (split, name, line))
+        if super_id not in self.supers:
+            self.supers[super_id] = (folder, name, line)
+            self.folders[folder] = super_id
+
 
 def _where(name: str, line: int, here: str) -> str:
     return f"line {line}" if name == here else f"{name} line {line}"
 
 
-def _read_list(path: Path, split: str, seen: _Seen) -> list[tuple[int, str, int, int]]:
-    """(line, relative path, class id, super class id) per image of one list file."""
+def _list_lines(path: Path) -> list[str]:
+    """The lines of one list file; DataError when missing, not UTF-8 or without the header."""
     if not path.is_file():
         raise DataError(f"sop source: {path} does not exist (root must be the "
                         "Stanford_Online_Products folder of the release)")
@@ -77,54 +107,45 @@ def _read_list(path: Path, split: str, seen: _Seen) -> list[tuple[int, str, int,
     if header != HEADER:
         raise DataError(f"{path}: line 1: expected the header {' '.join(HEADER)!r}, got "
                         f"{' '.join(header)!r}")
+    return lines
+
+
+def _parse_fields(fields: list[str]) -> tuple[str, int, int] | str:
+    """(path, class id, super class id) of a line's fields, or the text of what is malformed."""
+    if len(fields) != 4:
+        return f"{len(fields)} fields, expected 4 ({' '.join(HEADER)}), got {' '.join(fields)!r}"
+    ids = [_positive(f) for f in fields[:3]]
+    rel = relative_path(fields[3])
+    if None in ids:
+        bad = [f"{h} {f!r}" for h, f, v in zip(HEADER, fields, ids) if v is None]
+        return f"{', '.join(bad)}: not a positive integer"
+    _, class_id, super_id = ids
+    assert class_id is not None and super_id is not None
+    if rel is None:
+        return f"path {fields[3]!r} leaves the dataset folder"
+    if "/" not in rel:
+        return f"path {rel} is not in a '<super class>{FOLDER_SUFFIX}' folder"
+    return rel, class_id, super_id
+
+
+def _read_list(path: Path, split: str, seen: _Seen) -> list[tuple[int, str, int, int]]:
+    """(line, relative path, class id, super class id) per image of one list file."""
+    lines = _list_lines(path)
     name = path.name
     problems = FileProblems(path)
     rows: list[tuple[int, str, int, int]] = []
     body = [(n, t.split()) for n, t in enumerate(lines[1:], start=2) if t.strip()]
     for line, fields in body:
-        if len(fields) != 4:
-            problems.add(line, f"{len(fields)} fields, expected 4 ({' '.join(HEADER)}), got "
-                               f"{' '.join(fields)!r}")
+        parsed = _parse_fields(fields)
+        if isinstance(parsed, str):
+            problems.add(line, parsed)
             continue
-        ids = [_positive(f) for f in fields[:3]]
-        rel = relative_path(fields[3])
-        if None in ids:
-            bad = [f"{h} {f!r}" for h, f, v in zip(HEADER, fields, ids) if v is None]
-            problems.add(line, f"{', '.join(bad)}: not a positive integer")
+        clash = seen.clash(*parsed, split, name)
+        if clash is not None:
+            problems.add(line, clash)
             continue
-        _, class_id, super_id = ids
-        assert class_id is not None and super_id is not None
-        if rel is None:
-            problems.add(line, f"path {fields[3]!r} leaves the dataset folder")
-            continue
-        if "/" not in rel:
-            problems.add(line, f"path {rel} is not in a '<super class>{FOLDER_SUFFIX}' folder")
-            continue
-        folder = rel.split("/", 1)[0]
-        if rel in seen.paths:
-            problems.add(line, f"path {rel} already on {_where(*seen.paths[rel], name)}")
-            continue
-        first = seen.classes.get(class_id)
-        if first is not None and first[0] != split:
-            problems.add(line, f"class id {class_id} is also in the {first[0]} list "
-                               f"({_where(*first[1:], name)})")
-            continue
-        known = seen.supers.get(super_id)
-        if known is not None and known[0] != folder:
-            problems.add(line, f"super class id {super_id} is in folder {folder!r} here but in "
-                               f"{known[0]!r} on {_where(*known[1:], name)}")
-            continue
-        if known is None and seen.folders.get(folder, super_id) != super_id:
-            other = seen.folders[folder]
-            problems.add(line, f"folder {folder!r} is super class id {other} on "
-                               f"{_where(*seen.supers[other][1:], name)}, here {super_id}")
-            continue
-        seen.paths[rel] = (name, line)
-        seen.classes.setdefault(class_id, (split, name, line))
-        if known is None:
-            seen.supers[super_id] = (folder, name, line)
-            seen.folders[folder] = super_id
-        rows.append((line, rel, class_id, super_id))
+        seen.add(*parsed, split, name, line)
+        rows.append((line, *parsed))
     if not body and not problems.count:
         problems.add(None, "no images")
     problems.check()

@@ -173,59 +173,81 @@ class TuBerlinSource:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"tuberlin source: root {self.root} is not a directory")
-        sketch_dir = next((self.root / f for f in SKETCH_FOLDERS if (self.root / f).is_dir()),
-                          None)
-        if sketch_dir is None:
-            places = " nor ".join(str(self.root / f) for f in SKETCH_FOLDERS)
-            raise DataError(f"tuberlin source: no sketch folder: neither {places} is a "
-                            "directory (root must hold the png/ folder of sketches_png.zip)")
-        self.sketch_dir = sketch_dir
+        self.sketch_dir = self._find_sketch_dir()
         self.photo_dir = Path(photos) if photos is not None else self.root / PHOTOS
         if not self.photo_dir.is_dir():
             raise DataError(f"tuberlin source: photo folder {self.photo_dir} is not a directory "
                             "(the TU-Berlin Extension photos, photos/<folder>/<file>; set "
                             "datasets.<name>.options.photos): retrieval needs a gallery")
 
-        classes, images, others = scan_tree(sketch_dir)
+        classes, images, others = scan_tree(self.sketch_dir)
         self.filelist = self._filelist_path(filelist)
-        left_out = [(rel, "not an image file") for rel in others
-                    if sketch_dir / rel != self.filelist]
-        if self.filelist is not None:
-            everything = {rel for name in classes for rel in images[name]}
-            listed = read_filelist(self.filelist, sketch_dir, everything)
-            left_out += [(rel, f"not in {self.filelist.name}")
-                         for rel in sorted(everything - set(listed))]
-            images = {name: [] for name in classes}
-            for rel in listed:
-                images[rel.split("/", 1)[0]].append(rel)
-        sketch_prefix = id_prefix(sketch_dir, self.root, SKETCH_FOLDERS[0])
+        images, left_out = self._listed_sketches(classes, images, others)
+        sketch_prefix = id_prefix(self.sketch_dir, self.root, SKETCH_FOLDERS[0])
         photo_prefix = id_prefix(self.photo_dir, self.root, PHOTOS)
         folders, photo_images, photo_others = scan_tree(self.photo_dir)
         self.ignored = [f"{join_id(sketch_prefix, rel)} ({why})" for rel, why in left_out] + [
             f"{join_id(photo_prefix, rel)} (not an image file)" for rel in photo_others]
 
         if not classes:
-            raise DataError(f"tuberlin source: {sketch_dir} has no class folders")
+            raise DataError(f"tuberlin source: {self.sketch_dir} has no class folders")
         self.class_names = list(classes)
-        self.photo_folders, problems = match_photo_folders(self.class_names, folders)
+        self.photo_folders = self._match_photos(images, folders, photo_images)
+        # (image id, path, domain, label), class by class
+        self.rows = self._rows(images, photo_images, sketch_prefix, photo_prefix)
+
+    def _find_sketch_dir(self) -> Path:
+        """The first of :data:`SKETCH_FOLDERS` under ``root``; DataError naming both if neither."""
+        sketch_dir = next((self.root / f for f in SKETCH_FOLDERS if (self.root / f).is_dir()),
+                          None)
+        if sketch_dir is None:
+            places = " nor ".join(str(self.root / f) for f in SKETCH_FOLDERS)
+            raise DataError(f"tuberlin source: no sketch folder: neither {places} is a "
+                            "directory (root must hold the png/ folder of sketches_png.zip)")
+        return sketch_dir
+
+    def _listed_sketches(self, classes: list[str], images: dict[str, list[str]],
+                         others: list[str],
+                         ) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+        """(class -> sketches, (file, why) left out): the file list's sketches, else all found."""
+        left_out = [(rel, "not an image file") for rel in others
+                    if self.sketch_dir / rel != self.filelist]
+        if self.filelist is not None:
+            everything = {rel for name in classes for rel in images[name]}
+            listed = read_filelist(self.filelist, self.sketch_dir, everything)
+            left_out += [(rel, f"not in {self.filelist.name}")
+                         for rel in sorted(everything - set(listed))]
+            images = {name: [] for name in classes}
+            for rel in listed:
+                images[rel.split("/", 1)[0]].append(rel)
+        return images, left_out
+
+    def _match_photos(self, images: dict[str, list[str]], folders: list[str],
+                      photo_images: dict[str, list[str]]) -> dict[str, str]:
+        """Sketch class -> photo folder; one DataError listing every mismatch of the two trees."""
+        photo_folders, problems = match_photo_folders(self.class_names, folders)
         problems += [f"sketch class {name!r} has no sketch"
                      + (f" listed in {self.filelist}" if self.filelist else "")
-                     for name in classes if not images[name]]
+                     for name in self.class_names if not images[name]]
         problems += [f"photo folder {folder!r} (class {name!r}) has no photo"
-                     for name, folder in self.photo_folders.items() if not photo_images[folder]]
+                     for name, folder in photo_folders.items() if not photo_images[folder]]
         if problems:
             more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
-            raise DataError(f"tuberlin source: sketches in {sketch_dir} and photos in "
+            raise DataError(f"tuberlin source: sketches in {self.sketch_dir} and photos in "
                             f"{self.photo_dir} do not match:\n  "
                             + "\n  ".join(problems[:SHOWN]) + more)
+        return photo_folders
 
-        # (image id, path, domain, label), class by class
-        self.rows: list[tuple[str, str, str, int]] = []
+    def _rows(self, images: dict[str, list[str]], photo_images: dict[str, list[str]],
+              sketch_prefix: str, photo_prefix: str) -> list[tuple[str, str, str, int]]:
+        """(image id, path, domain, label) per image: each class's photos, then its sketches."""
+        rows: list[tuple[str, str, str, int]] = []
         for label, name in enumerate(self.class_names):
-            self.rows += [(join_id(photo_prefix, rel), str(self.photo_dir / rel), "photo", label)
-                          for rel in photo_images[self.photo_folders[name]]]
-            self.rows += [(join_id(sketch_prefix, rel), str(sketch_dir / rel), "sketch", label)
-                          for rel in images[name]]
+            rows += [(join_id(photo_prefix, rel), str(self.photo_dir / rel), "photo", label)
+                     for rel in photo_images[self.photo_folders[name]]]
+            rows += [(join_id(sketch_prefix, rel), str(self.sketch_dir / rel), "sketch", label)
+                     for rel in images[name]]
+        return rows
 
     def _filelist_path(self, option: str | os.PathLike[str] | bool | None) -> Path | None:
         """The file list to read (None: scan the folders)."""
