@@ -13,7 +13,7 @@ import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -24,27 +24,34 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Knob:
-    """A numeric knob's declared range: ``Annotated[float, Knob(ge=0)]`` in a factory's
-    signature. ``integer``: whole numbers only."""
+    """A knob's declared values, in a factory's signature: a numeric range,
+    ``Annotated[float, Knob(ge=0)]`` (``integer``: whole numbers only), or a set of choices,
+    ``Annotated[str, Knob(choices=("all", "semihard"))]`` (a callable where the choices are
+    themselves registered, such as the geometries)."""
 
     gt: float | None = None
     ge: float | None = None
     lt: float | None = None
     le: float | None = None
     integer: bool = False
+    choices: tuple[Any, ...] | Callable[[], Sequence[Any]] | None = None
 
     def problem(self, value: Any) -> str | None:
-        """Why ``value`` is not allowed (``"must be >= 0, got -1"``), or None."""
+        """What follows the knob's key when ``value`` is not allowed (``" must be >= 0, got
+        -1"``, ``": 'x' is not one of: a, b"``), or None."""
+        if self.choices is not None:
+            allowed = list(self.choices() if callable(self.choices) else self.choices)
+            return None if value in allowed else f": {value!r} is not one of: {', '.join(map(str, allowed))}"
         bounds = [f"{op} {bound:g}" for op, bound in ((">", self.gt), (">=", self.ge), ("<", self.lt), ("<=", self.le))
                   if bound is not None]
         wanted = " and ".join(bounds)
         kind = numbers.Integral if self.integer else numbers.Real
         if isinstance(value, bool) or not isinstance(value, kind) or (not self.integer and math.isnan(value)):
             what = "an integer" if self.integer else "a number"
-            return f"must be {what}{' ' + wanted if wanted else ''}, got {value!r}"
+            return f" must be {what}{' ' + wanted if wanted else ''}, got {value!r}"
         ok = ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
               and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
-        return None if ok else f"must be {wanted}, got {value!r}"
+        return None if ok else f" must be {wanted}, got {value!r}"
 
 
 def declared_knobs(factory: Callable[..., Any]) -> dict[str, Knob]:
@@ -181,4 +188,4 @@ def _check_values(declared: Mapping[str, Knob], values: Mapping[str, Any], prefi
         if key in values:
             problem = knob.problem(values[key])
             if problem:
-                raise KnobValueError(f"{prefix}{key} {problem}")
+                raise KnobValueError(f"{prefix}{key}{problem}")

@@ -70,3 +70,16 @@ def test_every_bound_of_a_search_dimension_is_checked_against_the_declaration() 
         check_params(parse_params(raw))
     raw["experiments"]["contrastive"]["search"] = {"loss.neg_margin": {"type": "uniform", "low": 0.0, "high": 1.0}}
     check_params(parse_params(raw))
+
+
+def test_choices_are_declared_too_and_may_be_a_registry_s_names() -> None:
+    from dml.evaluate.protocols import PROTOCOLS, build_protocol
+
+    assert LOSSES.knob_ranges("triplet")["mining"] == Knob(choices=("all", "semihard", "hard"))
+    with pytest.raises(ConfigError) as err:
+        build_loss({"name": "triplet", "mining": "easy"}, where="experiments.t.loss")
+    assert str(err.value) == "experiments.t.loss.mining: 'easy' is not one of: all, semihard, hard"
+    with pytest.raises(ConfigError, match=r"^protocol\.metric: 'hamming' is not one of: cosine, euclidean$"):
+        build_protocol({"name": "cross_domain", "metric": "hamming"})
+    metric = PROTOCOLS.knob_ranges("cross_domain")["metric"]
+    assert callable(metric.choices) and metric.problem("cosine") is None  # read when checked

@@ -37,17 +37,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from dml.data.manifest import DOMAINS
 from dml.errors import ConfigError, DataError
 from dml.evaluate.engine import retrieval_metrics
 from dml.evaluate.geometry import Geometry, block_scores, geometry, prepare_embeddings, protocol_geometries
 from dml.evaluate.metrics import MAP_DENOMINATORS, NDCG_GAINS
-from dml.registry import Registry
+from dml.registry import Knob, Registry
 
 __all__ = [
     "PROTOCOLS",
@@ -527,13 +528,6 @@ class MultiLabel(Protocol):
         return ("map", f"ndcg@{min(self.ndcg_ks)}") if self.ndcg_ks else super().headline
 
 
-def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    """``value`` when it is one of ``allowed``, else a ConfigError naming ``protocol.<name>``."""
-    if value not in allowed:
-        raise ConfigError(f"protocol.{name}: {value!r} is not one of: {', '.join(allowed)}")
-    return value
-
-
 def _ks(name: str, values: Sequence[int]) -> tuple[int, ...]:
     values = tuple(int(k) for k in values)
     if any(k < 1 for k in values):
@@ -554,21 +548,18 @@ def query_gallery() -> Protocol:
 
 
 @PROTOCOLS.register("cross_domain")
-def cross_domain(query_domain: str = "sketch", gallery_domain: str = "photo",
-                 metric: str = "euclidean", precision_ks: Sequence[int] = (200,),
-                 map_ks: Sequence[int] = (), flip: bool = False, map_denominator: str = "found") -> Protocol:
+def cross_domain(query_domain: Annotated[str, Knob(choices=DOMAINS)] = "sketch",
+                 gallery_domain: Annotated[str, Knob(choices=DOMAINS)] = "photo",
+                 metric: Annotated[str, Knob(choices=protocol_geometries)] = "euclidean",
+                 precision_ks: Sequence[int] = (200,), map_ks: Sequence[int] = (), flip: bool = False,
+                 map_denominator: Annotated[str, Knob(choices=MAP_DENOMINATORS)] = "found") -> Protocol:
     """Sketch queries against photos (or any two domains); ``flip``: flip test-time
     augmentation (nearest of image and mirror); ``map_denominator``: what mAP@K divides by,
     ``found`` (relevant items in the top K) or ``min_r_k`` (``min(R, K)``)."""
-    from dml.data.manifest import DOMAINS
-
-    _choice("query_domain", query_domain, DOMAINS)
-    _choice("gallery_domain", gallery_domain, DOMAINS)
-    _choice("metric", metric, protocol_geometries())
     if not isinstance(flip, bool):
         raise ConfigError(f"protocol.flip: {flip!r} must be true or false")
     return CrossDomain(query_domain, gallery_domain, metric, _ks("precision_ks", precision_ks),
-                       _ks("map_ks", map_ks), flip, _choice("map_denominator", map_denominator, MAP_DENOMINATORS))
+                       _ks("map_ks", map_ks), flip, map_denominator)
 
 
 @PROTOCOLS.register("per_scale")
@@ -578,14 +569,14 @@ def per_scale(scales: Sequence[str] | None = None) -> Protocol:
 
 
 @PROTOCOLS.register("multilabel")
-def multilabel(map_ks: Sequence[int] = (100,), ndcg_ks: Sequence[int] = (10, 100), ndcg_gain: str = "linear",
-               map_denominator: str = "found") -> Protocol:
+def multilabel(map_ks: Sequence[int] = (100,), ndcg_ks: Sequence[int] = (10, 100),
+               ndcg_gain: Annotated[str, Knob(choices=NDCG_GAINS)] = "linear",
+               map_denominator: Annotated[str, Knob(choices=MAP_DENOMINATORS)] = "found") -> Protocol:
     """Multi-object retrieval: shares-a-label relevance, Jaccard-graded NDCG; ``ndcg_gain``:
     ``linear`` (the grade) or ``exponential`` (``2^grade − 1``, HAPPIER and the multi-label
     hashing papers); ``map_denominator``: ``found`` (relevant items in the top K:
     pytorch-metric-learning, the hashing papers) or ``min_r_k`` (TREC, open-metric-learning)."""
-    return MultiLabel(_ks("map_ks", map_ks), _ks("ndcg_ks", ndcg_ks), _choice("ndcg_gain", ndcg_gain, NDCG_GAINS),
-                      _choice("map_denominator", map_denominator, MAP_DENOMINATORS))
+    return MultiLabel(_ks("map_ks", map_ks), _ks("ndcg_ks", ndcg_ks), ndcg_gain, map_denominator)
 
 
 def build_protocol(spec: dict[str, Any], *, where: str = "protocol") -> Protocol:

@@ -122,15 +122,12 @@ class AdaptiveTripletLoss(MetricLoss):
     (``mean`` | ``non_zero``). Distances are euclidean on normalized embeddings.
     """
 
-    def __init__(self, margin: Annotated[float, Knob(ge=0)] = 0.1, gamma: Annotated[float, Knob(ge=0)] = 0.5, similarity: str = "jaccard",
-                 mining: str = "all", reduction: str = "mean",
+    def __init__(self, margin: Annotated[float, Knob(ge=0)] = 0.1, gamma: Annotated[float, Knob(ge=0)] = 0.5,
+                 similarity: Annotated[str, Knob(choices=LABEL_SIMILARITIES.names)] = "jaccard",
+                 mining: Annotated[str, Knob(choices=MINING)] = "all",
+                 reduction: Annotated[str, Knob(choices=REDUCTIONS)] = "mean",
                  block_elements: Annotated[int, Knob(gt=0, integer=True)] = DEFAULT_BLOCK_ELEMENTS) -> None:
         super().__init__()
-        if mining not in MINING:
-            raise ConfigError(f"loss.mining must be one of {', '.join(MINING)}; got {mining!r}")
-        if reduction not in REDUCTIONS:
-            raise ConfigError(f"loss.reduction must be one of {', '.join(REDUCTIONS)}; "
-                              f"got {reduction!r}")
         self.similarity = similarity
         self.label_similarity = LABEL_SIMILARITIES.get(similarity, where="loss.similarity")
         self.margin, self.gamma = float(margin), float(gamma)

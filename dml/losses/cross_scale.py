@@ -71,12 +71,9 @@ class CrossScaleLoss(AnnealedMarginLoss):
         scale: Annotated[float, Knob(gt=0)] = 32.0,
         hierarchy: Mapping[str, Sequence[int]] | None = None,
         scale_classes: Mapping[str, int] | None = None,
-        positive: str = "fine",
+        positive: Annotated[str, Knob(choices=POSITIVES)] = "fine",  # fine: CSL; scale: the per-scale baseline
         anneal: int | float = 0,
     ) -> None:
-        if positive not in POSITIVES:
-            raise ConfigError(f"loss.positive must be one of {', '.join(POSITIVES)} (fine: CSL, "
-                              f"scale: the per-scale baseline), got {positive!r}")
         super().__init__(num_classes, embed_dim, anneal)
         hierarchy = dict(hierarchy or {})
         names = list(scale_classes) if scale_classes else ["fine", *hierarchy]

@@ -7,7 +7,6 @@ from typing import Annotated
 import torch
 from torch import Tensor
 
-from dml.errors import ConfigError
 from dml.registry import Knob
 from dml.losses.base import (
     LOSSES,
@@ -50,10 +49,9 @@ class TripletLoss(MetricLoss):
     ``d_an``, over the same count).
     """
 
-    def __init__(self, margin: Annotated[float, Knob(ge=0)] = 0.2, mining: str = "all") -> None:
+    def __init__(self, margin: Annotated[float, Knob(ge=0)] = 0.2,
+                 mining: Annotated[str, Knob(choices=MINING)] = "all") -> None:
         super().__init__()
-        if mining not in MINING:
-            raise ConfigError(f"loss.mining must be one of {', '.join(MINING)}; got {mining!r}")
         self.margin = float(margin)
         self.mining = mining
 

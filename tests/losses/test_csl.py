@@ -125,7 +125,7 @@ def test_built_from_the_data_context() -> None:
     ({"margins": {}}, "loss.margins: name at least one scale"),
     ({"margins": {"fine": -0.1}}, "loss.margins.fine must be >= 0"),
     ({"scale": 0.0}, "loss.scale must be > 0"),
-    ({"positive": "middle"}, "loss.positive must be one of fine, scale"),
+    ({"positive": "middle"}, "loss.positive: 'middle' is not one of: fine, scale"),
     ({"anneal": -1}, "loss.anneal must be 0 (no warm-up), steps (an int >= 1) or a share of training"),
     ({"anneal": 2.0}, "loss.anneal must be 0 (no warm-up)"),
     ({"hierarchy": {"middle": (0, 1), "coarse": (0, 0)}}, "the hierarchy gives 2 parents at scale 'middle' "

@@ -164,7 +164,7 @@ def test_built_from_the_data_context() -> None:
 
 @pytest.mark.parametrize("value", ["coarse", "Scale", None, 1])
 def test_bad_positive_names_the_key(value) -> None:
-    with pytest.raises(ConfigError, match=r"^experiments\.x\.loss\.positive must be one of fine, scale"):
+    with pytest.raises(ConfigError, match=r"^experiments\.x\.loss\.positive: .* is not one of: fine, scale$"):
         build_loss({"name": "csl", "positive": value}, num_classes=2, embed_dim=2,
                    where="experiments.x.loss")
 
