@@ -225,7 +225,7 @@ def test_a_ray_train_stage_with_an_impossible_batch_fails_before_ray_starts(tiny
 def test_a_query_gallery_dataset_under_self_retrieval_is_refused(tmp_path):
     """In-Shop's test images are queries and a gallery: evaluating them all-against-all would
     report another protocol's figures; the check names the key to set."""
-    from data.test_formats_cub_inshop import _write_inshop
+    from data.test_sources_cub_inshop import _write_inshop
 
     root = _write_inshop(tmp_path)
     data = tmp_path / "data"
