@@ -73,6 +73,7 @@ bench: setup
 	$(PYTHON) benchmarks/bench_losses.py
 	$(PYTHON) benchmarks/bench_train.py
 	$(PYTHON) benchmarks/bench_pipeline.py
+	$(PYTHON) benchmarks/bench_scale.py
 
 clean:
 	rm -rf .scratch

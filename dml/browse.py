@@ -23,7 +23,7 @@ from flask import Flask, Response, abort, render_template_string, request
 
 from dml.config import load_params, resolve_run
 from dml.data.images import open_rgb
-from dml.data.manifest import read_manifest
+from dml.data.manifest import read_images
 from dml.embed import read_embeddings, with_views
 from dml.errors import DataError, DmlError
 from dml.evaluate.experiment import aligned_rows, test_rows
@@ -116,13 +116,12 @@ class Run:
         at = self._positions.get(image)
         return None if at is None else str(self._data[0].domain[at])
 
-    @cached_property
-    def images(self) -> dict[str, bytes]:
-        """Each row's stored image bytes, by image id (read once)."""
-        _, _, manifest = self._data
-        ids = set(self._positions)
-        table = read_manifest(manifest, columns=["image_id", "image"])
-        return {i: b for i, b in zip(*table.to_pydict().values()) if i in ids and b is not None}
+    def image(self, image_id: str) -> bytes | None:
+        """The stored image bytes of row ``image_id`` (None when it is not one of the run's),
+        read on demand: only the rows a page shows are read."""
+        if image_id not in self._positions:
+            return None
+        return read_images(self._data[2], [image_id]).get(image_id)
 
     @cached_property
     def summary(self) -> dict[str, float]:
@@ -289,11 +288,12 @@ class _Site:
     def _show_query(self, context: dict[str, Any], run: Run) -> None:
         """Put the chosen test query and its results in ``context``; 404 for an unknown image."""
         name, query = context["experiment"], context["query"]
-        if query not in run.images:
+        data = run.image(query)
+        if data is None:
             abort(404, f"{query!r} is not an image of {name}")
         context.update(query_src=f"/image/{name}/{query}",
                        query_label=f"{query} ({run.names.get(query) or 'test query'})")
-        context["panes"] = _panes(run.images[query], query, run, context["index"],
+        context["panes"] = _panes(data, query, run, context["index"],
                                   context["compare"], self.run_of, context["k"])
 
     def worst(self) -> Any:
@@ -309,7 +309,7 @@ class _Site:
 
     def image(self, name: str, image_id: str) -> Response:
         """``/image/<experiment>/<image id>``: a row's stored image bytes; 404 for any other."""
-        data = self.run_of(name).images.get(image_id)
+        data = self.run_of(name).image(image_id)
         if data is None:
             abort(404)
         kind = "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/png"

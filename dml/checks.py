@@ -15,6 +15,7 @@ from dml.context import BuildContext, build_with_context
 from dml.data.samplers import LOOP_ARGUMENTS, SAMPLERS
 from dml.data.transforms import check_augment
 from dml.errors import ConfigError
+from dml.evaluate.candidates import Candidates, check_index
 from dml.evaluate.protocols import build_protocol
 from dml.losses import build_loss
 from dml.models import BACKBONES, HEADS
@@ -83,7 +84,26 @@ def check_experiment(params: Params, name: str) -> None:
 
 
 def check_params(params: Params) -> Params:
-    """Check every experiment of ``params``; returns ``params``."""
+    """Check every experiment of ``params`` (and, with an approximate candidate stage, that
+    its index builds and that each experiment's protocol can be ranked so); returns ``params``."""
     for name in params.experiments:
         check_experiment(params, name)
+        if params.evaluate.candidates is not None:
+            check_candidates(params, name)
     return params
+
+
+def check_candidates(params: Params, name: str) -> None:
+    """``evaluate.candidates`` for experiment ``name``: its faiss index builds over the
+    experiment's embeddings (where their size is known) and its protocol's figures do not
+    need the full ranking (:meth:`~dml.evaluate.protocols.Protocol.check_candidates`)."""
+    assert params.evaluate.candidates is not None
+    candidates = Candidates(**params.evaluate.candidates.model_dump())
+    spec = resolve_run(params, name)
+    protocol = build_protocol(spec.protocol, where=f"experiments.{name}.protocol")
+    try:
+        protocol.check_candidates(candidates)
+        if spec.model.embed_dim is not None:
+            check_index(candidates, spec.model.embed_dim, protocol.metric)
+    except ConfigError as err:
+        raise ConfigError(f"experiments.{name}: {err}") from None

@@ -21,7 +21,7 @@ def _check(args: argparse.Namespace) -> None:
     for name, exp in params.experiments.items():
         folder = Path(args.data) / exp.dataset
         data = DataSpec(manifest=str(folder / "manifest.parquet"), splits=str(folder / "splits.parquet"))
-        if not (Path(data.manifest).is_file() and Path(data.splits).is_file()):
+        if not (Path(data.manifest).exists() and Path(data.splits).is_file()):
             missing.append(exp.dataset)
             continue
         print_notices(preflight_tune(params, name, data).notices)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dml.errors import ConfigError
 
@@ -97,6 +97,10 @@ class TrainConfig(Section):
     # the worker itself) and page-locked batches for the GPU copy (auto: when on a GPU).
     loader_workers: int = Field(0, ge=0)
     pin_memory: bool | Literal["auto"] = "auto"
+    # Decoded images each training worker (and each of its loader processes) keeps, in MiB: its
+    # memory stays bounded by this whatever the number of images (read from the manifest's
+    # shards row group by row group).
+    image_cache_mb: int = Field(1024, ge=0)
     # auto: Ray Train when a cluster is given (RAY_ADDRESS), several workers or a GPU; otherwise
     # the same loop in this process, where Ray Train's worker start-up costs more than training.
     launcher: Literal["auto", "ray", "local"] = "auto"
@@ -173,6 +177,21 @@ class TuneConfig(Section):
     seed: int = 0
 
 
+class EmbedConfig(Section):
+    """How the embed stage runs the model over every row (the vectors are the same either way:
+    bitwise in fp32 on CPU at the same thread count, :mod:`dml.embed_ray`)."""
+
+    batch_size: int = Field(256, ge=1)
+    # 0: in the stage's own process (no Ray Data start-up); N: N model actors on Ray Data, one
+    # GPU each where the cluster has GPUs, else cpus_per_actor CPUs each; auto: one per GPU,
+    # else the cluster's CPUs / cpus_per_actor
+    actors: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
+    cpus_per_actor: int = Field(1, ge=1)  # a CPU actor's torch threads; a GPU actor's decoders
+    # rows per parquet shard of embeddings.parquet (then a directory); null: one file in
+    # process, dml.embed_ray.DEFAULT_SHARD_ROWS per shard on Ray Data (always sharded there)
+    shard_rows: int | None = Field(None, ge=1)
+
+
 class QuantizeConfig(Section):
     # pq / opq / ivfpq: product codes ranked against float queries; hash: binary codes of
     # queries and gallery ranked by Hamming distance (dml/binary_codes.py)
@@ -189,10 +208,33 @@ class QuantizeConfig(Section):
         return bits
 
 
+class CandidatesConfig(Section):
+    """An approximate candidate stage (dml/evaluate/candidates.py): each query's ``k`` nearest
+    items from a faiss index over the gallery, re-ranked exactly; figures over the whole
+    ranking (mAP over all, NDCG) are refused, the candidates' recall is measured and reported."""
+
+    index: str = Field("IVF64,Flat", min_length=1)  # a faiss.index_factory string: IVF{nlist},Flat, HNSW32, Flat
+    k: int = Field(100, ge=1)  # candidates per query, re-ranked exactly (at least the deepest cutoff)
+    nprobe: int | None = Field(None, ge=1)  # inverted lists an IVF index visits (null: faiss's 1)
+    ef_search: int | None = Field(None, ge=1)  # an HNSW index's search breadth (null: faiss's default)
+    recall_sample: int = Field(1000, ge=1)  # queries whose exact top ranks measure the candidates' recall
+    seed: int = 0  # of that sample and of the index's k-means
+
+
 class EvaluateConfig(Section):
     ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     grid_queries: int = Field(8, ge=0)
     grid_topk: int = Field(5, ge=1)
+    candidates: CandidatesConfig | None = None  # null: exact ranking
+
+    @field_validator("candidates")
+    @classmethod
+    def _deep_enough(cls, candidates: CandidatesConfig | None, info: ValidationInfo) -> CandidatesConfig | None:
+        ks = info.data.get("ks") or []
+        if candidates is not None and ks and candidates.k < max(ks):
+            raise ValueError(f"k: {candidates.k} candidates per query cannot rank recall@{max(ks)} "
+                             f"(evaluate.ks); raise it to at least {max(ks)}")
+        return candidates
 
 
 class ExperimentConfig(Section):
@@ -232,6 +274,7 @@ class Params(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)

@@ -39,18 +39,32 @@ def atomic_path(path: str | os.PathLike[str], *, directory: bool = False) -> Ite
         yield tmp
         if directory:
             if target.exists() and exchange_paths(tmp, target):
-                shutil.rmtree(tmp, ignore_errors=True)  # it now holds the previous folder
+                _remove(tmp)  # it now holds what was there: a folder, or a file
             else:
                 _replace_folder(tmp, target)
         else:
             _fsync(tmp)
-            os.replace(tmp, target)
+            if target.is_dir() and not target.is_symlink():  # a folder before (shards): swap it
+                if exchange_paths(tmp, target):
+                    _remove(tmp)
+                else:
+                    _replace_folder(tmp, target)
+            else:
+                os.replace(tmp, target)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path``, a folder (with its contents) or a file."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -93,7 +107,7 @@ def _replace_folder(tmp: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
 
 
 def _fsync(path: Path) -> None:
@@ -119,7 +133,14 @@ def write_json_atomic(path: str | os.PathLike[str], payload: Any) -> None:
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file, read in blocks (``hashlib.file_digest``) so large files stay out
-    of memory."""
+    of memory; of a directory (a sharded manifest), over each file's relative name and digest
+    in name order."""
+    path = Path(path)
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+        return digest.hexdigest()
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from dml.config import load_params, resolve_run
-from dml.data.manifest import read_info, read_manifest
+from dml.data.manifest import read_images, read_info
 from dml.embed import head_output, read_embeddings, with_views
+from dml.evaluate.candidates import Candidates
 from dml.evaluate.experiment import (
     aligned_rows,
     evaluate_test_split,
@@ -24,7 +25,7 @@ from dml.evaluate.experiment import (
 from dml.evaluate.protocols import EvalRows, Protocol, build_protocol
 from dml.index import load_index
 from dml.io import write_bytes_atomic, write_json_atomic
-from dml.report.columns import summary_metrics
+from dml.report.columns import approximate_note, summary_metrics
 from dml.report.grid import retrieval_grid
 from dml.report.runs import UNTRAINED
 from dml.train.export import read_card
@@ -46,9 +47,7 @@ def write_grid(path: str, rows: EvalRows, vectors: np.ndarray, protocol: Protoco
     """The retrieval grid PNG: test queries and their top results, captioned with their class
     names and each result's score."""
     queries, results, correct = grid_examples(rows, vectors, protocol, n_queries, top_k)
-    wanted = set(queries) | {r for row in results for r in row}
-    stored = read_manifest(manifest, columns=["image_id", "image"])
-    images = {i: b for i, b in zip(*stored.to_pydict().values()) if i in wanted}
+    images = read_images(manifest, set(queries) | {r for row in results for r in row})
     names = class_names(rows, manifest)
     write_bytes_atomic(path, retrieval_grid(
         [images[q] for q in queries], [[images[r] for r in row] for row in results], correct,
@@ -79,10 +78,11 @@ def main() -> None:
     rows = aligned_rows(spec, data["manifest"], data["splits"], table)
     vectors = with_views(table, vectors, protocol.views, path=args.embeddings)  # [N, V, D] with flips
     indexes = {p.stem: load_index(p)[0] for p in sorted(Path(args.indexes).glob("*.faiss"))}
+    candidates = None if cfg.candidates is None else Candidates(**cfg.candidates.model_dump())
     report = evaluate_test_split(rows, vectors, protocol, indexes, ks=tuple(cfg.ks),
                                  attribute_logits=head_output(table, "attributes"),
                                  attribute_names=read_info(data["manifest"]).attribute_names,
-                                 held_out_folds=spec.train.val_folds, seed=args.seed)
+                                 held_out_folds=spec.train.val_folds, seed=args.seed, candidates=candidates)
     report.update(
         experiment=args.experiment,
         seed=args.seed,
@@ -99,7 +99,8 @@ def main() -> None:
     summary = summary_metrics(report)
     write_json_atomic(args.summary, summary)
     print(f"evaluate {args.experiment} seed {args.seed}: "
-          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary.items()))
+          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in summary.items())
+          + (f" (approximate ranking: {approximate_note(report)})" if candidates is not None else ""))
     print_collapse_notices(args.experiment, report)  # a quantizer that gave most items one code
 
 

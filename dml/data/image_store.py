@@ -1,16 +1,15 @@
-"""The images of a manifest's selected rows: encoded bytes (or files) read on first use,
-decoded to uint8 RGB arrays on demand and cached up to a byte budget."""
+"""The images of a manifest's selected rows: encoded bytes (or files) read on demand, row group
+by row group (:class:`~dml.data.shards.ManifestReader`), decoded to uint8 RGB arrays and cached
+up to a byte budget: a process's memory does not grow with the number of images."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-
 from dml.data.images import decode_rgb
-from dml.data.manifest import read_manifest
 from dml.data.rows import ManifestRows
+from dml.data.shards import DEFAULT_GROUP_CACHE_BYTES, ManifestReader
 from dml.errors import DataError
 
 #: Decoded images are cached up to this many bytes per dataset (per DataLoader worker).
@@ -29,9 +28,7 @@ class ImageStore:
     def __init__(self, rows: ManifestRows, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.rows = rows
         self._columns = [c for c in ("image", "path") if c in rows.present]
-        self._bytes: pa.Array | None = None
-        self._paths: list[str | None] | None = None
-        self._loaded = False
+        self._reader: ManifestReader | None = None
         self._cache: dict[int, np.ndarray] = {}
         self._budget = int(cache_bytes)
         self._used = 0
@@ -43,28 +40,25 @@ class ImageStore:
         self._used += nbytes
         return True
 
-    def _load(self) -> None:
-        """Read the rows' image bytes (or paths) on first use: evaluation and statistics that
-        only need annotations never pay for the pixels."""
-        stored = read_manifest(self.rows.manifest_path, columns=self._columns)
-        take = pa.array(self.rows.positions, pa.int64())
-        if "image" in self._columns:
-            self._bytes = stored.column("image").take(take).combine_chunks()
-        if "path" in self._columns:
-            self._paths = stored.column("path").take(take).to_pylist()
-        self._loaded = True
+    @property
+    def reader(self) -> ManifestReader:
+        """The manifest's image bytes (or paths) by row group, opened on first use: evaluation
+        and statistics that only need annotations never pay for the pixels."""
+        if self._reader is None:
+            self._reader = ManifestReader(self.rows.manifest_path, self._columns,
+                                          cache_bytes=min(DEFAULT_GROUP_CACHE_BYTES, self._budget))
+        return self._reader
 
     def encoded(self, index: int) -> bytes:
         """The stored (encoded) image of row ``index``; DataError naming it when absent."""
-        if not self._loaded:
-            self._load()
         where = f"{self.rows.manifest_path}: image_id {self.rows.image_ids[index]!r}"
-        data = self._bytes[index].as_py() if self._bytes is not None else None
-        if data is None and self._paths is not None and self._paths[index] is not None:
+        row = self.reader.read([self.rows.positions[index]]).to_pylist()[0]
+        data, path = row.get("image"), row.get("path")
+        if data is None and path is not None:
             try:
-                data = Path(self._paths[index]).read_bytes()
+                data = Path(path).read_bytes()
             except OSError as exc:
-                raise DataError(f"{where}: cannot read {self._paths[index]} ({exc})") from None
+                raise DataError(f"{where}: cannot read {path} ({exc})") from None
         if data is None:
             raise DataError(f"{where} has neither image bytes nor a path")
         return data

@@ -1,19 +1,26 @@
-"""Raw files -> manifest.parquet: every image decoded once, every bad file named.
+"""Raw files -> a sharded manifest: every image decoded once, every bad file named.
 
 The manifest is self-contained: files named by ``path`` are read into the ``image`` column
 (``path`` stays as provenance), stored for training by :func:`dml.data.images.store_image`
 (the shorter side at most ``short_side`` pixels, transparency composited onto a background,
 the original bytes when nothing had to change) with the source's size in ``source_width`` and
-``source_height``. Images are read and decoded by a few threads (PIL decodes without holding
-the GIL), in order. Records stream into parquet row groups inside a temporary file that
-replaces ``out_path`` only when everything succeeded, so memory stays bounded by one row group
-and a failed ingest leaves an existing manifest as it was.
+``source_height``.
+
+The source's listing (paths and annotations, no pixels) is made here; the images are read,
+decoded, checked and re-encoded shard by shard (:data:`~dml.data.shards.SHARD_ROWS` records
+each): as parallel Ray Data tasks when there are several shards (a local Ray instance on one
+machine, every CPU of a cluster otherwise), in this process by a few threads when there is one.
+Each task writes its shard into a temporary directory that replaces the manifest only when every
+shard succeeded, so a failed or interrupted ingest leaves an existing manifest as it was, and the
+bad files of every shard are named in one error.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import pickle
 import warnings
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -30,12 +37,12 @@ from PIL import Image, UnidentifiedImageError
 from dml.data.sources import DATASET_KEY, SOURCES
 from dml.data.images import RGB, StoredImage, parse_colour, store_image
 from dml.data.manifest import ManifestInfo, conform, manifest_schema, validate_manifest
+from dml.data.shards import ROW_GROUP_ROWS, SHARD_ROWS, shard_name
 from dml.errors import ConfigError, DataError
 from dml.io import atomic_path, write_json_atomic
 
 ON_BAD = ("fail", "skip")
-_ROW_GROUP_ROWS = 4096
-_ROW_GROUP_BYTES = 64 << 20
+_ROW_GROUP_BYTES = 16 << 20
 _MAX_THREADS = 8  # each decodes one image at full size at a time
 #: Images submitted and not yet written, per thread. Results come back in order, so one large
 #: image at the head would idle the other threads if few could queue behind it; a queued image
@@ -240,6 +247,7 @@ def ingest(
     background: str = "white",
     where: str = DATASET_KEY,
     report_path: str | os.PathLike[str] | None = None,
+    shard_rows: int = SHARD_ROWS,
 ) -> IngestReport:
     """Read ``source`` (a SOURCES name) built with ``options`` into the manifest ``out_path``.
 
@@ -249,7 +257,8 @@ def ingest(
     with ``on_bad="fail"`` one DataError lists them all and nothing is written, with
     ``on_bad="skip"`` they are left out and listed in the report. The report (JSON: counts per
     split and domain, images resized and flattened, bad and ignored files) goes to
-    ``report_path`` if given. ``where`` is the dataset's key in params.yaml (``datasets.mine``),
+    ``report_path`` if given. The manifest is a directory of shards of ``shard_rows`` records
+    (:mod:`dml.data.shards`), written by parallel tasks when there are several. ``where`` is the dataset's key in params.yaml (``datasets.mine``),
     named by configuration errors: the sources name their options as
     ``datasets.<name>.options.<key>`` (:data:`DATASET_KEY`), and ``where`` replaces that.
     """
@@ -259,12 +268,18 @@ def ingest(
     built = SOURCES.build(source, where=f"{where}.options", **dict(options or {}))
     info = built.info()
     out_path = Path(out_path)
-    prepare = functools.partial(_prepare_record, short_side=short_side, background=colour)
-    with atomic_path(out_path) as tmp, closing(_RowGroups(tmp, source)) as groups:
-        kept = _decode_records(source, built.records(), info, prepare, groups,
-                               drop_on_bad=on_bad == "fail")
+    records = _records(source, built.records())
+    first = next(records, None)
+    if first is None:
+        raise DataError(f"source {source!r}: no readable images; nothing was written "
+                        f"to {out_path}")
+    columns = _column_order(set(first[0]) | set(_ADDED), info)
+    job = _ShardJob(source=source, schema=manifest_schema(columns, info), short_side=short_side,
+                    background=colour)
+    chunks = _pickled_chunks(itertools.chain([first], records), shard_rows)
+    with atomic_path(out_path, directory=True) as tmp:
+        kept = _Kept.merge(_write_shards(job, chunks, tmp))
         _check_kept(kept, source, info, out_path, on_bad=on_bad, where=where)
-        groups.flush()
     report = _report(kept, source, out_path, info, on_bad=on_bad,
                      ignored=list(getattr(built, "ignored", [])))
     if report_path is not None:
@@ -282,10 +297,12 @@ def _prepare_record(item: tuple[dict[str, Any], str | None], *, short_side: int,
 
 @dataclass
 class _Kept:
-    """What ingest kept of the records so far: the good images' columns but the bytes (for
-    validation and the report's counts), the bad files, and the images resized / flattened."""
+    """What ingest kept of the records: the good images' columns but the bytes, as Arrow columns
+    once a shard is done (for validation and the report's counts: a few bytes per image), the
+    bad files, and the images resized / flattened."""
 
     meta: dict[str, list[Any]] = field(default_factory=dict)
+    columns: pa.Table | None = None
     bad: list[BadFile] = field(default_factory=list)
     images: int = 0
     resized: int = 0
@@ -300,78 +317,138 @@ class _Kept:
             self.meta[column].append(record.get(column))
         self.images += 1
 
+    def seal(self, schema: pa.Schema) -> _Kept:
+        """The shard's columns as Arrow (``schema`` without the image), the lists let go."""
+        self.columns = pa.Table.from_pydict(self.meta, schema=pa.schema([schema.field(c) for c in self.meta]))
+        self.meta = {}
+        return self
+
+    @classmethod
+    def merge(cls, parts: list[_Kept]) -> _Kept:
+        """The shards' kept records, in shard order."""
+        return cls(columns=pa.concat_tables([part.columns for part in parts]),
+                   bad=[bad for part in parts for bad in part.bad],
+                   images=sum(part.images for part in parts),
+                   resized=sum(part.resized for part in parts),
+                   flattened=sum(part.flattened for part in parts))
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    """How every shard is made: the source's name (for errors), the manifest's schema (with
+    its metadata) and how images are stored."""
+
+    source: str
+    schema: pa.Schema
+    short_side: int
+    background: RGB
+
+    def write(self, number: int, items: list[tuple[dict[str, Any], str | None]], directory: Path,
+              threads: int) -> _Kept:
+        """Decode ``items`` in order (``threads`` threads) into the shard ``number`` of
+        ``directory``, in row groups of :data:`~dml.data.shards.ROW_GROUP_ROWS`; the bad ones
+        listed. A shard without a good image is not written."""
+        kept = _Kept(meta={c: [] for c in self.schema.names if c != "image"})
+        prepare = functools.partial(_prepare_record, short_side=self.short_side,
+                                    background=self.background)
+        with closing(_RowGroups(directory / shard_name(number), self.source, self.schema)) as groups, \
+                _decoders(threads) as pool:
+            for (record, origin), stored in _in_order(prepare, items, pool, _IN_FLIGHT * threads):
+                if isinstance(stored, str):
+                    kept.bad.append(BadFile(file=_file_name(record),
+                                            image_id=str(record.get("image_id")),
+                                            reason=stored, origin=origin))
+                    continue
+                kept.add(record, stored)
+                groups.add(record, len(stored.data))
+            groups.flush()
+        return kept.seal(self.schema)
+
+
+def _pickled_chunks(records: Iterable[tuple[dict[str, Any], str | None]], size: int) -> list[bytes]:
+    """The listing in chunks of ``size`` records, each pickled as soon as it is full: the
+    driver holds a few hundred bytes per image, not the records' Python objects."""
+    chunks, chunk = [], []
+    for item in records:
+        chunk.append(item)
+        if len(chunk) == size:
+            chunks.append(pickle.dumps(chunk))
+            chunk = []
+    if chunk:
+        chunks.append(pickle.dumps(chunk))
+    return chunks
+
+
+def _write_shards(job: _ShardJob, chunks: list[bytes], directory: Path) -> list[_Kept]:
+    """Each chunk of records (pickled) written as one shard into ``directory``: by Ray Data
+    tasks (one CPU each) when there are several, else in this process; what each kept, in
+    chunk order."""
+    if len(chunks) == 1:
+        return [job.write(0, pickle.loads(chunks[0]), directory, _threads())]
+    import ray
+    from tqdm import tqdm
+
+    from dml.pipeline.quiet import quiet_ray_data
+    from dml.pipeline.ray_cluster import ray_session
+
+    def write(row: dict[str, Any]) -> dict[str, Any]:
+        try:  # a record that does not fit the schema: its one-line error, not a Ray traceback
+            kept, error = job.write(row["shard"], pickle.loads(row["items"]), directory, threads=1), ""
+        except DataError as exc:
+            kept, error = None, str(exc)
+        return {"shard": row["shard"], "kept": pickle.dumps(kept), "error": error}
+
+    with ray_session():
+        quiet_ray_data()
+        items = [{"shard": number, "items": chunk} for number, chunk in enumerate(chunks)]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items)).map(write, num_cpus=1)
+        del items
+        done: dict[int, _Kept] = {}
+        for row in tqdm(dataset.iter_rows(), total=len(chunks), desc="ingest", unit="shard",
+                        leave=False, disable=None):
+            if row["error"]:
+                raise DataError(row["error"])
+            done[row["shard"]] = pickle.loads(row["kept"])
+    return [done[number] for number in range(len(chunks))]
+
 
 class _RowGroups:
-    """Records buffered into parquet row groups of the file ``tmp``: memory stays bounded by one
+    """Records buffered into parquet row groups of the file ``path``: memory stays bounded by one
     group. The writer opens at the first group written; :meth:`close` closes it."""
 
-    def __init__(self, tmp: Path, source: str) -> None:
-        self.tmp, self.source = tmp, source
-        self.columns: list[str] | None = None
-        self.schema: pa.Schema | None = None
+    def __init__(self, path: Path, source: str, schema: pa.Schema) -> None:
+        self.path, self.source, self.schema = path, source, schema
         self.writer: pq.ParquetWriter | None = None
         self.pending: list[dict[str, Any]] = []
         self.pending_bytes = 0
 
-    def start(self, columns: list[str], info: ManifestInfo) -> None:
-        """Fix the columns (those of the first record) and the schema of every group."""
-        self.columns, self.schema = columns, manifest_schema(columns, info)
-
-    def add(self, record: dict[str, Any], size: int, *, write: bool) -> None:
-        """Buffer ``record`` (``size`` bytes of image); when a group is full, write it, or drop
-        it when ``write`` is False (the file will not be kept: no point writing it)."""
+    def add(self, record: dict[str, Any], size: int) -> None:
+        """Buffer ``record`` (``size`` bytes of image); write a full group."""
         self.pending.append(record)
         self.pending_bytes += size
-        if len(self.pending) >= _ROW_GROUP_ROWS or self.pending_bytes >= _ROW_GROUP_BYTES:
-            if write:
-                self.flush()
-            else:
-                self.pending, self.pending_bytes = [], 0
+        if len(self.pending) >= ROW_GROUP_ROWS or self.pending_bytes >= _ROW_GROUP_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         """Write the buffered records as one row group; DataError if one does not fit."""
         if not self.pending:
             return
-        assert self.schema is not None and self.columns is not None
         try:
             batch = pa.Table.from_pydict(
-                {c: [r.get(c) for r in self.pending] for c in self.columns}, schema=self.schema
+                {c: [r.get(c) for r in self.pending] for c in self.schema.names}, schema=self.schema
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
             raise DataError(f"source {self.source!r}: a record does not fit the manifest "
                             f"schema ({exc})") from None
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp, self.schema)
-        self.writer.write_table(batch)
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        self.writer.write_table(batch, row_group_size=ROW_GROUP_ROWS)
         self.pending, self.pending_bytes = [], 0
 
     def close(self) -> None:
         """Close the parquet file, if one was opened."""
         if self.writer is not None:
             self.writer.close()
-
-
-def _decode_records(source: str, records: Iterable[dict[str, Any]], info: ManifestInfo,
-                    prepare: Callable[[tuple[dict[str, Any], str | None]], StoredImage | str],
-                    groups: _RowGroups, *, drop_on_bad: bool) -> _Kept:
-    """Decode every record's image in order (a few threads), the good ones into ``groups``, the
-    bad ones listed; once a file is bad and ``drop_on_bad``, full groups are dropped unwritten."""
-    kept = _Kept()
-    threads = _threads()
-    with _decoders(threads) as pool:
-        for (record, origin), stored in _in_order(
-                prepare, _records(source, records), pool, _IN_FLIGHT * threads):
-            if groups.columns is None:
-                groups.start(_column_order(set(record) | set(_ADDED), info), info)
-                kept.meta = {c: [] for c in groups.columns if c != "image"}
-            if isinstance(stored, str):
-                kept.bad.append(BadFile(file=_file_name(record),
-                                        image_id=str(record.get("image_id")),
-                                        reason=stored, origin=origin))
-                continue
-            kept.add(record, stored)
-            groups.add(record, len(stored.data), write=not (kept.bad and drop_on_bad))
-    return kept
 
 
 def _check_kept(kept: _Kept, source: str, info: ManifestInfo, out_path: Path, *, on_bad: str,
@@ -387,9 +464,7 @@ def _check_kept(kept: _Kept, source: str, info: ManifestInfo, out_path: Path, *,
     if kept.images == 0:
         raise DataError(f"source {source!r}: no readable images; nothing was written "
                         f"to {out_path}")
-    check = pa.Table.from_pydict(
-        {**kept.meta, "image": pa.repeat(pa.scalar(b"", pa.binary()), kept.images)}
-    )
+    check = kept.columns.append_column("image", pa.repeat(pa.scalar(b"", pa.binary()), kept.images))
     check = conform(check, out_path)
     validate_manifest(check, info, out_path)
 
@@ -398,9 +473,9 @@ def _report(kept: _Kept, source: str, out_path: Path, info: ManifestInfo, *, on_
             ignored: list[str]) -> IngestReport:
     """The report of a finished ingest: counts per split, domain and role, classes per scale."""
     counts = {
-        column: dict(sorted(Counter(kept.meta[column]).items()))
+        column: dict(sorted(Counter(kept.columns.column(column).to_pylist()).items()))
         for column in ("split", "domain", "role")
-        if column in kept.meta
+        if column in kept.columns.column_names
     }
     return IngestReport(
         source=source,

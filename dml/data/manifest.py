@@ -1,5 +1,8 @@
 """The parquet contract: one row per image, names and provenance in the file's metadata.
 
+A manifest is one parquet file or a directory of parquet shards with the same schema and
+metadata (:mod:`dml.data.shards`: what ingest writes); every reader here takes either.
+
 Columns (absent annotations are absent columns, never fake values):
 
 =================  =============================================  ==============================
@@ -45,7 +48,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -53,6 +56,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dml.data.shards import ManifestReader, manifest_files, open_parquet, write_shards
 from dml.errors import DataError
 from dml.io import atomic_path
 
@@ -450,19 +454,19 @@ def with_info(table: pa.Table, info: ManifestInfo) -> pa.Table:
     return table.replace_schema_metadata(metadata)
 
 
-def write_manifest(table: pa.Table, path: str | os.PathLike[str], info: ManifestInfo) -> None:
-    """Validate ``table`` against ``info``, cast to the canonical schema, write atomically."""
+def write_manifest(table: pa.Table, path: str | os.PathLike[str], info: ManifestInfo, *,
+                   shard_rows: int | None = None) -> None:
+    """Validate ``table`` against ``info``, cast to the canonical schema, write atomically: one
+    parquet file, or with ``shard_rows`` a directory of shards of that many rows
+    (:mod:`dml.data.shards`)."""
     validate_manifest(table, info, path)
     table = with_info(conform(table, path), info)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
-def _require_file(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest {path} does not exist")
-    return path
+    if shard_rows is None:
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return
+    with atomic_path(path, directory=True) as tmp:
+        write_shards(table, tmp, shard_rows=shard_rows)
 
 
 def attribute_matrix(column: pa.Array | pa.ChunkedArray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -489,32 +493,46 @@ def attribute_matrix(column: pa.Array | pa.ChunkedArray, width: int) -> tuple[np
 
 
 def read_manifest(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
-    """Read the manifest at ``path`` (only ``columns`` if given); metadata stays on the schema."""
-    path = _require_file(path)
+    """Read the manifest at ``path``, a file or a directory of shards (only ``columns`` if
+    given); metadata stays on the schema."""
+    files = manifest_files(path)
     if columns is not None:
-        present = pq.read_schema(path).names
+        present = manifest_columns(path)
         missing = [c for c in columns if c not in present]
         if missing:
             raise DataError(f"{path}: no column(s) {missing}; columns: {', '.join(present)}")
+    tables = []
+    for file in files:
+        try:
+            tables.append(pq.read_table(file, columns=columns))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{file}: unreadable manifest ({exc})") from None
     try:
-        return pq.read_table(path, columns=columns)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc})") from None
+        return pa.concat_tables(tables)
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path}: shards with different columns ({exc})") from None
 
 
 def read_info(path: str | os.PathLike[str]) -> ManifestInfo:
-    """The :class:`ManifestInfo` stored in the metadata of the manifest at ``path``."""
-    path = _require_file(path)
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc})") from None
-    raw = (schema.metadata or {}).get(METADATA_KEY)
+    """The :class:`ManifestInfo` stored in the metadata of the manifest at ``path`` (a file or a
+    directory of shards, each of which carries it)."""
+    file = manifest_files(path)[0]
+    raw = (open_parquet(file).schema_arrow.metadata or {}).get(METADATA_KEY)
     if raw is None:
-        raise DataError(f"{path}: not a manifest (no 'dml' key in the parquet metadata)")
+        raise DataError(f"{file}: not a manifest (no 'dml' key in the parquet metadata)")
     return ManifestInfo.from_json(raw, where=str(path))
 
 
 def manifest_columns(path: str | os.PathLike[str]) -> list[str]:
-    """Column names of the manifest at ``path`` (reads only the footer)."""
-    return pq.read_schema(_require_file(path)).names
+    """Column names of the manifest at ``path`` (reads only a footer)."""
+    return open_parquet(manifest_files(path)[0]).schema_arrow.names
+
+
+def read_images(path: str | os.PathLike[str], image_ids: Iterable[str]) -> dict[str, bytes]:
+    """The stored image bytes of the rows ``image_ids`` (those present with bytes), reading only
+    their row groups: a grid or a page of a million-image manifest reads a few megabytes."""
+    ids = read_manifest(path, columns=["image_id"]).column("image_id").to_pylist()
+    wanted = set(image_ids)
+    positions = [n for n, image_id in enumerate(ids) if image_id in wanted]
+    table = ManifestReader(path, ["image_id", "image"]).read(positions)
+    return {i: b for i, b in zip(*table.to_pydict().values()) if b is not None}

@@ -9,6 +9,8 @@ Entry point: :func:`retrieval_metrics`. The package, each module on the ones abo
 - :mod:`~dml.evaluate.relevance`: which items are relevant (labels, a matrix, a callback, grades);
 - :mod:`~dml.evaluate.full_ranking`: every relevant item's position (for the whole-ranking mAP);
 - :mod:`~dml.evaluate.top_ranking`: exact ranks within each query's top ``max(R, K)`` only;
+- :mod:`~dml.evaluate.candidates`: optional, approximate: each query's candidates from a faiss
+  index, re-ranked exactly, and their measured recall;
 - :mod:`~dml.evaluate.inputs`: the checked inputs (options, embeddings, labels, exclusions);
 - :mod:`~dml.evaluate.engine`: :func:`retrieval_metrics` and :func:`per_query_metrics`;
 - :mod:`~dml.evaluate.protocols`: who queries whom (query/gallery roles, domains, scales, labels);

@@ -5,12 +5,14 @@ on prepared tensors."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from dml.errors import DataError
+from dml.errors import ConfigError, DataError
+from dml.evaluate.candidates import Candidates, CandidateSearch
 from dml.evaluate.catalog import metric_key
 from dml.evaluate.full_ranking import full_ranked_blocks
 from dml.evaluate.geometry import GEOMETRIES
@@ -44,6 +46,8 @@ def retrieval_metrics(
     seed: int = 0,
     query_gallery_index: ArrayLike | torch.Tensor | None = None,
     per_query: dict[str, np.ndarray] | None = None,
+    candidates: Candidates | None = None,
+    ranking: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Exact retrieval metrics of ``query`` against ``gallery`` (or against itself), plus NMI.
 
@@ -90,6 +94,11 @@ def retrieval_metrics(
             ``dml.evaluate.protocols``).
         per_query: a dict to fill with each query's value of each metric (NaN for a query
             without a relevant item), for intervals over queries.
+        candidates: rank only each query's candidates from a faiss index, re-ranked exactly
+            (approximate: :mod:`dml.evaluate.candidates`); needs ``full_map=False`` and no
+            ``ndcg_ks`` (whole-ranking figures are refused). None: exact.
+        ranking: a dict to fill with how the ranking was made (``{"kind": "exact"}``, or the
+            candidates' description and their measured ``recall@<d>``).
 
     Returns:
         ``recall@K`` for each K (DML sense: a relevant item among the top K; K beyond the
@@ -138,6 +147,7 @@ def retrieval_metrics(
         block_bytes=block_bytes, metric=metric, map_ks=map_ks, precision_ks=precision_ks,
         grades=matrix_callback(grades, "grades", (len(data.query), len(data.gallery)), data.query.device, torch.float64),
         ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain, map_denominator=map_denominator, asi=asi, full_map=full_map,
+        candidates=candidates, ranking=ranking,
     )
     result: dict[str, float] = {}
     for (name, (q_lab, _)), values in zip(data.labels.items(), per_set if len(relevances) > 1 else [per_set],
@@ -184,6 +194,8 @@ def per_query_metrics(
     map_denominator: str = "found",
     asi: bool = False,
     full_map: bool = True,
+    candidates: Candidates | None = None,
+    ranking: dict[str, Any] | None = None,
 ) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
     """Every retrieval metric for every query: name -> float64 ``[Q]`` (NaN: no relevant item).
 
@@ -199,6 +211,11 @@ def per_query_metrics(
     :func:`ranked_blocks`; with a sequence of relevances, a list of such dicts, one per
     relevance, from one ranking. Only O(Q) values are kept, so averages come out the same
     whatever the block size, and per-query values are there for confidence intervals.
+
+    With ``candidates``, each query is ranked among its candidates from a faiss index only
+    (:class:`~dml.evaluate.candidates.CandidateSearch`), and ``ranking`` gets their measured
+    recall; a metric that needs the full ranking (``map``, ``ndcg@K``) or a cutoff deeper than
+    the candidates is a :class:`~dml.errors.ConfigError` naming ``evaluate.candidates``.
     """
     many = not callable(relevance)
     count = len(relevance) if many else 1
@@ -212,12 +229,19 @@ def per_query_metrics(
     asked = [metric_key(name).needs for name in outs[0]]  # what the asked metrics read: the catalogue's declarations
     whole = any(needs & {"full ranking", "scores"} for needs in asked)  # every position, or every score
     depth = None if whole else max([*ks, *precision_ks, *map_ks])
-    for rows, ranks, n_rels, ndcgs in ranked_blocks(
-        query, gallery, relevance, exclude=exclude, block_bytes=block_bytes, metric=metric,
-        grades=grades, ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain, depth=depth,
-    ):
+    if candidates is None:
+        if ranking is not None:
+            ranking.update(kind="exact")
+        blocks = ranked_blocks(query, gallery, relevance, exclude=exclude, block_bytes=block_bytes, metric=metric,
+                               grades=grades, ndcg_ks=ndcg_ks, ndcg_gain=ndcg_gain, depth=depth)
+    else:
+        blocks = _candidate_blocks(query, gallery, relevance, candidates, exclude=exclude, metric=metric,
+                                   block_bytes=block_bytes, depth=depth, ranking=ranking,
+                                   whole=[name for name, needs in zip(outs[0], asked)
+                                          if needs & {"full ranking", "scores"}])
+    for rows, ranks, n_rels, ndcgs in blocks:
         idx = rows.cpu().numpy()
-        if not many:
+        if not many and candidates is None:
             ranks, n_rels, ndcgs = [ranks], [n_rels], [ndcgs]
         for out, (rank, ties), n_rel, ndcg in zip(outs, ranks, n_rels, ndcgs, strict=True):
             for name, value in block_metrics(rank, n_rel, ties, **options).items():
@@ -225,6 +249,26 @@ def per_query_metrics(
             for k, value in ndcg.items():
                 out[f"ndcg@{k}"][idx] = value.cpu().numpy()
     return outs if many else outs[0]
+
+
+def _candidate_blocks(query: torch.Tensor, gallery: torch.Tensor, relevance: Relevance | Sequence[Relevance],
+                      candidates: Candidates, *, exclude: torch.Tensor | None, metric: str, block_bytes: int,
+                      depth: int | None, ranking: dict[str, Any] | None, whole: list[str]) -> Iterator:
+    """The blocks of :meth:`CandidateSearch.blocks` (lists, one entry per relevance), after
+    refusing what candidates cannot rank; ``ranking`` gets their description and recall."""
+    if whole or depth is None:
+        raise ConfigError(f"{candidates.where}: {', '.join(whole)} need(s) every query's full ranking, which "
+                          f"{candidates.k} candidates per query cannot give; leave it out or set "
+                          f"{candidates.where}: null (exact)")
+    if depth > candidates.k:
+        raise ConfigError(f"{candidates.where}.k: {candidates.k} candidates per query cannot rank the top "
+                          f"{depth} (the deepest cutoff asked); raise it to at least {depth}")
+    search = CandidateSearch(candidates, gallery, metric)
+    if ranking is not None:
+        ranking.update(candidates.describe())
+        ranking.update(search.recall(query, exclude=exclude, depths=(depth, candidates.k), block_bytes=block_bytes))
+    relevances = list(relevance) if not callable(relevance) else [relevance]
+    return search.blocks(query, relevances, exclude=exclude, block_bytes=block_bytes)
 
 
 def ranked_blocks(

@@ -15,6 +15,7 @@ from dml.data.dataset import ManifestDataset
 from dml.data.rows import ManifestRows
 from dml.data.splits import evaluated_rows
 from dml.errors import DataError
+from dml.evaluate.candidates import Candidates, fits
 from dml.evaluate.geometry import GEOMETRIES
 from dml.evaluate.metrics import attribute_average_precision
 from dml.evaluate.protocols import EvalRows, Protocol
@@ -102,19 +103,27 @@ def gap_samples(rows: EvalRows, held_out_folds: Sequence[int] = (), *,
 
 def evaluate_gap(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, *,
                  held_out_folds: Sequence[int] = (), ks: Sequence[int] = (1, 2, 4, 8),
-                 seed: int = 0) -> dict[str, Any] | None:
+                 seed: int = 0, candidates: Candidates | None = None) -> dict[str, Any] | None:
     """The protocol's float metrics on each sample of :func:`gap_samples`, every row ranked
     against the others of its sample (role "both"): ``{"classes": K, "seen": {"images": n,
-    "float": {...}}, "unseen": {...}}``; None where there are no such samples."""
+    "float": {...}}, "unseen": {...}}``; None where there are no such samples. With
+    ``candidates`` each side is ranked approximately and says so (its ``ranking``; exact
+    where the sample is too small to train the index)."""
     samples = gap_samples(rows, held_out_folds, seed=seed)
     if samples is None:
         return None
     fine = next(iter(rows.labels.values()))
     out: dict[str, Any] = {"classes": int(len(np.unique(fine[samples[0]])))}
     for side, mask in zip(("seen", "unseen"), samples):
+        ranking: dict[str, Any] = {}
+        sample = vectors[mask]
+        approximate = candidates is not None and fits(candidates, int(np.prod(sample.shape[:-1])), sample.shape[-1],
+                                                      protocol.metric)
         out[side] = {"images": int(mask.sum()),
-                     "float": protocol.evaluate(rows.subset(mask).with_roles("both"), vectors[mask],
-                                                ks=ks, seed=seed)}
+                     "float": protocol.evaluate(rows.subset(mask).with_roles("both"), sample, ks=ks, seed=seed,
+                                                candidates=candidates if approximate else None, ranking=ranking)}
+        if candidates is not None:
+            out[side]["ranking"] = ranking
     return out
 
 
@@ -129,6 +138,7 @@ def evaluate_test_split(
     attribute_names: Sequence[str] = (),
     held_out_folds: Sequence[int] | None = None,
     seed: int = 0,
+    candidates: Candidates | None = None,
 ) -> dict[str, Any]:
     """The protocol's metrics on the test rows: float vectors, then each index's decoded
     gallery (queries keep their float vectors).
@@ -144,14 +154,23 @@ def evaluate_test_split(
     also hold ``attributes/map``: the mean over attributes of each attribute's average
     precision on the test rows (:func:`attribute_quality`); each one's is under
     ``attributes``.
+
+    ``ranking`` says how the test rows were ranked: ``{"kind": "exact"}``, or with
+    ``candidates`` (each query's candidates from a faiss index, re-ranked exactly:
+    :mod:`dml.evaluate.candidates`) ``{"kind": "approximate", "index", "nprobe", "candidates",
+    "recall_queries", "recall@<d>": the measured share of the exact top d found, "omitted":
+    the figures left out, "quantized": each index's own recall}``.
     """
     gap = (None if held_out_folds is None else
-           evaluate_gap(rows, vectors, protocol, held_out_folds=held_out_folds, ks=ks, seed=seed))
+           evaluate_gap(rows, vectors, protocol, held_out_folds=held_out_folds, ks=ks, seed=seed,
+                        candidates=candidates))
     mask = test_rows(rows)
     rows, vectors = rows.subset(mask), vectors[mask]
     queries, gallery, _ = protocol.split(rows)
     per_query: dict[str, np.ndarray] = {}
-    floats = protocol.evaluate(rows, vectors, ks=ks, per_query=per_query, seed=seed)
+    ranking: dict[str, Any] = {}
+    floats = protocol.evaluate(rows, vectors, ks=ks, per_query=per_query, seed=seed, candidates=candidates,
+                               ranking=ranking)
     per_attribute = None
     if attribute_logits is not None:
         floats["attributes/map"], per_attribute = attribute_quality(rows, attribute_logits[mask],
@@ -163,7 +182,11 @@ def evaluate_test_split(
     for name, index in indexes.items():
         if index.ntotal != len(gallery):
             raise DataError(f"index {name} holds {index.ntotal} vectors, the gallery has {len(gallery)}")
-        metrics = evaluate_index(rows, coded, protocol, index, ks=ks)
+        index_ranking: dict[str, Any] = {}
+        metrics = evaluate_index(rows, coded, protocol, index, ks=ks, candidates=candidates, ranking=index_ranking)
+        if candidates is not None:
+            ranking.setdefault("quantized", {})[name] = {k: v for k, v in index_ranking.items()
+                                                        if k.startswith("recall")}
         facts = describe_index(index)
         metrics["bytes_per_vector"] = facts["code_size"]
         if facts["kind"] != "flat":
@@ -180,13 +203,15 @@ def evaluate_test_split(
         "float_bootstrap_ci": {k: [i.low, i.high] for k, i in intervals.items() if i.n >= 2},
         "quantized": {k: v for k, v in quantized.items() if k != "flat"},
         "exact_index": quantized.get("flat"),
+        "ranking": ranking,
         **({"attributes": per_attribute} if per_attribute is not None else {}),
         **({"gap": gap} if gap is not None else {}),
     }
 
 
 def evaluate_index(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, index: faiss.Index, *,
-                   ks: Sequence[int] = (1, 2, 4, 8)) -> dict[str, float]:
+                   ks: Sequence[int] = (1, 2, 4, 8), candidates: Candidates | None = None,
+                   ranking: dict[str, Any] | None = None) -> dict[str, float]:
     """The protocol's metrics with the gallery as ``index`` holds it. Product codes are
     decoded and ranked against the float queries, as faiss's asymmetric search ranks them
     (by inner product under cosine protocols, by L2 distance under euclidean ones); a hash
@@ -194,14 +219,18 @@ def evaluate_index(rows: EvalRows, vectors: np.ndarray, protocol: Protocol, inde
 
     Queries are :func:`dml.index.code_vectors` of ``vectors``, the vectors the quantize stage
     built the gallery's codes from: with views (flip) the mean of image and mirror, one
-    vector per query, as a search of the index takes it."""
+    vector per query, as a search of the index takes it.
+
+    ``candidates`` and ``ranking`` as in :meth:`Protocol.evaluate`: the decoded gallery (or
+    the ±1 hash codes, whose inner product ranks as Hamming distance) is searched for
+    candidates, re-ranked exactly in its own geometry."""
     queries = code_vectors(vectors, protocol.metric)
     if isinstance(faiss.downcast_index(index), faiss.IndexLSH):
         lsh = faiss.downcast_index(index)
         return protocol.evaluate(rows, encode(lsh, queries), ks=ks, gallery=index_codes(lsh),
-                                 metric="hamming", nmi=False)
+                                 metric="hamming", nmi=False, candidates=candidates, ranking=ranking)
     return protocol.evaluate(rows, queries, ks=ks, gallery=decode_gallery(index),
-                             metric=protocol.geometry.decoded, nmi=False)
+                             metric=protocol.geometry.decoded, nmi=False, candidates=candidates, ranking=ranking)
 
 
 def collapse_notices(experiment: str, quantized: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from dml.errors import ConfigError
 
-__all__ = ["GEOMETRIES", "Geometry", "block_scores", "geometry", "prepare_embeddings", "protocol_geometries",
-           "register_geometry"]
+__all__ = ["GEOMETRIES", "Geometry", "block_scores", "gathered_scores", "geometry", "prepare_embeddings",
+           "protocol_geometries", "register_geometry"]
 
 UNIT_TOLERANCE = 1e-6  # a vector this close to unit norm is not normalized again
 
@@ -116,6 +116,29 @@ def block_scores(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str,
         norms = gallery_sq_norms if gallery_sq_norms is not None else (gallery * gallery).sum(1)
         scores.mul_(2.0).sub_(norms[None, :])
     return scores
+
+
+def gathered_scores(query_rows: torch.Tensor, gathered: torch.Tensor, metric: str) -> torch.Tensor:
+    """``float32[B, C]``: :func:`block_scores` of each query against its own ``C`` items,
+    ``gathered`` ``[B, C, D]`` (or ``[B, C, W, D]``, views; the query may be ``[B, V, D]``):
+    the same scores, one batched product instead of a ``B x N`` block (candidates re-ranked
+    exactly, :mod:`dml.evaluate.candidates`)."""
+    q = query_rows if query_rows.dim() == 3 else query_rows[:, None]  # B V D
+    g = gathered if gathered.dim() == 4 else gathered[:, :, None]  # B C W D
+    views = q.shape[1] > 1 or g.shape[2] > 1
+    euclidean = GEOMETRIES[metric].euclidean
+    best: torch.Tensor | None = None
+    for v in range(q.shape[1]):
+        for w in range(g.shape[2]):
+            items = g[:, :, w]
+            scores = torch.bmm(items, q[:, v, :, None]).squeeze(2)
+            if euclidean:
+                scores.mul_(2.0).sub_((items * items).sum(2))
+                if views:  # views compare as -||q - g||^2 in full, as block_scores does
+                    scores.sub_((q[:, v] * q[:, v]).sum(1)[:, None])
+            best = scores if best is None else torch.maximum(best, scores, out=best)
+    assert best is not None
+    return best
 
 
 def _nearest_views(query_rows: torch.Tensor, gallery: torch.Tensor, metric: str) -> torch.Tensor:

@@ -45,6 +45,8 @@ from numpy.typing import ArrayLike
 
 from dml.data.manifest import DOMAINS
 from dml.errors import ConfigError, DataError
+from dml.evaluate.candidates import Candidates, merge_rankings
+from dml.evaluate.catalog import metric_key
 from dml.evaluate.engine import retrieval_metrics
 from dml.evaluate.geometry import Geometry, block_scores, geometry, prepare_embeddings, protocol_geometries
 from dml.evaluate.metrics import MAP_DENOMINATORS, NDCG_GAINS
@@ -288,9 +290,21 @@ class Protocol:
             raise DataError(f"protocol {name}: no gallery item among the {len(rows)} rows evaluated")
         return np.flatnonzero(q_mask), np.flatnonzero(g_mask), query_gallery_index(q_mask, g_mask)
 
+    def check_candidates(self, candidates: Candidates) -> None:
+        """Refuse an approximate candidate ranking for a protocol whose own figures (its
+        headline, NDCG) need every query's full ranking: a :class:`ConfigError` naming
+        ``evaluate.candidates``. Other protocols lose only ``map`` (over the whole ranking)."""
+        whole = [key for key in (*self.headline, *(f"ndcg@{k}" for k in self.ndcg_ks))
+                 if metric_key(key).needs & {"full ranking", "scores"}]
+        if whole:
+            raise ConfigError(f"{candidates.where}: protocol {type(self).__name__} reports "
+                              f"{', '.join(metric_key(k).title for k in whole)} over the whole ranking, which "
+                              f"{candidates.k} candidates per query cannot give; set {candidates.where}: null (exact)")
+
     def evaluate(self, rows: EvalRows, vectors: np.ndarray, *, ks: Sequence[int] = (1, 2, 4, 8),
                  gallery: np.ndarray | None = None, metric: str | None = None, nmi: bool = True,
-                 seed: int = 0, per_query: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+                 seed: int = 0, per_query: dict[str, np.ndarray] | None = None,
+                 candidates: Candidates | None = None, ranking: dict[str, Any] | None = None) -> dict[str, float]:
         """Metrics of ``vectors`` (aligned with ``rows``) under this protocol.
 
         ``vectors`` may hold several views of each row, ``[N, V, D]`` (``views``: the plain
@@ -298,7 +312,17 @@ class Protocol:
         gallery rows' vectors (a gallery decoded from quantization codes, ranked with
         ``metric``, e.g. ``"dot"``); NMI is computed on the float queries.
         ``per_query`` is filled with each task's per-query values, under the same keys.
+
+        ``candidates``: rank each query among its candidates from a faiss index, re-ranked
+        exactly (:mod:`dml.evaluate.candidates`): every figure but ``map`` (the average
+        precision over the whole ranking, left out and listed under ``omitted``); refused
+        where the protocol's own figures need the full ranking (:meth:`check_candidates`).
+        ``ranking`` is filled with how the ranking was made (``kind``; for candidates the
+        index, their count and the measured ``recall@<d>`` over all tasks).
         """
+        if candidates is not None:
+            self.check_candidates(candidates)
+        parts: list[dict[str, Any]] = []
         if len(vectors) != len(rows):
             raise DataError(f"{len(vectors)} vectors for {len(rows)} rows")
         queries, gallery_rows, own = self.split(rows)
@@ -318,6 +342,8 @@ class Protocol:
             else:
                 query_labels, prefix = task.query_labels, task.prefix
                 gallery_labels = None if task.relevance is not None else task.gallery_labels
+            part: dict[str, Any] = {}
+            parts.append(part)
             metrics = retrieval_metrics(
                 vectors[queries[q_sel]], query_labels, gallery_vectors[g_sel], gallery_labels,
                 relevance=task.relevance, grades=task.grades, ks=ks, map_ks=self.map_ks,
@@ -325,12 +351,17 @@ class Protocol:
                 ndcg_gain=self.ndcg_gain, map_denominator=self.map_denominator, asi=self.asi, metric=metric or self.metric,
                 nmi=nmi and task.nmi and task.query_labels is not None,
                 seed=seed, query_gallery_index=task_own, per_query=values,
+                full_map=candidates is None, candidates=candidates, ranking=part,
             )
             out.update({prefix + key: value for key, value in metrics.items()})
             if per_query is not None:
                 per_query.update({prefix + key: v for key, v in values.items()})
         if per_query is not None:
             per_query.update(self.summarize_per_query(per_query))
+        if ranking is not None:
+            ranking.update(merge_rankings(parts) if candidates is not None else {"kind": "exact"})
+            if candidates is not None:
+                ranking["omitted"] = ["map"]
         return self.summarize(out)
 
     def summarize(self, metrics: dict[str, float]) -> dict[str, float]:

@@ -39,3 +39,17 @@ def quiet_frameworks() -> None:
     except ImportError:  # pragma: no cover - optuna is a dependency
         pass
 
+
+
+def quiet_ray_data() -> None:
+    """Ray Data without its console chatter: no progress bars (a stage draws its own) and only
+    errors on the console from its loggers, whose full logs stay in the Ray session's files.
+    Ray Data sets its own logging up when imported, so this runs after that."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_operator_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)

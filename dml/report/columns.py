@@ -56,9 +56,37 @@ def precision_at(columns: Sequence[str]) -> list[str]:
 
 def summary_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
     """The few numbers of an evaluation that `dvc exp show` lists: its float headline figures
-    (the details stay in the evaluation file beside it)."""
+    (the details stay in the evaluation file beside it), and where the ranking was approximate
+    the measured recall of the exact top ranks (``candidate_recall@<d>``)."""
     floats = evaluation["float"]
-    return {key: round(float(floats[key]), 4) for key in headline_metrics(protocol_of(evaluation), list(floats))}
+    summary = {key: round(float(floats[key]), 4) for key in headline_metrics(protocol_of(evaluation), list(floats))}
+    recall = approximate_recall([evaluation])
+    return summary | {f"candidate_{key}": round(float(value), 4) for key, value in recall.items()}
+
+
+def approximate_recall(evaluations: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The mean over ``evaluations`` ranked approximately (a ``ranking`` of kind
+    ``approximate``: :mod:`dml.evaluate.candidates`) of each measured ``recall@<d>`` of the
+    exact top ranks; empty where every one was ranked exactly."""
+    rankings = [r for e in evaluations if (r := e.get("ranking") or {}).get("kind") == "approximate"]
+    keys = list(dict.fromkeys(k for r in rankings for k in r if k.startswith("recall@")))
+    return {k: sum(r[k] for r in rankings if k in r) / sum(k in r for r in rankings) for k in keys}
+
+
+def approximate_note(evaluations: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str | None:
+    """How approximately ranked evaluations (one, or a run's seeds) were ranked, in words: the
+    index, the candidates re-ranked exactly, the share of the exact top ranks they held and
+    what was left out; None where every one was ranked exactly."""
+    runs = [evaluations] if isinstance(evaluations, Mapping) else list(evaluations)
+    recall = approximate_recall(runs)
+    if not recall:
+        return None
+    first = next(r["ranking"] for r in runs if (r.get("ranking") or {}).get("kind") == "approximate")
+    search = ", ".join(f"{knob} {first[knob]}" for knob in ("nprobe", "ef_search") if first.get(knob) is not None)
+    omitted = f"; not computed: {', '.join(title(k) for k in first['omitted'])}" if first.get("omitted") else ""
+    return (f"{first['candidates']} candidates per query from faiss {first['index']}"
+            f"{f' ({search})' if search else ''}, re-ranked exactly; exact top ranks among them: "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in recall.items()) + omitted)
 
 
 def graded(columns: Sequence[str]) -> list[str]:

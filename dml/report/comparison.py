@@ -12,7 +12,7 @@ from dml.errors import ConfigError
 from dml.evaluate.protocols import Protocol, build_protocol
 from dml.index import index_order
 from dml.report.blocks import Block, Heading, Table, to_markdown
-from dml.report.columns import compared, graded, headline_metrics, metric_columns, protocol_of, title
+from dml.report.columns import approximate_note, compared, graded, headline_metrics, metric_columns, protocol_of, title
 from dml.report.estimates import cell, clears, difference, float_cell, float_estimate, paired
 from dml.report.runs import UNTRAINED, Runs, sections, seed_runs
 
@@ -31,9 +31,10 @@ def _section(names: list[str], results: Mapping[str, Runs],
     header = ["experiment", "loss", "seeds", *[title(k) for k in columns], "B/vec"]
     header += [f"{q} {' / '.join(title(k) for k in shown)} (B/vec)" for q in indexes]
     rows = []
+    notes = {name: note for name in names if (note := approximate_note(runs[name]))}
     for name in names:
         first = runs[name][0]
-        row = [name, str(first.get("loss", "?")), str(len(runs[name])),
+        row = [f"{name} ≈" if name in notes else name, str(first.get("loss", "?")), str(len(runs[name])),
                *[float_cell(runs[name], k) for k in columns],
                str(first.get("bytes_per_vector", "?"))]
         for q in indexes:
@@ -43,6 +44,8 @@ def _section(names: list[str], results: Mapping[str, Runs],
                        f"({quantized[0].get('bytes_per_vector')})" if quantized else "–")
         rows.append(row)
     parts: list[Block] = [_setup(runs[names[0]][0]), Table(header, rows)]
+    if notes:  # figures from an approximate candidate ranking (dml.evaluate.candidates) say so
+        parts.append("≈ ranked approximately: " + "; ".join(f"{n}: {note}" for n, note in notes.items()) + ".")
     pairs = [(n, b) for n in names for b in baselines.get(n, []) if b in names]
     if pairs:
         keys = compared(protocol, columns, 3)

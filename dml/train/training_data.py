@@ -57,6 +57,7 @@ def training_set(spec: RunSpec, data: DataSpec) -> ManifestDataset:
         train=True,
         relabel=True,
         augment=spec.train.augment,
+        cache_bytes=spec.train.image_cache_mb << 20,
     )
 
 
