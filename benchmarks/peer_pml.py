@@ -88,7 +88,7 @@ def data_files(data_dir: Path) -> DataSpec:
     ``data_dir`` (``data/<dataset>/``)."""
     data_dir = Path(data_dir)
     files = {name: data_dir / f"{name}.parquet" for name in ("manifest", "splits")}
-    missing = [str(path) for path in files.values() if not path.is_file()]
+    missing = [str(path) for path in files.values() if not path.exists()]  # a manifest: shards
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} missing: run the pipeline's ingest and "
                                 "preprocess stages (dvc repro) first")

@@ -145,6 +145,20 @@ def ray_registered_checkpoint(storage: Path) -> bool:
     return False
 
 
+def settled_checkpoints(storage: Path, *, quiet: float = 3.0, timeout: float = 60.0) -> dict[int, dict]:
+    """The checkpoints under ``storage`` once none has appeared for ``quiet`` seconds: after a
+    driver is killed, a Ray worker outside its process group can finish copying a checkpoint
+    before Ray stops it, and that checkpoint is one a restarted run resumes from."""
+    states = checkpointed_epochs(storage)
+    still, deadline = time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() - still < quiet and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = checkpointed_epochs(storage)
+        if set(now) != set(states):
+            states, still = now, time.monotonic()
+    return states
+
+
 def checkpointed_epochs(storage: Path) -> dict[int, dict]:
     """The checkpoints under a Ray storage folder so far, by epoch (skipping half-copied ones)."""
     states = {}
