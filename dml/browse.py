@@ -23,7 +23,7 @@ from flask import Flask, Response, abort, render_template_string, request
 
 from dml.config import load_params, resolve_run
 from dml.data.images import open_rgb
-from dml.data.manifest import read_images
+from dml.data.manifest import ImageLookup
 from dml.embed import read_embeddings, with_views
 from dml.errors import DataError, DmlError
 from dml.evaluate.experiment import aligned_rows, test_rows
@@ -121,7 +121,11 @@ class Run:
         read on demand: only the rows a page shows are read."""
         if image_id not in self._positions:
             return None
-        return read_images(self._data[2], [image_id]).get(image_id)
+        return self._images.read([image_id]).get(image_id)
+
+    @cached_property
+    def _images(self) -> ImageLookup:
+        return ImageLookup(self._data[2])
 
     @cached_property
     def summary(self) -> dict[str, float]:

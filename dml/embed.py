@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from dml.batch import Batch
 from dml.data.dataset import ManifestDataset
-from dml.data.shards import SHARD_PATTERN, shard_name
+from dml.data.shards import shard_files, shard_name
 from dml.errors import DataError
 from dml.io import atomic_path
 
@@ -364,9 +364,7 @@ def _read_file(path: Path) -> tuple[pa.Table, dict[str, Any]]:
 def _read_shards(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     """The shards of an embeddings directory as one table, checked against their metadata:
     the same in every shard, naming as many shards and rows as there are."""
-    files = sorted(path.glob(SHARD_PATTERN))
-    if not files:
-        raise DataError(f"{path} is a directory without embeddings shards ({SHARD_PATTERN})")
+    files = shard_files(path, "embeddings")
     tables, meta = [], None
     for file in files:
         table, shard_meta = _read_file(file)

@@ -528,11 +528,24 @@ def manifest_columns(path: str | os.PathLike[str]) -> list[str]:
     return open_parquet(manifest_files(path)[0]).schema_arrow.names
 
 
+class ImageLookup:
+    """The stored image bytes of a manifest's rows by image id, read on demand by row group:
+    the ids are read once, so a page that shows one image at a time (the browse page) pays
+    one row group per image, not the whole id column each time."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        ids = read_manifest(path, columns=["image_id"]).column("image_id").to_pylist()
+        self._positions = {image_id: n for n, image_id in enumerate(ids)}
+        self._reader = ManifestReader(path, ["image_id", "image"])
+
+    def read(self, image_ids: Iterable[str]) -> dict[str, bytes]:
+        """The bytes of ``image_ids`` (those present with bytes); unknown ids are left out."""
+        positions = [self._positions[i] for i in dict.fromkeys(image_ids) if i in self._positions]
+        table = self._reader.read(positions)
+        return {i: b for i, b in zip(*table.to_pydict().values()) if b is not None}
+
+
 def read_images(path: str | os.PathLike[str], image_ids: Iterable[str]) -> dict[str, bytes]:
     """The stored image bytes of the rows ``image_ids`` (those present with bytes), reading only
-    their row groups: a grid or a page of a million-image manifest reads a few megabytes."""
-    ids = read_manifest(path, columns=["image_id"]).column("image_id").to_pylist()
-    wanted = set(image_ids)
-    positions = [n for n, image_id in enumerate(ids) if image_id in wanted]
-    table = ManifestReader(path, ["image_id", "image"]).read(positions)
-    return {i: b for i, b in zip(*table.to_pydict().values()) if b is not None}
+    their row groups: a grid of a million-image manifest reads a few megabytes."""
+    return ImageLookup(path).read(image_ids)

@@ -37,6 +37,15 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+def shard_files(directory: Path, what: str) -> list[Path]:
+    """The shards of ``directory`` (a sharded ``what``: manifest, embeddings) in row order;
+    DataError naming it when it holds none."""
+    shards = sorted(directory.glob(SHARD_PATTERN))
+    if not shards:
+        raise DataError(f"{directory} is a directory without {what} shards ({SHARD_PATTERN})")
+    return shards
+
+
 def manifest_files(path: str | os.PathLike[str]) -> list[Path]:
     """The parquet files of the manifest at ``path``, in row order: the file itself, or a
     directory's shards; DataError naming ``path`` when there is neither."""
@@ -44,10 +53,7 @@ def manifest_files(path: str | os.PathLike[str]) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        shards = sorted(path.glob(SHARD_PATTERN))
-        if not shards:
-            raise DataError(f"manifest {path} is a directory without shards ({SHARD_PATTERN})")
-        return shards
+        return shard_files(path, "manifest")
     raise DataError(f"manifest {path} does not exist")
 
 

@@ -83,7 +83,7 @@ def test_images_by_id_read_only_their_rows(single_and_sharded):
 
 def test_a_directory_without_shards_is_named(tmp_path):
     (tmp_path / "empty.parquet").mkdir()
-    with pytest.raises(DataError, match="empty.parquet is a directory without shards"):
+    with pytest.raises(DataError, match="empty.parquet is a directory without manifest shards"):
         read_info(tmp_path / "empty.parquet")
 
 
